@@ -1,0 +1,34 @@
+# The two set-up commands of the README. Both create .venv/ on first use.
+#   make quickstart   install, then run studies/quickstart.yaml (offline, ~2 min on 2 cores)
+#   make test         install with test extras, then run the whole test suite
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: quickstart test test-fast install clean
+
+quickstart: $(VENV)/.installed
+	$(BIN)/sweep run studies/quickstart.yaml
+
+test: $(VENV)/.installed-test
+	$(BIN)/pytest
+
+test-fast: $(VENV)/.installed-test
+	$(BIN)/pytest -m "not slow"
+
+install: $(VENV)/.installed
+
+$(VENV)/bin/pip:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(VENV)/bin/pip
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(VENV)/bin/pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@ $(VENV)/.installed
+
+clean:
+	rm -rf $(VENV) sweep.db mlflow.db mlruns mlartifacts

@@ -1,0 +1,45 @@
+"""The one place TensorFlow is imported.
+
+tfmot 0.8 supports Keras 2 only: TensorFlow must be told to use the legacy tf-keras
+package *before* it is first imported, or `prune_low_magnitude` rejects the models.
+Every module that needs TensorFlow, tf-keras or tfmot imports them from here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
+
+os.environ["TF_USE_LEGACY_KERAS"] = "1"
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+@contextlib.contextmanager
+def _quiet_native_stderr() -> Iterator[None]:
+    """TensorFlow's C++ start-up lines (oneDNN, CUDA drivers) ignore TF_CPP_MIN_LOG_LEVEL
+    because they are written before absl logging starts; hide just those."""
+    if os.environ.get("SWEEP_DEBUG"):
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+with _quiet_native_stderr():
+    import tensorflow as tf
+    import tensorflow_model_optimization as tfmot
+    import tf_keras as keras
+
+tf.get_logger().setLevel("ERROR")
+
+__all__ = ["keras", "tf", "tfmot"]

@@ -1,0 +1,415 @@
+"""The study file: one typed, validated schema, checked completely before any work starts.
+
+A study file is YAML. Every key but `name` has a default, so this is a complete study::
+
+    name: my-first-study
+
+Unknown keys, wrong types and impossible values raise `ConfigError` with the key's
+path in a one-line message, e.g. ``search.end_step: must be greater than
+begin_step (0.3), got 0.2``.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from sweep.errors import ConfigError
+
+SCHEDULES = ("polynomial", "constant", "step")
+BUILTIN_BUILDERS = ("mlp", "cnn")
+# objective name -> (metric it reads, Optuna direction)
+OBJECTIVES: dict[str, tuple[str, str]] = {
+    "accuracy": ("val_accuracy", "maximize"),
+    "compressed_size": ("compressed_bytes", "minimize"),
+    "sparsity": ("sparsity", "maximize"),
+}
+
+
+# --- search values: a scalar fixes a value, [low, high] searches a range --------------
+
+
+@dataclass(frozen=True)
+class Span:
+    """A searched numeric range; `low == high` means the value is fixed."""
+
+    low: float
+    high: float
+
+    @property
+    def fixed(self) -> bool:
+        return self.low == self.high
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _parse_span(value: Any, integer: bool) -> Span:
+    kind = "an integer" if integer else "a number"
+    if isinstance(value, Span):
+        return value
+    ok = (lambda v: isinstance(v, int) and not isinstance(v, bool)) if integer else _is_number
+    if ok(value):
+        return Span(value, value)
+    if isinstance(value, list | tuple) and len(value) == 2 and all(ok(v) for v in value):
+        low, high = value
+        if not low < high:
+            raise ValueError(
+                f"range [{low}, {high}] is empty or inverted; write [low, high] with low < high, "
+                f"or a single value to fix it"
+            )
+        return Span(low, high)
+    raise ValueError(f"expected {kind} or a [low, high] range, got {value!r}")
+
+
+def _dump_span(span: Span) -> float | list[float]:
+    return span.low if span.fixed else [span.low, span.high]
+
+
+FloatSpan = Annotated[
+    Span, BeforeValidator(lambda v: _parse_span(v, integer=False)), PlainSerializer(_dump_span, return_type=Any)
+]
+IntSpan = Annotated[
+    Span, BeforeValidator(lambda v: _parse_span(v, integer=True)), PlainSerializer(_dump_span, return_type=Any)
+]
+
+
+def _parse_choice(value: Any) -> tuple[str, ...]:
+    names = [value] if isinstance(value, str) else value
+    if not isinstance(names, list | tuple) or not names or not all(isinstance(n, str) for n in names):
+        raise ValueError(f"expected a schedule name or a list of them, got {value!r}")
+    unknown = [n for n in names if n not in SCHEDULES]
+    if unknown:
+        raise ValueError(f"unknown schedule {unknown[0]!r}; choose from {', '.join(SCHEDULES)}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"lists a schedule twice: {names}")
+    return tuple(names)
+
+
+ScheduleChoice = Annotated[
+    tuple[str, ...],
+    BeforeValidator(_parse_choice),
+    PlainSerializer(lambda names: names[0] if len(names) == 1 else list(names), return_type=Any),
+]
+
+
+def _field_error(field: str, message: str) -> ValueError:
+    """A cross-field error that `_format_error` attributes to `field`, not to the section."""
+    return ValueError(f"{field}: {message}")
+
+
+def _check_within(span: Span, low: float, high: float, *, closed_high: bool, what: str) -> Span:
+    too_high = span.high > high if closed_high else span.high >= high
+    if span.low < low or too_high:
+        bracket = "]" if closed_high else ")"
+        raise ValueError(f"{what} must be in [{low:g}, {high:g}{bracket}, got {_dump_span(span)}")
+    return span
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+# --- sections ------------------------------------------------------------------------
+
+
+class DataConfig(_Strict):
+    dataset: Literal["digits", "mnist", "fashion_mnist", "cifar10", "npz"] = "digits"
+    # npz only: a file with x_train, y_train, x_test, y_test; relative to the study file
+    path: str | None = None
+    # fraction of the training data held out for validation; objectives never see the test set
+    validation_split: float = Field(0.2, gt=0.0, lt=1.0)
+
+    @field_validator("path")
+    @classmethod
+    def _resolve_path(cls, path: str | None, info: ValidationInfo) -> str | None:
+        if path is None:
+            return None
+        resolved = _resolve(path, info)
+        if not resolved.is_file():
+            raise ValueError(f"no such file: {resolved}")
+        return str(resolved)
+
+    @model_validator(mode="after")
+    def _path_matches_dataset(self) -> DataConfig:
+        if self.dataset == "npz" and self.path is None:
+            raise _field_error("path", "dataset 'npz' needs a path to a .npz file")
+        if self.dataset != "npz" and self.path is not None:
+            raise _field_error("path", f"only used with dataset 'npz', not {self.dataset!r}")
+        return self
+
+
+class ModelConfig(_Strict):
+    # mlp | cnn | "pkg.module:function" | "path/to/file.py:function" (relative to the study file);
+    # a custom builder is build(input_shape, num_classes) -> uncompiled tf_keras.Model
+    builder: str = "cnn"
+
+    @field_validator("builder")
+    @classmethod
+    def _builder_exists(cls, builder: str, info: ValidationInfo) -> str:
+        if builder in BUILTIN_BUILDERS:
+            return builder
+        target, sep, function = builder.rpartition(":")
+        if not sep or not target or not function.isidentifier():
+            raise ValueError(
+                f"expected mlp, cnn, 'pkg.module:function' or 'file.py:function', got {builder!r}"
+            )
+        if target.endswith(".py"):
+            path = _resolve(target, info)
+            if not path.is_file():
+                raise ValueError(f"no such file: {path}")
+            if not _defines(path, function):
+                raise ValueError(f"{path} defines no top-level function {function!r}")
+            return f"{path}:{function}"
+        try:
+            found = importlib.util.find_spec(target) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            raise ValueError(f"cannot find module {target!r}; is it installed or on PYTHONPATH?")
+        return builder
+
+
+class TrainConfig(_Strict):
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(32, ge=1)
+    learning_rate: float = Field(0.001, gt=0.0)
+
+
+class SearchConfig(_Strict):
+    schedule: ScheduleChoice = ("polynomial", "constant", "step")
+    final_sparsity: FloatSpan = Span(0.5, 0.95)
+    initial_sparsity: FloatSpan = Span(0.0, 0.5)  # polynomial only
+    begin_step: FloatSpan = Span(0.0, 0.3)  # fraction of the total training steps
+    end_step: FloatSpan = Span(0.5, 1.0)  # fraction of the total training steps
+    power: FloatSpan = Span(1.0, 6.0)  # polynomial only
+    frequency: IntSpan = Span(5, 50)  # prune every N steps
+    breakpoints: IntSpan = Span(2, 4)  # step only: number of sparsity levels
+    weight_decay: FloatSpan = Span(1.0e-6, 1.0e-2)  # searched on a log scale
+
+    @field_validator("final_sparsity", "initial_sparsity")
+    @classmethod
+    def _sparsity_in_unit_interval(cls, span: Span) -> Span:
+        return _check_within(span, 0.0, 1.0, closed_high=False, what="sparsity")
+
+    @field_validator("begin_step")
+    @classmethod
+    def _begin_fraction(cls, span: Span) -> Span:
+        return _check_within(span, 0.0, 1.0, closed_high=False, what="a fraction of training")
+
+    @field_validator("end_step")
+    @classmethod
+    def _end_fraction(cls, span: Span) -> Span:
+        if span.low <= 0:
+            raise ValueError(f"must be greater than 0, got {_dump_span(span)}")
+        return _check_within(span, 0.0, 1.0, closed_high=True, what="a fraction of training")
+
+    @field_validator("power")
+    @classmethod
+    def _power_positive(cls, span: Span) -> Span:
+        if span.low <= 0:
+            raise ValueError(f"must be greater than 0, got {_dump_span(span)}")
+        return span
+
+    @field_validator("frequency")
+    @classmethod
+    def _frequency_positive(cls, span: Span) -> Span:
+        if span.low < 1:
+            raise ValueError(f"must be at least 1 step, got {_dump_span(span)}")
+        return span
+
+    @field_validator("breakpoints")
+    @classmethod
+    def _at_least_two_levels(cls, span: Span) -> Span:
+        if span.low < 2:
+            raise ValueError(
+                f"must be at least 2 sparsity levels (1 level is the constant schedule), "
+                f"got {_dump_span(span)}"
+            )
+        return span
+
+    @field_validator("weight_decay")
+    @classmethod
+    def _weight_decay_log_scale(cls, span: Span) -> Span:
+        if span.low < 0:
+            raise ValueError(f"must not be negative, got {_dump_span(span)}")
+        if not span.fixed and span.low == 0:
+            raise ValueError(
+                f"a range is searched on a log scale, so its low end must be greater than 0, "
+                f"got {_dump_span(span)}; use e.g. [1.0e-6, {span.high:g}] or fix it to 0"
+            )
+        return span
+
+    @model_validator(mode="after")
+    def _ranges_agree(self) -> SearchConfig:
+        if self.end_step.low <= self.begin_step.high:
+            raise _field_error(
+                "end_step",
+                f"must be greater than begin_step ({self.begin_step.high:g}), "
+                f"got {self.end_step.low:g}",
+            )
+        if "polynomial" in self.schedule and self.initial_sparsity.high > self.final_sparsity.low:
+            raise _field_error(
+                "initial_sparsity",
+                f"must not exceed final_sparsity ({self.final_sparsity.low:g}), "
+                f"got {self.initial_sparsity.high:g}",
+            )
+        return self
+
+
+class ConstraintsConfig(_Strict):
+    # trials whose val_accuracy is below this are infeasible (Optuna constraints_func)
+    min_accuracy: float | None = Field(None, ge=0.0, le=1.0)
+
+
+class StudyConfig(_Strict):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+    seed: int = Field(0, ge=0)
+    n_trials: int = Field(20, ge=1)
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    search: SearchConfig = SearchConfig()
+    objectives: list[Literal["accuracy", "compressed_size", "sparsity"]] = Field(
+        ["accuracy", "compressed_size"], min_length=1
+    )
+    constraints: ConstraintsConfig = ConstraintsConfig()
+    sampler: Literal["tpe", "nsga2", "gp", "random"] = "tpe"
+
+    @field_validator("objectives")
+    @classmethod
+    def _unique_objectives(cls, objectives: list[str]) -> list[str]:
+        if len(set(objectives)) != len(objectives):
+            raise ValueError(f"lists an objective twice: {objectives}")
+        return objectives
+
+    @property
+    def directions(self) -> list[str]:
+        return [OBJECTIVES[o][1] for o in self.objectives]
+
+    @property
+    def objective_metrics(self) -> list[str]:
+        return [OBJECTIVES[o][0] for o in self.objectives]
+
+    def to_yaml(self) -> str:
+        """The resolved study: every default filled in, paths absolute."""
+        return yaml.dump(self.model_dump(mode="json"), Dumper=_YamlDumper, sort_keys=False)
+
+
+# --- loading -------------------------------------------------------------------------
+
+
+class _YamlLoader(yaml.SafeLoader):
+    """SafeLoader that reads `1e-6` as a float, as YAML 1.2 does (PyYAML reads a string)."""
+
+
+_YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
+    list("-+0123456789."),
+)
+
+
+class _YamlDumper(yaml.SafeDumper):
+    """Block style for sections, flow style for ranges: `final_sparsity: [0.5, 0.95]`."""
+
+
+_YamlDumper.add_representer(
+    list, lambda dumper, data: dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=True)
+)
+
+
+def load_study_config(path: str | Path) -> StudyConfig:
+    """Read and validate a study file; raises `ConfigError` naming the offending key.
+
+    >>> config = load_study_config("studies/quickstart.yaml")
+    >>> config.objectives
+    ['accuracy', 'compressed_size']
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such study file")
+    try:
+        raw = yaml.load(path.read_text(), Loader=_YamlLoader)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from None
+    return parse_study_config(raw, base_dir=path.parent, source=str(path))
+
+
+def parse_study_config(raw: Any, base_dir: Path = Path("."), source: str = "study") -> StudyConfig:
+    """Validate an already-parsed study mapping (see `load_study_config`)."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping of keys like 'name:', got {raw!r}")
+    try:
+        return StudyConfig.model_validate(raw, context={"base_dir": base_dir})
+    except ValidationError as error:
+        raise ConfigError(f"{source}: {_format_error(error)}") from None
+
+
+def _format_error(error: ValidationError) -> str:
+    first = error.errors()[0]
+    location = [str(part) for part in first["loc"]]
+    message = first["msg"].removeprefix("Value error, ")
+    if match := re.match(r"^(\w+): (.*)$", message):  # raised by _field_error
+        location.append(match.group(1))
+        message = match.group(2)
+    if first["type"] == "extra_forbidden":
+        message = f"unknown key; expected one of: {', '.join(_allowed_keys(location[:-1]))}"
+    elif first["type"] == "missing":
+        message = "required key is missing"
+    elif first["type"] in ("literal_error", "enum"):
+        message = f"{message}, got {first['input']!r}"
+    elif "input" in first and first["type"].endswith("_type"):
+        message = f"{message}, got {first['input']!r}"
+    more = error.error_count() - 1
+    suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+    return f"{'.'.join(location) or 'study'}: {message}{suffix}"
+
+
+def _allowed_keys(section: list[str]) -> list[str]:
+    model: type[BaseModel] = StudyConfig
+    for key in section:
+        model = model.model_fields[key].annotation  # type: ignore[assignment]
+    return list(model.model_fields)
+
+
+def _resolve(path: str, info: ValidationInfo) -> Path:
+    base_dir = (info.context or {}).get("base_dir", Path("."))
+    return (Path(base_dir) / Path(path).expanduser()).resolve()
+
+
+def _defines(path: Path, name: str) -> bool:
+    """Whether a Python file defines `name` at top level, without running the file."""
+    try:
+        tree = ast.parse(path.read_text(), filename=str(path))
+    except SyntaxError:
+        return False
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) and node.name == name:
+            return True
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == name for t in node.targets
+        ):
+            return True
+    return False

@@ -1,0 +1,31 @@
+"""The exceptions `sweep` raises on purpose.
+
+Every user-facing command catches `SweepError`, prints its message on one line and
+exits with `exit_code`; anything else is a bug and shows a traceback.
+"""
+
+from __future__ import annotations
+
+
+class SweepError(Exception):
+    """Base class: an error whose message is meant for the user, not a traceback."""
+
+    exit_code = 1
+
+
+class UsageError(SweepError):
+    """Raised when the user's input is wrong and nothing has been started yet.
+
+    A malformed or impossible study file, a missing data file or model builder,
+    an unreachable storage or tracking server. Exit code 2, like a bad flag.
+    """
+
+    exit_code = 2
+
+
+class ConfigError(UsageError):
+    """Raised when a study file fails validation; the message names the key."""
+
+
+class StudyAborted(SweepError):
+    """Raised when a running study stops early: too many failed trials or an interrupt."""

@@ -1,0 +1,97 @@
+"""What a trained model is worth: accuracy, achieved sparsity, and compressed size.
+
+Sizes follow tfmot's convention: strip pruning, save without the optimizer, compress.
+`compressed_bytes` is gzip (level 9) of the Keras H5 file; `tflite_gzip_bytes` is gzip
+of the TFLite flatbuffer. Sparsity is counted on the stripped model's weights, never
+taken from the schedule's target.
+"""
+
+from __future__ import annotations
+
+import gzip
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from sweep._tf import keras, tf, tfmot
+from sweep.data import Dataset
+
+# tfmot's own table of which layers it prunes and which of their weights; not re-exported.
+from tensorflow_model_optimization.python.core.sparsity.keras.prune_registry import (  # noqa: E402
+    PruneRegistry,
+)
+
+def accuracy(model: keras.Model, x: np.ndarray, y: np.ndarray, batch_size: int = 2048) -> float:
+    """Top-1 accuracy of `model` (logits or probabilities) on `x`, `y`."""
+    correct = 0
+    for start in range(0, len(x), batch_size):
+        outputs = model(x[start : start + batch_size], training=False)
+        correct += int(np.sum(np.argmax(outputs, axis=-1) == y[start : start + batch_size]))
+    return correct / len(x)
+
+
+def prunable_weights(model: keras.Model) -> dict[str, list[np.ndarray]]:
+    """The weights `prune_low_magnitude` prunes, by layer name (kernels, not biases)."""
+    weights: dict[str, list[np.ndarray]] = {}
+    for layer in model.layers:
+        if isinstance(layer, tfmot.sparsity.keras.PrunableLayer):
+            variables = layer.get_prunable_weights()
+        elif PruneRegistry.supports(layer):
+            variables = PruneRegistry.make_prunable(layer).get_prunable_weights()
+        else:
+            continue
+        if variables:
+            weights[layer.name] = [np.asarray(v) for v in variables]
+    return weights
+
+
+def sparsity(model: keras.Model) -> dict[str, float]:
+    """`sparsity` (zeros / size over all prunable weights) and `sparsity/<layer>` for each."""
+    metrics: dict[str, float] = {}
+    zeros = total = 0
+    for name, arrays in prunable_weights(model).items():
+        layer_zeros = sum(a.size - np.count_nonzero(a) for a in arrays)
+        layer_total = sum(a.size for a in arrays)
+        metrics[f"sparsity/{name}"] = layer_zeros / layer_total
+        zeros += layer_zeros
+        total += layer_total
+    metrics["sparsity"] = zeros / total if total else 0.0
+    return metrics
+
+
+def gzip_size(data: bytes) -> int:
+    return len(gzip.compress(data, compresslevel=9, mtime=0))
+
+
+def keras_h5_bytes(model: keras.Model) -> bytes:
+    """The model saved as Keras H5 without optimizer: the file tfmot's tutorial zips."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "model.h5"
+        with warnings.catch_warnings():  # "HDF5 is legacy": it is tfmot's size convention
+            warnings.simplefilter("ignore", UserWarning)
+            keras.models.save_model(model, path, include_optimizer=False, save_format="h5")
+        return path.read_bytes()
+
+
+def tflite_bytes(model: keras.Model) -> bytes:
+    """The model as a TFLite flatbuffer (float32, no quantization)."""
+    return tf.lite.TFLiteConverter.from_keras_model(model).convert()
+
+
+def measure(model: keras.Model, dataset: Dataset) -> dict[str, float]:
+    """Every metric of a stripped (or dense) model; see the README for their meaning."""
+    weights = [np.asarray(w) for w in model.weights]
+    metrics: dict[str, float] = {
+        "val_accuracy": accuracy(model, dataset.x_val, dataset.y_val),
+        "test_accuracy": accuracy(model, dataset.x_test, dataset.y_test),
+        **sparsity(model),
+        "compressed_bytes": gzip_size(keras_h5_bytes(model)),
+        "params": sum(w.size for w in weights),
+        "nonzero_params": sum(int(np.count_nonzero(w)) for w in weights),
+    }
+    flatbuffer = tflite_bytes(model)
+    metrics["tflite_bytes"] = len(flatbuffer)
+    metrics["tflite_gzip_bytes"] = gzip_size(flatbuffer)
+    return metrics

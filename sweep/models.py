@@ -1,0 +1,97 @@
+"""Model builders: `build(input_shape, num_classes) -> uncompiled tf_keras.Model`.
+
+`mlp` and `cnn` are small defaults sized for digits/MNIST; `model.builder` can name your
+own function as "pkg.module:function" or "path/to/file.py:function". Layers get fixed
+names, so metrics such as `sparsity/dense1` mean the same layer in every trial.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from sweep._tf import keras
+from sweep.errors import UsageError
+
+Builder = Callable[[tuple[int, ...], int], "keras.Model"]
+
+
+def mlp(input_shape: tuple[int, ...], num_classes: int) -> keras.Model:
+    """Two hidden dense layers: the classic pruning tutorial model."""
+    return keras.Sequential(
+        [
+            keras.layers.Input(input_shape),
+            keras.layers.Flatten(name="flatten"),
+            keras.layers.Dense(128, activation="relu", name="dense1"),
+            keras.layers.Dense(64, activation="relu", name="dense2"),
+            keras.layers.Dense(num_classes, name="logits"),
+        ],
+        name="mlp",
+    )
+
+
+def cnn(input_shape: tuple[int, ...], num_classes: int) -> keras.Model:
+    """Two 3x3 convolutions, one pooling, a dense head."""
+    if len(input_shape) != 3:
+        raise UsageError(
+            f"model.builder: cnn needs image input (height, width, channels), got shape "
+            f"{input_shape}; use builder: mlp"
+        )
+    return keras.Sequential(
+        [
+            keras.layers.Input(input_shape),
+            keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="conv1"),
+            keras.layers.Conv2D(32, 3, padding="same", activation="relu", name="conv2"),
+            keras.layers.MaxPooling2D(2, name="pool"),
+            keras.layers.Flatten(name="flatten"),
+            keras.layers.Dense(64, activation="relu", name="dense1"),
+            keras.layers.Dense(num_classes, name="logits"),
+        ],
+        name="cnn",
+    )
+
+
+BUILTIN: dict[str, Builder] = {"mlp": mlp, "cnn": cnn}
+
+
+def build_model(builder: str, input_shape: tuple[int, ...], num_classes: int) -> keras.Model:
+    """Call the named builder and check it returned a tf-keras model."""
+    model = resolve_builder(builder)(input_shape, num_classes)
+    if not isinstance(model, keras.Model):
+        hint = (
+            " (a Keras 3 model: build it with `import tf_keras as keras`, tfmot needs Keras 2)"
+            if type(model).__module__.startswith("keras")
+            else ""
+        )
+        raise UsageError(
+            f"model.builder: {builder} returned {type(model).__name__}{hint}; "
+            f"it must return an uncompiled tf_keras.Model"
+        )
+    return model
+
+
+def resolve_builder(builder: str) -> Builder:
+    if builder in BUILTIN:
+        return BUILTIN[builder]
+    target, _, name = builder.rpartition(":")
+    try:
+        if target.endswith(".py"):
+            module_name = f"sweep_user_builder_{abs(hash(target))}"
+            module = sys.modules.get(module_name)
+            if module is None:
+                spec = importlib.util.spec_from_file_location(module_name, Path(target))
+                assert spec is not None and spec.loader is not None
+                module = importlib.util.module_from_spec(spec)
+                spec.loader.exec_module(module)
+                sys.modules[module_name] = module
+        else:
+            module = importlib.import_module(target)
+    except Exception as error:
+        raise UsageError(f"model.builder: importing {target} failed: {error!r}") from error
+    function = getattr(module, name, None)
+    if not callable(function):
+        raise UsageError(f"model.builder: {target} has no function {name!r}")
+    return function

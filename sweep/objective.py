@@ -1,0 +1,126 @@
+"""One Optuna trial: sample, plan, train pruned, measure, record in Optuna and MLflow.
+
+What a trial stores in Optuna, so every later command works from the storage alone:
+`user_attrs` `seed` (replays the trial), `mlflow_run_id`, `plan` (absolute steps),
+`metrics` (everything measured) and, for a failed trial, `error`.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections.abc import Callable, Mapping
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+import optuna
+
+from sweep.config import StudyConfig
+from sweep.data import Dataset
+from sweep.schedule_plan import plan_schedule
+from sweep.space import suggest_params
+from sweep.tracking import Tracker
+
+EpochHook = Callable[[int, int], None]  # (trial number, epochs done)
+
+
+def trial_seed(study_seed: int, trial_number: int) -> int:
+    """A 31-bit seed derived from the study seed and trial number (stable across runs)."""
+    return int(np.random.SeedSequence([study_seed, trial_number]).generate_state(1)[0] >> 1)
+
+
+def derived_metrics(metrics: Mapping[str, float], baseline: Mapping[str, float]) -> dict[str, float]:
+    """`compression_ratio` and `accuracy_drop` against the dense baseline."""
+    return {
+        "compression_ratio": baseline["compressed_bytes"] / metrics["compressed_bytes"],
+        "accuracy_drop": baseline["val_accuracy"] - metrics["val_accuracy"],
+    }
+
+
+class PruningObjective:
+    """The objective `study.optimize` calls; returns the configured objective values."""
+
+    def __init__(
+        self,
+        config: StudyConfig,
+        dataset: Dataset,
+        tracker: Tracker,
+        study_run_id: str,
+        baseline: Mapping[str, float],
+        on_epoch: EpochHook | None = None,
+    ) -> None:
+        self.config = config
+        self.dataset = dataset
+        self.tracker = tracker
+        self.study_run_id = study_run_id
+        self.baseline = baseline
+        self.on_epoch = on_epoch
+        self.total_steps = config.train.epochs * dataset.steps_per_epoch(config.train.batch_size)
+
+    def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
+        from sweep.measure import measure
+        from sweep.training import train
+
+        seed = trial_seed(self.config.seed, trial.number)
+        trial.set_user_attr("seed", seed)
+        params = suggest_params(trial, self.config.search)
+        plan = plan_schedule(params, self.total_steps)
+        trial.set_user_attr("plan", asdict(plan))
+        run_id = self.tracker.start_trial(
+            self.study_run_id, trial.number, {**trial.params, **plan.as_params(), "seed": seed}
+        )
+        trial.set_user_attr("mlflow_run_id", run_id)
+
+        curves: dict[str, list[float]] = {}
+
+        def record_epoch(epoch: int, logs: Mapping[str, float]) -> None:
+            for name, value in logs.items():  # kept here, so a failed trial still logs them
+                curves.setdefault(name, []).append(float(value))
+            if self.on_epoch is not None:
+                self.on_epoch(trial.number, epoch + 1)
+
+        try:
+            started = time.perf_counter()
+            trained = train(
+                self.dataset,
+                self.config,
+                seed,
+                plan=plan,
+                weight_decay=params.weight_decay,
+                on_epoch=record_epoch,
+            )
+            metrics = measure(trained.model, self.dataset)
+            metrics["train_seconds"] = trained.train_seconds
+            metrics["trial_seconds"] = time.perf_counter() - started
+            metrics.update(derived_metrics(metrics, self.baseline))
+        except Exception as error:
+            reason = _reason(error)
+            trial.set_user_attr("error", reason)
+            self.tracker.fail_trial(run_id, reason, curves=curves)
+            raise
+        except BaseException:  # KeyboardInterrupt, SystemExit: the run must not stay RUNNING
+            trial.set_user_attr("error", "interrupted")
+            self.tracker.fail_trial(run_id, "interrupted", curves=curves, status="KILLED")
+            raise
+
+        trial.set_user_attr("metrics", metrics)
+        if self.config.constraints.min_accuracy is not None:
+            trial.set_constraint("min_accuracy", self.config.constraints.min_accuracy - metrics["val_accuracy"])
+        self.tracker.finish_trial(run_id, metrics, curves=curves)
+        return tuple(metrics[name] for name in self.config.objective_metrics)
+
+
+def _reason(error: BaseException) -> str:
+    """`ExceptionType: message` and where it was raised, short enough for a tag."""
+    frames = traceback.extract_tb(error.__traceback__)
+    where = f" (at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
+    return f"{type(error).__name__}: {error}{where}"
+
+
+def study_user_attrs(config: StudyConfig) -> dict[str, Any]:
+    """What a study records about itself, to detect an incompatible resume."""
+    return {
+        "objectives": list(config.objectives),
+        "search": config.search.model_dump(mode="json"),
+    }

@@ -1,0 +1,69 @@
+"""Progress of a running study on the terminal: a bar of trials and a line per trial."""
+
+from __future__ import annotations
+
+from types import TracebackType
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
+from sweep.runner import RunPlan
+
+
+class StudyProgress:
+    """Trials done, elapsed time and the Pareto front size; an Optuna callback.
+
+    Used as `with StudyProgress(plan, epochs) as progress: study.optimize(..., callbacks=[progress])`.
+    """
+
+    def __init__(self, plan: RunPlan, epochs: int, console: Console) -> None:
+        self.epochs = epochs
+        self.console = console
+        self.console.print(f"[bold]sweep[/]: {plan.reason}")
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("front: {task.fields[front]}  {task.fields[status]}"),
+            console=console,
+        )
+        self.task = self.progress.add_task("trials", total=plan.n_trials, front=0, status="")
+
+    def __enter__(self) -> StudyProgress:
+        self.progress.start()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.progress.stop()
+
+    def epoch(self, trial_number: int, done: int) -> None:
+        self.progress.update(self.task, status=f"trial {trial_number}: epoch {done}/{self.epochs}")
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        front = len(study.best_trials)
+        self.progress.update(self.task, advance=1, front=front, status="")
+        self.progress.console.print(describe_trial(trial))
+
+
+def describe_trial(trial: FrozenTrial) -> str:
+    if trial.state != TrialState.COMPLETE:
+        reason = trial.user_attrs.get("error", trial.state.name.lower())
+        return f"trial {trial.number} [red]{trial.state.name.lower()}[/]: {reason}"
+    m = trial.user_attrs["metrics"]
+    return (
+        f"trial {trial.number} {trial.params['schedule']:<10} "
+        f"val_accuracy {m['val_accuracy']:.4f}  sparsity {m['sparsity']:.3f}  "
+        f"{m['compressed_bytes'] / 1024:.1f} KiB ({m['compression_ratio']:.2f}x)  "
+        f"{m['trial_seconds']:.1f} s"
+    )

@@ -1,0 +1,87 @@
+"""The search space: turns the study file's `search` section into Optuna suggestions.
+
+Optuna parameter names are the `search` keys (`final_sparsity`, `power`, ...), so a
+user finds a hyperparameter under the same name in the study file, in Optuna and in
+MLflow. Fixed values are suggested too (a one-point range), so every trial's
+`params` is its complete configuration and `optuna.trial.FixedTrial(trial.params)`
+replays it exactly.
+
+The step schedule adds `step_level_<i>` (a level as a fraction of `final_sparsity`)
+and `step_position_<i>` (where a level starts, as a fraction of the pruning window).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol
+
+from sweep.config import SearchConfig, Span
+
+
+class Suggester(Protocol):
+    """What we need from `optuna.Trial` (also satisfied by `optuna.trial.FixedTrial`)."""
+
+    def suggest_float(self, name: str, low: float, high: float, *, log: bool = False) -> float: ...
+    def suggest_int(self, name: str, low: int, high: int) -> int: ...
+    def suggest_categorical(self, name: str, choices: Any) -> Any: ...
+
+
+@dataclass(frozen=True)
+class TrialParams:
+    """One point of the search space, as sampled (fractions, not absolute steps)."""
+
+    schedule: str
+    final_sparsity: float
+    begin_step: float  # fraction of the total training steps
+    end_step: float  # fraction of the total training steps
+    frequency: int  # as sampled; the plan may shorten it to fit the pruning window
+    weight_decay: float
+    initial_sparsity: float | None = None  # polynomial only
+    power: float | None = None  # polynomial only
+    breakpoints: int | None = None  # step only: number of sparsity levels
+    step_levels: tuple[float, ...] = ()  # step only: levels below final, as fractions of it
+    step_positions: tuple[float, ...] = ()  # step only: inner level starts, fractions of window
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None and v != ()}
+
+
+def suggest_params(trial: Suggester, search: SearchConfig) -> TrialParams:
+    """Sample one configuration from `search` (define-by-run: conditional params appear
+    only for the schedule family that uses them)."""
+    schedule = trial.suggest_categorical("schedule", list(search.schedule))
+    common = dict(
+        schedule=schedule,
+        final_sparsity=_float(trial, "final_sparsity", search.final_sparsity),
+        begin_step=_float(trial, "begin_step", search.begin_step),
+        end_step=_float(trial, "end_step", search.end_step),
+        frequency=_int(trial, "frequency", search.frequency),
+        weight_decay=_float(trial, "weight_decay", search.weight_decay, log=True),
+    )
+    if schedule == "polynomial":
+        return TrialParams(
+            **common,
+            initial_sparsity=_float(trial, "initial_sparsity", search.initial_sparsity),
+            power=_float(trial, "power", search.power),
+        )
+    if schedule == "step":
+        levels = _int(trial, "breakpoints", search.breakpoints)
+        fractions = [trial.suggest_float(f"step_level_{i}", 0.0, 1.0) for i in range(1, levels)]
+        positions = [
+            trial.suggest_float(f"step_position_{i}", 0.0, 1.0) for i in range(1, levels - 1)
+        ]
+        return TrialParams(
+            **common,
+            breakpoints=levels,
+            step_levels=tuple(sorted(fractions)),
+            step_positions=tuple(sorted(positions)),
+        )
+    return TrialParams(**common)
+
+
+def _float(trial: Suggester, name: str, span: Span, log: bool = False) -> float:
+    return trial.suggest_float(name, span.low, span.high, log=log and not span.fixed)
+
+
+def _int(trial: Suggester, name: str, span: Span) -> int:
+    return trial.suggest_int(name, int(span.low), int(span.high))

@@ -1,0 +1,163 @@
+"""Our thin MLflow layer: one parent run per study, one nested child run per trial.
+
+optuna-integration's `MLflowCallback` is deprecated and makes no parent run; this
+module talks to `MlflowClient` directly, so no global "active run" state leaks between
+trials or worker threads.
+
+Layout in the tracking store (experiment = study name):
+
+* parent run, tags `sweep.role=study`, `sweep.study=<name>`: the resolved study file
+  (`study.yaml`) and the dense baseline's metrics as `baseline/<metric>`;
+* child run per trial, tags `sweep.role=trial`, `sweep.study`, `sweep.trial_number`,
+  `mlflow.parentRunId`: every sampled hyperparameter and derived step as params,
+  the trial's metrics, and per-epoch curves with step = epoch. A failed trial's run
+  ends FAILED with the error in the tag `sweep.error`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sweep.errors import UsageError
+from sweep.stores import mask_password
+
+ROLE, STUDY, TRIAL_NUMBER, ERROR = "sweep.role", "sweep.study", "sweep.trial_number", "sweep.error"
+PARENT = "mlflow.parentRunId"
+BASELINE_PREFIX = "baseline/"
+MAX_TAG_LENGTH = 5000  # MLflow's tag value limit is 8000; keep room for the rest
+
+
+class Tracker:
+    """MLflow runs of one study.
+
+    >>> tracker = Tracker("sqlite:///mlflow.db", "digits-quickstart")
+    >>> parent = tracker.study_run(config_yaml="name: digits-quickstart\\n")
+    """
+
+    def __init__(self, tracking_uri: str, study_name: str) -> None:
+        from mlflow.exceptions import MlflowException
+        from mlflow.tracking import MlflowClient
+
+        logging.getLogger("mlflow").setLevel(logging.WARNING)  # no "creating tables" chatter
+        self.tracking_uri = tracking_uri
+        self.study_name = study_name
+        self.client = MlflowClient(tracking_uri)
+        try:
+            self.experiment_id = self._experiment_id()
+        except MlflowException as error:
+            raise UsageError(
+                f"cannot use the MLflow tracking store {mask_password(tracking_uri)}: "
+                f"{_first_line(error)}; start the server or pass another --tracking-uri"
+            ) from None
+
+    def _experiment_id(self) -> str:
+        from mlflow.exceptions import MlflowException
+
+        experiment = self.client.get_experiment_by_name(self.study_name)
+        if experiment is not None:
+            if experiment.lifecycle_stage == "deleted":
+                raise UsageError(
+                    f"the MLflow experiment {self.study_name!r} is deleted; restore it "
+                    f"(mlflow experiments restore) or rename the study"
+                )
+            return experiment.experiment_id
+        try:
+            return self.client.create_experiment(self.study_name)
+        except MlflowException:  # another worker created it first
+            experiment = self.client.get_experiment_by_name(self.study_name)
+            if experiment is None:
+                raise
+            return experiment.experiment_id
+
+    # --- the study's parent run -----------------------------------------------------
+
+    def find_study_run(self) -> str | None:
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`{ROLE}` = 'study' and tags.`{STUDY}` = '{self.study_name}'",
+            order_by=["attributes.start_time ASC"],
+            max_results=1,
+        )
+        return runs[0].info.run_id if runs else None
+
+    def study_run(self, config_yaml: str) -> str:
+        """The study's parent run: found again on resume, created on first use."""
+        existing = self.find_study_run()
+        if existing is not None:
+            return existing
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=f"{self.study_name} (study)",
+            tags={ROLE: "study", STUDY: self.study_name},
+        )
+        self.client.log_text(run.info.run_id, config_yaml, "study.yaml")
+        self.client.set_terminated(run.info.run_id, "FINISHED")
+        return run.info.run_id
+
+    def log_baseline(self, study_run_id: str, metrics: Mapping[str, float]) -> None:
+        self._log(study_run_id, {f"{BASELINE_PREFIX}{k}": v for k, v in metrics.items()})
+
+    # --- one run per trial ------------------------------------------------------------
+
+    def start_trial(self, study_run_id: str, number: int, params: Mapping[str, Any]) -> str:
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=f"trial-{number:03d}",
+            tags={PARENT: study_run_id, ROLE: "trial", STUDY: self.study_name, TRIAL_NUMBER: str(number)},
+        )
+        self._log(run.info.run_id, params={k: v for k, v in params.items()})
+        return run.info.run_id
+
+    def finish_trial(
+        self,
+        run_id: str,
+        metrics: Mapping[str, float],
+        curves: Mapping[str, Sequence[float]] = {},
+    ) -> None:
+        self._log(run_id, metrics, curves=curves)
+        self.client.set_terminated(run_id, "FINISHED")
+
+    def fail_trial(
+        self,
+        run_id: str,
+        error: str,
+        curves: Mapping[str, Sequence[float]] = {},
+        status: str = "FAILED",
+    ) -> None:
+        """End a trial's run as FAILED (or KILLED) with the reason in `sweep.error`."""
+        self._log(run_id, curves=curves, tags={ERROR: error[:MAX_TAG_LENGTH]})
+        self.client.set_terminated(run_id, status)
+
+    def _log(
+        self,
+        run_id: str,
+        metrics: Mapping[str, float] = {},
+        *,
+        params: Mapping[str, Any] = {},
+        curves: Mapping[str, Sequence[float]] = {},
+        tags: Mapping[str, str] = {},
+    ) -> None:
+        """Everything in one batched request (MlflowClient splits it at MLflow's limits)."""
+        from mlflow.entities import Metric, Param, RunTag
+
+        now = int(time.time() * 1000)
+        entries = [Metric(k, float(v), now, 0) for k, v in metrics.items()]
+        entries += [
+            Metric(name, float(value), now, epoch)
+            for name, values in curves.items()
+            for epoch, value in enumerate(values)
+        ]
+        self.client.log_batch(
+            run_id,
+            metrics=entries,
+            params=[Param(k, str(v)) for k, v in params.items()],
+            tags=[RunTag(k, v) for k, v in tags.items()],
+        )
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

@@ -1,0 +1,124 @@
+"""Training one model: dense (the baseline) or pruned with a tfmot schedule.
+
+Each call starts from a clean Keras session and a fixed seed with TensorFlow op
+determinism on, so the same seed and parameters reproduce the same weights, and a
+long-running worker does not accumulate graphs from earlier trials.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from sweep._tf import keras, tf, tfmot
+from sweep.config import StudyConfig
+from sweep.data import Dataset
+from sweep.errors import SweepError
+from sweep.models import build_model
+from sweep.schedule_plan import SchedulePlan
+from sweep.schedules import build_schedule
+
+# The wrapper class is not re-exported by tfmot's public API.
+from tensorflow_model_optimization.python.core.sparsity.keras.pruning_wrapper import (  # noqa: E402
+    PruneLowMagnitude,
+)
+
+_determinism_enabled = False
+
+
+class TrainingDiverged(SweepError):
+    """Raised when the loss becomes NaN or infinite; the trial fails, the study goes on."""
+
+
+@dataclass
+class TrainedModel:
+    model: keras.Model  # pruning stripped: the deployable model
+    history: dict[str, list[float]]  # per-epoch loss, accuracy, val_*, mask_sparsity
+    train_seconds: float
+
+
+class MaskSparsity(keras.callbacks.Callback):
+    """Adds `mask_sparsity` (zeros / size over all pruning masks) to each epoch's logs."""
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        zeros = total = 0
+        for layer in self.model.layers:
+            if isinstance(layer, PruneLowMagnitude):
+                for _, mask, _ in layer.pruning_vars:
+                    values = mask.numpy()
+                    zeros += int(values.size - np.count_nonzero(values))
+                    total += values.size
+        if logs is not None and total:
+            logs["mask_sparsity"] = zeros / total
+
+
+def configure_tensorflow(threads: int | None = None) -> None:
+    """Once per process, before the first op: determinism on, and at most `threads`
+    cores, so parallel workers on one machine do not oversubscribe it."""
+    global _determinism_enabled
+    if _determinism_enabled:
+        return
+    if threads:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(min(threads, 2))
+    tf.config.experimental.enable_op_determinism()
+    _determinism_enabled = True
+
+
+def train(
+    dataset: Dataset,
+    config: StudyConfig,
+    seed: int,
+    *,
+    plan: SchedulePlan | None = None,
+    weight_decay: float = 0.0,
+    on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+) -> TrainedModel:
+    """Train `config.model` on `dataset`: pruned along `plan`, or dense without one."""
+    configure_tensorflow()
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(seed)
+    model = build_model(config.model.builder, dataset.input_shape, dataset.num_classes)
+    callbacks: list[keras.callbacks.Callback] = [keras.callbacks.TerminateOnNaN()]
+    if on_epoch is not None:
+        callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=on_epoch))
+    if plan is not None:
+        model = tfmot.sparsity.keras.prune_low_magnitude(model, pruning_schedule=build_schedule(plan))
+        # UpdatePruningStep first: it re-applies the masks before anyone reads the weights.
+        callbacks = [tfmot.sparsity.keras.UpdatePruningStep(), MaskSparsity(), *callbacks]
+    model.compile(
+        optimizer=keras.optimizers.Adam(config.train.learning_rate, weight_decay=weight_decay),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=not _ends_in_softmax(model)),
+        metrics=["accuracy"],
+    )
+    started = time.perf_counter()
+    history = model.fit(
+        dataset.x_train,
+        dataset.y_train,
+        batch_size=config.train.batch_size,
+        epochs=config.train.epochs,
+        validation_data=(dataset.x_val, dataset.y_val),
+        callbacks=callbacks,
+        verbose=0,
+    ).history
+    train_seconds = time.perf_counter() - started
+    losses = history.get("loss", [])
+    if len(losses) < config.train.epochs or not all(math.isfinite(v) for v in losses):
+        raise TrainingDiverged(
+            f"training loss became NaN or infinite in epoch {len(losses)}; "
+            f"lower train.learning_rate or the weight_decay range"
+        )
+    if plan is not None:
+        model = tfmot.sparsity.keras.strip_pruning(model)
+    return TrainedModel(model=model, history=history, train_seconds=train_seconds)
+
+
+def _ends_in_softmax(model: keras.Model) -> bool:
+    """Custom builders may end in softmax; ours output logits."""
+    last = model.layers[-1]
+    inner = getattr(last, "layer", last)  # look through a pruning wrapper
+    return getattr(inner, "activation", None) is keras.activations.softmax

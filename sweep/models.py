@@ -23,7 +23,7 @@ def mlp(input_shape: tuple[int, ...], num_classes: int) -> keras.Model:
     """Two hidden dense layers: the classic pruning tutorial model."""
     return keras.Sequential(
         [
-            keras.layers.Input(input_shape),
+            keras.layers.Input(input_shape, name="input"),
             keras.layers.Flatten(name="flatten"),
             keras.layers.Dense(128, activation="relu", name="dense1"),
             keras.layers.Dense(64, activation="relu", name="dense2"),
@@ -42,7 +42,7 @@ def cnn(input_shape: tuple[int, ...], num_classes: int) -> keras.Model:
         )
     return keras.Sequential(
         [
-            keras.layers.Input(input_shape),
+            keras.layers.Input(input_shape, name="input"),
             keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="conv1"),
             keras.layers.Conv2D(32, 3, padding="same", activation="relu", name="conv2"),
             keras.layers.MaxPooling2D(2, name="pool"),

@@ -11,7 +11,8 @@ last batch, the final sparsity is never applied. So the plan
 * turns the sampled fractions into steps of the real training run,
 * keeps `end_step` on or before the last batch,
 * shortens `frequency` if the pruning window is shorter than it, and
-* moves `end_step` (and the step schedule's level starts) onto the pruning grid,
+* moves `end_step` to the nearest point of the pruning grid inside training, and the
+  step schedule's level starts onto that grid,
 
 so the last pruning event applies exactly `final_sparsity`.
 """
@@ -79,17 +80,20 @@ def plan_schedule(params: TrialParams, total_steps: int) -> SchedulePlan:
     """Place `params` on a training run of `total_steps` batches.
 
     >>> from sweep.space import TrialParams
-    >>> p = TrialParams("constant", 0.8, begin_step=0.1, end_step=0.95, frequency=30, weight_decay=0)
+    >>> p = TrialParams("constant", 0.8, begin_step=0.1, end_step=0.8, frequency=30, weight_decay=0)
     >>> plan = plan_schedule(p, total_steps=100)
-    >>> plan.begin_step, plan.end_step, plan.frequency
-    (10, 90, 30)
+    >>> plan.begin_step, plan.end_step, plan.frequency, plan.pruning_steps()
+    (10, 70, 30, [10, 40, 70])
     """
     if total_steps < 1:
         raise ValueError(f"total_steps must be at least 1, got {total_steps}")
     begin = min(round(params.begin_step * total_steps), total_steps - 1)
     end = min(max(round(params.end_step * total_steps), begin + 1), total_steps)
     frequency = min(params.frequency, end - begin)
-    events = (end - begin) // frequency  # pruning events after begin_step
+    # pruning events after begin_step: the grid point nearest the sampled end, within training
+    events = max(round((end - begin) / frequency), 1)
+    if begin + events * frequency > total_steps:
+        events -= 1
     end = begin + events * frequency
     common = dict(
         family=params.schedule,

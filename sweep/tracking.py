@@ -117,7 +117,10 @@ class Tracker:
         metrics: Mapping[str, float],
         curves: Mapping[str, Sequence[float]] = {},
     ) -> None:
-        self._log(run_id, metrics, curves=curves)
+        """Curves at steps 0..epochs-1, final metrics after them (at step = epochs), so the
+        latest value of `val_accuracy` is the stripped model's, and the curve stays whole."""
+        final_step = max((len(v) for v in curves.values()), default=0)
+        self._log(run_id, metrics, curves=curves, step=final_step)
         self.client.set_terminated(run_id, "FINISHED")
 
     def fail_trial(
@@ -139,12 +142,13 @@ class Tracker:
         params: Mapping[str, Any] = {},
         curves: Mapping[str, Sequence[float]] = {},
         tags: Mapping[str, str] = {},
+        step: int = 0,
     ) -> None:
         """Everything in one batched request (MlflowClient splits it at MLflow's limits)."""
         from mlflow.entities import Metric, Param, RunTag
 
         now = int(time.time() * 1000)
-        entries = [Metric(k, float(v), now, 0) for k, v in metrics.items()]
+        entries = [Metric(k, float(v), now, step) for k, v in metrics.items()]
         entries += [
             Metric(name, float(value), now, epoch)
             for name, values in curves.items()

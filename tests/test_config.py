@@ -1,0 +1,131 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sweep.config import Span, load_study_config, parse_study_config
+from sweep.errors import ConfigError
+
+
+def test_name_alone_gives_the_documented_defaults() -> None:
+    config = parse_study_config({"name": "x"})
+    assert config.seed == 0 and config.n_trials == 20
+    assert config.data.dataset == "digits" and config.data.validation_split == 0.2
+    assert config.model.builder == "cnn"
+    assert (config.train.epochs, config.train.batch_size, config.train.learning_rate) == (10, 32, 0.001)
+    assert config.search.schedule == ("polynomial", "constant", "step")
+    assert config.search.final_sparsity == Span(0.5, 0.95)
+    assert config.search.weight_decay == Span(1e-6, 1e-2)
+    assert config.objectives == ["accuracy", "compressed_size"]
+    assert config.directions == ["maximize", "minimize"]
+    assert config.constraints.min_accuracy is None and config.sampler == "tpe"
+
+
+def test_scalar_fixes_a_value_and_single_schedule_name_is_a_choice() -> None:
+    config = parse_study_config({"name": "x", "search": {"final_sparsity": 0.8, "schedule": "step"}})
+    assert config.search.final_sparsity.fixed and config.search.final_sparsity.low == 0.8
+    assert config.search.schedule == ("step",)
+
+
+def test_resolved_yaml_round_trips(tmp_path: Path) -> None:
+    config = parse_study_config({"name": "x", "search": {"frequency": 7, "schedule": "constant"}})
+    path = tmp_path / "resolved.yaml"
+    path.write_text(config.to_yaml())
+    assert load_study_config(path) == config
+    assert "final_sparsity: [0.5, 0.95]" in config.to_yaml()
+
+
+def test_exponent_floats_without_a_dot_are_numbers(tmp_path: Path) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text("name: x\nsearch:\n  weight_decay: [1e-6, 1e-3]\n")
+    assert load_study_config(path).search.weight_decay == Span(1e-6, 1e-3)
+
+
+def test_npz_path_and_builder_file_resolve_relative_to_the_study_file(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "d.npz").write_bytes(b"")
+    (tmp_path / "net.py").write_text("def build(input_shape, num_classes):\n    pass\n")
+    path = tmp_path / "s.yaml"
+    path.write_text("name: x\ndata: {dataset: npz, path: data/d.npz}\nmodel: {builder: 'net.py:build'}\n")
+    config = load_study_config(path)
+    assert config.data.path == str(tmp_path / "data" / "d.npz")
+    assert config.model.builder == f"{tmp_path / 'net.py'}:build"
+
+
+BAD_STUDIES = [
+    ({}, "name: required key is missing"),
+    ({"name": "x", "trian": {}}, "trian: unknown key; expected one of: name, seed"),
+    ({"name": "x", "train": {"epoch": 3}}, "train.epoch: unknown key; expected one of: epochs, batch_size"),
+    ({"name": "x", "train": {"epochs": "10"}}, "train.epochs: Input should be a valid integer, got '10'"),
+    ({"name": "x", "train": {"epochs": 0}}, "train.epochs: Input should be greater than or equal to 1"),
+    ({"name": "x", "train": {"learning_rate": -1}}, "train.learning_rate: Input should be greater than 0"),
+    ({"name": "x", "search": {"final_sparsity": [0.9, 0.5]}}, "search.final_sparsity: range [0.9, 0.5] is empty or inverted"),
+    ({"name": "x", "search": {"final_sparsity": [0.5, 0.5]}}, "search.final_sparsity: range [0.5, 0.5] is empty or inverted"),
+    ({"name": "x", "search": {"final_sparsity": 1.0}}, "search.final_sparsity: sparsity must be in [0, 1), got 1.0"),
+    ({"name": "x", "search": {"initial_sparsity": [-0.1, 0.2]}}, "search.initial_sparsity: sparsity must be in [0, 1)"),
+    ({"name": "x", "search": {"final_sparsity": [0.5, 0.9, 0.95]}}, "search.final_sparsity: expected a number or a [low, high] range"),
+    ({"name": "x", "search": {"end_step": [0.2, 0.9]}}, "search.end_step: must be greater than begin_step (0.3), got 0.2"),
+    ({"name": "x", "search": {"end_step": 1.5}}, "search.end_step: a fraction of training must be in [0, 1]"),
+    ({"name": "x", "search": {"initial_sparsity": [0.0, 0.7]}}, "search.initial_sparsity: must not exceed final_sparsity (0.5), got 0.7"),
+    ({"name": "x", "search": {"frequency": [0, 10]}}, "search.frequency: must be at least 1 step"),
+    ({"name": "x", "search": {"frequency": [1.5, 3]}}, "search.frequency: expected an integer or a [low, high] range"),
+    ({"name": "x", "search": {"breakpoints": 1}}, "search.breakpoints: must be at least 2 sparsity levels"),
+    ({"name": "x", "search": {"weight_decay": [0, 0.1]}}, "search.weight_decay: a range is searched on a log scale"),
+    ({"name": "x", "search": {"power": 0}}, "search.power: must be greater than 0"),
+    ({"name": "x", "search": {"schedule": "linear"}}, "search.schedule: unknown schedule 'linear'"),
+    ({"name": "x", "search": {"schedule": []}}, "search.schedule: expected a schedule name or a list of them"),
+    ({"name": "x", "objectives": ["accuracy", "accuracy"]}, "objectives: lists an objective twice"),
+    ({"name": "x", "objectives": ["latency"]}, "objectives.0: Input should be 'accuracy', 'compressed_size' or 'sparsity', got 'latency'"),
+    ({"name": "x", "objectives": []}, "objectives: List should have at least 1 item"),
+    ({"name": "x", "sampler": "cmaes"}, "sampler: Input should be 'tpe', 'nsga2', 'gp' or 'random', got 'cmaes'"),
+    ({"name": "x", "constraints": {"min_accuracy": 1.5}}, "constraints.min_accuracy: Input should be less than or equal to 1"),
+    ({"name": "x", "data": {"dataset": "npz"}}, "data.path: dataset 'npz' needs a path to a .npz file"),
+    ({"name": "x", "data": {"dataset": "npz", "path": "missing.npz"}}, "data.path: no such file:"),
+    ({"name": "x", "data": {"validation_split": 1.0}}, "data.validation_split: Input should be less than 1"),
+    ({"name": "x", "model": {"builder": "resnet"}}, "model.builder: expected mlp, cnn, 'pkg.module:function'"),
+    ({"name": "x", "model": {"builder": "missing.py:build"}}, "model.builder: no such file:"),
+    ({"name": "x", "model": {"builder": "no_such_pkg.nets:build"}}, "model.builder: cannot find module 'no_such_pkg.nets'"),
+    ({"name": "bad name"}, "name: String should match pattern"),
+]
+
+
+@pytest.mark.parametrize(("raw", "message"), BAD_STUDIES)
+def test_bad_study_is_rejected_with_the_key_named(raw: dict, message: str, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_study_config(raw, base_dir=tmp_path)
+    assert message in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_builder_file_must_define_the_function(tmp_path: Path) -> None:
+    (tmp_path / "net.py").write_text("def other():\n    pass\n")
+    with pytest.raises(ConfigError, match="defines no top-level function 'build'"):
+        parse_study_config({"name": "x", "model": {"builder": "net.py:build"}}, base_dir=tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("name: x\nsearch: [1, 2\n", "not valid YAML (line 3, column 1)"),
+        ("- just\n- a list\n", "expected a mapping of keys"),
+        ("", "expected a mapping of keys"),
+    ],
+)
+def test_unreadable_study_files(text: str, message: str, tmp_path: Path) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_study_config(path)
+
+
+def test_missing_study_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no such study file"):
+        load_study_config(tmp_path / "nope.yaml")
+
+
+def test_every_example_study_in_the_repo_is_valid() -> None:
+    studies = sorted((Path(__file__).parents[1] / "studies").glob("*.yaml"))
+    assert len(studies) >= 5
+    for path in studies:
+        load_study_config(path)

@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+import optuna
+import pytest
+
+from sweep.config import parse_study_config
+from sweep.space import suggest_params
+
+
+def search(**overrides: object):  # type: ignore[no-untyped-def]
+    return parse_study_config({"name": "x", "search": overrides}).search
+
+
+def test_param_names_are_the_search_keys() -> None:
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    names: set[str] = set()
+    for _ in range(40):
+        trial = study.ask()
+        suggest_params(trial, search())
+        names |= set(trial.params)
+    assert {"schedule", "final_sparsity", "initial_sparsity", "begin_step", "end_step", "power",
+            "frequency", "breakpoints", "weight_decay"} <= names
+    assert {n for n in names if n.startswith("step_")} >= {"step_level_1", "step_position_1"}
+
+
+@pytest.mark.parametrize("schedule", ["polynomial", "constant", "step"])
+def test_conditional_params_appear_only_for_their_family(schedule: str) -> None:
+    trial = optuna.create_study().ask()
+    params = suggest_params(trial, search(schedule=schedule))
+    assert ("power" in trial.params) == (schedule == "polynomial")
+    assert ("breakpoints" in trial.params) == (schedule == "step")
+    if schedule == "step":
+        assert len(params.step_levels) == params.breakpoints - 1
+        assert len(params.step_positions) == params.breakpoints - 2
+
+
+def test_fixed_values_are_recorded_and_ranges_respected() -> None:
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    for _ in range(20):
+        trial = study.ask()
+        params = suggest_params(trial, search(schedule="constant", final_sparsity=0.75, weight_decay=0))
+        assert trial.params["final_sparsity"] == 0.75 and params.weight_decay == 0
+        assert 0.0 <= params.begin_step <= 0.3 and 0.5 <= params.end_step <= 1.0
+        assert 5 <= params.frequency <= 50
+
+
+def test_fixed_trial_replays_stored_params_exactly() -> None:
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=2))
+    for _ in range(10):
+        trial = study.ask()
+        original = suggest_params(trial, search())
+        assert suggest_params(optuna.trial.FixedTrial(trial.params), search()) == original

@@ -91,33 +91,356 @@ def run(
     _print_front(study)
 
 
-def _print_front(study) -> None:  # type: ignore[no-untyped-def]
+StudyFileOptional = Annotated[
+    Optional[Path], typer.Argument(help="Study file (YAML) naming the study; or use --study.", show_default=False)
+]
+StudyNameOption = Annotated[Optional[str], typer.Option("--study", help="Study name, instead of a study file.")]
+Format = Annotated[str, typer.Option("--format", help="table (for people), csv or json (for scripts).")]
+MinAccuracy = Annotated[
+    Optional[float], typer.Option("--min-accuracy", min=0, max=1, help="Smallest model with val_accuracy >= A.")
+]
+MaxSize = Annotated[
+    Optional[int], typer.Option("--max-size", min=1, help="Most accurate model with compressed_bytes <= BYTES.")
+]
+
+
+def _open_study(study_file: Path | None, study_name: str | None, storage: str | None):  # type: ignore[no-untyped-def]
+    """(study, stored config) from a study file or --study NAME."""
+    from sweep.config import load_study_config
+    from sweep.errors import UsageError
+    from sweep.stores import load_study, storage_url, stored_config
+
+    if study_file is None and study_name is None:
+        raise UsageError("give a study file (e.g. studies/quickstart.yaml) or --study NAME")
+    name = study_name or load_study_config(study_file).name  # type: ignore[arg-type]
+    study = load_study(name, storage_url(storage))
+    return study, stored_config(study)
+
+
+def _check_format(value: str, allowed: tuple[str, ...]) -> str:
+    from sweep.errors import UsageError
+
+    if value not in allowed:
+        raise UsageError(f"--format: choose one of {', '.join(allowed)}, got {value!r}")
+    return value
+
+
+@app.command()
+def pareto(
+    study_file: StudyFileOptional = None,
+    study_name: StudyNameOption = None,
+    output_format: Format = "table",
+    plot: Annotated[Optional[Path], typer.Option("--plot", help="Draw the front to FILE (.png or .html).")] = None,
+    storage: StorageOption = None,
+    tracking_uri: TrackingOption = None,
+) -> None:
+    """Show the Pareto-optimal trials, the front's hypervolume, and tag their MLflow runs.
+
+    Runs on the front get the tag sweep.pareto=true (others false), so the MLflow UI can
+    filter with tags.sweep.pareto = 'true'.
+
+    Example: sweep pareto studies/quickstart.yaml --plot front.png
+    """
+    import json
+
+    from sweep.pareto import completed_trials, hypervolume, hypervolume_history, pareto_trials, trial_table
+    from sweep.stores import tracking_uri as resolve_tracking_uri
+    from sweep.tracking import Tracker
+
+    _check_format(output_format, ("table", "csv", "json"))
+    if plot is not None and plot.suffix.lower() not in (".png", ".html"):
+        from sweep.errors import UsageError
+
+        raise UsageError(f"--plot: use a .png or .html file name, got {plot.name!r}")
+    study, config = _open_study(study_file, study_name, storage)
+    tracker = Tracker(resolve_tracking_uri(tracking_uri), study.study_name)
+    front = pareto_trials(study)
+    frame = trial_table(front)
+    baseline = study.user_attrs["baseline"]
+    volume = hypervolume(completed_trials(study), config.objectives, baseline)
+    history = hypervolume_history(study, config.objectives, baseline)
+    tracker.set_pareto_tags({t.user_attrs["mlflow_run_id"] for t in front if "mlflow_run_id" in t.user_attrs})
+    reference = _reference_text(config.objectives, baseline)
+
+    if plot is not None:
+        from sweep.plots import pareto_figure, save_figure
+
+        title = f"{study.study_name}: accuracy vs compressed size"
+        figure = pareto_figure(completed_trials(study), front, baseline, title)
+        save_figure(figure, plot, table=frame, title=title)
+        study_run_id = study.user_attrs.get("mlflow_study_run_id")
+        if study_run_id:
+            tracker.log_artifact(study_run_id, str(plot), "plots")
+        stderr.print(f"plot written to {plot}")
+
+    if output_format == "csv":
+        sys.stdout.write(frame.to_csv(index=False))
+    elif output_format == "json":
+        sys.stdout.write(json.dumps({
+            "study": study.study_name,
+            "objectives": config.objectives,
+            "hypervolume": volume,
+            "reference_point": reference,
+            "hypervolume_history": [{"trial": n, "hypervolume": v} for n, v in history],
+            "baseline": baseline,
+            "trials": json.loads(frame.to_json(orient="records")),
+        }, indent=2) + "\n")
+    else:
+        if frame.empty:
+            stderr.print("no feasible completed trials yet")
+        else:
+            _print_table(frame, f"Pareto-optimal trials of {study.study_name}")
+        stdout.print(f"hypervolume {volume:.4f} (reference point: {reference}; 1.0 is a perfect model of 0 bytes)")
+        if history:
+            steps = "  ".join(f"{n}:{v:.3f}" for n, v in history)
+            stdout.print(f"hypervolume after each completed trial (trial:hv): {steps}", soft_wrap=False)
+
+
+def _reference_text(objectives: list[str], baseline: dict) -> str:  # type: ignore[type-arg]
+    parts = {
+        "accuracy": "val_accuracy 0",
+        "compressed_size": f"compressed_bytes {baseline['compressed_bytes']:.0f} (dense baseline)",
+        "sparsity": "sparsity 0",
+    }
+    return ", ".join(parts[o] for o in objectives)
+
+
+def _select(study, config, min_accuracy: float | None, max_size: int | None):  # type: ignore[no-untyped-def]
+    from sweep.pareto import pareto_trials
+    from sweep.selection import select_trial
+
+    return select_trial(pareto_trials(study), config.objectives, min_accuracy=min_accuracy, max_size=max_size)
+
+
+@app.command()
+def best(
+    study_file: StudyFileOptional = None,
+    study_name: StudyNameOption = None,
+    min_accuracy: MinAccuracy = None,
+    max_size: MaxSize = None,
+    output_format: Annotated[str, typer.Option("--format", help="table, yaml (a study file fixing every value) or json.")] = "table",
+    storage: StorageOption = None,
+) -> None:
+    """Pick one Pareto-optimal trial and print its full hyperparameters.
+
+    --min-accuracy A: the smallest model with val_accuracy >= A. --max-size BYTES: the most
+    accurate model of at most BYTES. Neither: the knee, the trial closest to the ideal point
+    once each objective is min-max normalised over the front.
+
+    Example: sweep best studies/quickstart.yaml --min-accuracy 0.95 --format yaml > chosen.yaml
+    """
+    import json
+
+    from sweep.rerun import trial_study_config
+
+    _check_format(output_format, ("table", "yaml", "json"))
+    study, config = _open_study(study_file, study_name, storage)
+    trial = _select(study, config, min_accuracy, max_size)
+    if output_format == "yaml":
+        sys.stdout.write(trial_study_config(config, trial).to_yaml())
+        return
+    details = {
+        "trial": trial.number,
+        "seed": trial.user_attrs["seed"],
+        "mlflow_run_id": trial.user_attrs.get("mlflow_run_id"),
+        "params": trial.params,
+        "steps": {k: trial.user_attrs["plan"][k] for k in ("begin_step", "end_step", "frequency", "total_steps")},
+        "metrics": trial.user_attrs["metrics"],
+    }
+    if output_format == "json":
+        sys.stdout.write(json.dumps(details, indent=2) + "\n")
+        return
+    how = (f"smallest with val_accuracy >= {min_accuracy}" if min_accuracy is not None
+           else f"most accurate with compressed_bytes <= {max_size}" if max_size is not None
+           else "knee of the front")
+    stdout.print(f"[bold]trial {trial.number}[/] of {study.study_name} ({how})", highlight=False)
+    metrics = trial.user_attrs["metrics"]
+    for key in ("val_accuracy", "test_accuracy", "sparsity", "compressed_bytes", "compression_ratio", "tflite_gzip_bytes"):
+        stdout.print(f"  {key:<20} {_cell(metrics[key])}", highlight=False)
+    for key, value in {**trial.params, **{f"pruning_{k}": v for k, v in details["steps"].items()}, "seed": details["seed"]}.items():
+        stdout.print(f"  {key:<20} {_cell(value)}", highlight=False)
+    stdout.print(f"  {'mlflow_run_id':<20} {details['mlflow_run_id']}", highlight=False)
+
+
+@app.command()
+def rerun(
+    study_file: StudyFileOptional = None,
+    output: Annotated[Optional[Path], typer.Option("--output", help="New folder for the exported model.")] = None,
+    trial_number: Annotated[Optional[int], typer.Option("--trial", min=0, help="Trial number to rerun.")] = None,
+    use_best: Annotated[bool, typer.Option("--best", help="Rerun the trial `sweep best` picks (same flags).")] = False,
+    min_accuracy: MinAccuracy = None,
+    max_size: MaxSize = None,
+    register: Annotated[Optional[str], typer.Option("--register", help="Register the model under NAME in the MLflow Model Registry.")] = None,
+    study_name: StudyNameOption = None,
+    storage: StorageOption = None,
+    tracking_uri: TrackingOption = None,
+) -> None:
+    """Retrain one trial from scratch with its stored seed and export the deployable model.
+
+    Writes to --output: model.keras (stripped, loads with plain tf_keras.models.load_model),
+    model.tflite, study.yaml (fixes the trial's values) and metrics.json, and logs them to a new
+    MLflow run tagged sweep.rerun_of=<original run id>. Prints original and reproduced metrics.
+
+    Example: sweep rerun studies/quickstart.yaml --best --min-accuracy 0.95 --output exported/
+    """
+    from sweep.errors import UsageError
+    from sweep.rerun import check_output_folder, rerun_trial
+    from sweep.stores import tracking_uri as resolve_tracking_uri
+    from sweep.tracking import Tracker
+
+    if output is None:
+        raise UsageError("--output: give a new folder for the exported model, e.g. --output exported/")
+    if (trial_number is None) == (not use_best):
+        raise UsageError("choose the trial with --trial N or --best (with --min-accuracy/--max-size)")
+    check_output_folder(output)
+    study, config = _open_study(study_file, study_name, storage)
+    if use_best:
+        trial = _select(study, config, min_accuracy, max_size)
+    else:
+        matches = [t for t in study.get_trials(deepcopy=False) if t.number == trial_number]
+        if not matches or "metrics" not in matches[0].user_attrs:
+            raise UsageError(f"--trial: study {study.study_name!r} has no completed trial {trial_number}")
+        trial = matches[0]
+    tracker = Tracker(resolve_tracking_uri(tracking_uri), study.study_name)
+    stderr.print(f"rerunning trial {trial.number} of {study.study_name} (seed {trial.user_attrs['seed']})")
+    result = rerun_trial(study, trial, config, tracker, output, register=register)
+    _print_comparison(result)
+
+
+def _print_comparison(result) -> None:  # type: ignore[no-untyped-def]
+    from rich import box
     from rich.table import Table
 
+    from sweep.rerun import COMPARED
+
+    table = Table(title=f"trial {result.trial}: original vs rerun", box=box.SIMPLE_HEAD)
+    for column in ("metric", "original", "rerun", ""):
+        table.add_column(column, justify="right")
+    for name in COMPARED:
+        before, after = result.original.get(name), result.reproduced.get(name)
+        same = before == after
+        table.add_row(name, _cell(before), _cell(after), "[green]same[/]" if same else "[red]DIFFERS[/]")
+    stdout.print(table)
+    if result.differences:
+        stderr.print(f"[red]warning:[/] the rerun differs in {', '.join(result.differences)} "
+                     f"(another machine, TensorFlow version or thread settings?)")
+    stdout.print(f"exported to {result.output} (mlflow run {result.run_id})", highlight=False)
+
+
+@app.command()
+def studies(
+    storage: StorageOption = None,
+    output_format: Format = "table",
+) -> None:
+    """List every study in the storage: trial counts by state, objectives and best values.
+
+    Example: sweep studies --storage sqlite:///sweep.db
+    """
+    import json
+
+    import optuna
+
+    from sweep.stores import open_storage, storage_url
+
+    _check_format(output_format, ("table", "csv", "json"))
+    rows = []
+    for summary in optuna.get_all_study_summaries(open_storage(storage_url(storage)), include_best_trial=False):
+        study = optuna.load_study(study_name=summary.study_name, storage=open_storage(storage_url(storage)))
+        trials = study.get_trials(deepcopy=False)
+        states = {state.name.lower(): sum(t.state == state for t in trials) for state in optuna.trial.TrialState}
+        done = [t for t in trials if "metrics" in t.user_attrs and t.state.name == "COMPLETE"]
+        rows.append({
+            "study": summary.study_name,
+            "objectives": ",".join(study.user_attrs.get("objectives", [])),
+            "complete": states["complete"], "running": states["running"],
+            "failed": states["fail"], "pruned": states["pruned"],
+            "best_val_accuracy": max((t.user_attrs["metrics"]["val_accuracy"] for t in done), default=None),
+            "smallest_compressed_bytes": min((t.user_attrs["metrics"]["compressed_bytes"] for t in done), default=None),
+        })
+    if output_format == "json":
+        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+        return
+    import pandas as pd
+
+    frame = pd.DataFrame(rows, columns=["study", "objectives", "complete", "running", "failed", "pruned",
+                                        "best_val_accuracy", "smallest_compressed_bytes"])
+    if output_format == "csv":
+        sys.stdout.write(frame.to_csv(index=False))
+        return
+    from rich import box
+    from rich.table import Table
+
+    table = Table(box=box.SIMPLE_HEAD, title=f"studies in {storage_url(storage)}")
+    for column in frame.columns:
+        table.add_column(column.replace("_", " "), justify="left" if column in ("study", "objectives") else "right")
+    for row in frame.itertuples(index=False):
+        table.add_row(*(_cell(v) for v in row))
+    stdout.print(table)
+
+
+@app.command()
+def ui(
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port to serve on.")] = 5000,
+    host: Annotated[str, typer.Option("--host", help="Interface to bind; 0.0.0.0 exposes it to the network.")] = "127.0.0.1",
+    tracking_uri: TrackingOption = None,
+) -> None:
+    """Start the MLflow UI on the tracking store `sweep run` uses, and print its URL.
+
+    Example: sweep ui --port 5001
+    """
+    import socket
+    import subprocess
+
+    from sweep.errors import UsageError
+    from sweep.stores import mask_password, tracking_uri as resolve_tracking_uri
+
+    uri = resolve_tracking_uri(tracking_uri)
+    if not uri.startswith(("sqlite:", "postgresql", "mysql", "file:", "/")) and "://" in uri:
+        raise UsageError(f"--tracking-uri: {mask_password(uri)} is a server already; open it in a browser")
+    with socket.socket() as probe:
+        if probe.connect_ex((host if host != "0.0.0.0" else "127.0.0.1", port)) == 0:
+            raise UsageError(f"--port: {host}:{port} is already in use; pass another --port")
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    stderr.print(f"MLflow UI for {mask_password(uri)}: open http://{shown}:{port}  (Ctrl-C stops it)", highlight=False)
+    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
+    try:
+        sys.exit(subprocess.call(command))
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+def _print_front(study) -> None:  # type: ignore[no-untyped-def]
     from sweep.pareto import pareto_trials, trial_table
 
     frame = trial_table(pareto_trials(study))
     if frame.empty:
         stderr.print("no feasible completed trials yet")
         return
-    table = Table(title=f"Pareto-optimal trials of {study.study_name}")
-    headers = {
-        "trial": "trial", "schedule": "schedule", "final_sparsity": "target",
-        "val_accuracy": "val acc", "test_accuracy": "test acc", "sparsity": "sparsity",
-        "compressed_bytes": "gzip bytes", "compression_ratio": "ratio", "mlflow_run_id": "mlflow run",
-    }
-    for column, header in headers.items():
-        table.add_column(header, justify="left" if column in ("schedule", "mlflow_run_id") else "right")
-    for row in frame[list(headers)].to_dict("records"):
-        row["mlflow_run_id"] = str(row["mlflow_run_id"])[:12]
-        table.add_row(*(_cell(value) for value in row.values()))
+    _print_table(frame, f"Pareto-optimal trials of {study.study_name}")
+
+
+# Column -> short header of the human-readable trial table.
+TABLE_HEADERS = {
+    "trial": "trial", "schedule": "schedule", "val_accuracy": "val acc", "test_accuracy": "test acc",
+    "sparsity": "sparsity", "compressed_bytes": "gzip bytes", "compression_ratio": "ratio",
+    "mlflow_run_id": "mlflow run",
+}
+
+
+def _print_table(frame, title: str) -> None:  # type: ignore[no-untyped-def]
+    from rich import box
+    from rich.table import Table
+
+    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
+    for column, header in TABLE_HEADERS.items():
+        table.add_column(header, justify="left" if column in ("schedule", "mlflow_run_id") else "right", no_wrap=True)
+    for row in frame.to_dict("records"):
+        table.add_row(
+            str(row["trial"]), str(row["schedule"]), f"{row['val_accuracy']:.4f}",
+            f"{row['test_accuracy']:.4f}", f"{row['sparsity']:.4f}", f"{row['compressed_bytes']:.0f}",
+            f"{row['compression_ratio']:.2f}x", str(row["mlflow_run_id"])[:8],
+        )
     stdout.print(table)
-
-
-def _cell(value: object) -> str:
-    if isinstance(value, float):
-        return f"{value:.4f}" if abs(value) < 100 else f"{value:.0f}"
-    return str(value)
 
 
 def main() -> None:

@@ -28,6 +28,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -36,6 +37,7 @@ from sweep.errors import ConfigError
 SCHEDULES = ("polynomial", "constant", "step")
 BUILTIN_BUILDERS = ("mlp", "cnn")
 # objective name -> (metric it reads, Optuna direction)
+STEP_PARAM = re.compile(r"^step_(level|position)_[1-9][0-9]*$")
 OBJECTIVES: dict[str, tuple[str, str]] = {
     "accuracy": ("val_accuracy", "maximize"),
     "compressed_size": ("compressed_bytes", "minimize"),
@@ -204,6 +206,33 @@ class SearchConfig(_Strict):
     frequency: IntSpan = Span(5, 50)  # prune every N steps
     breakpoints: IntSpan = Span(2, 4)  # step only: number of sparsity levels
     weight_decay: FloatSpan = Span(1.0e-6, 1.0e-2)  # searched on a log scale
+    # step only, optional: `step_level_<i>` / `step_position_<i>` keys (each in [0, 1],
+    # default [0, 1]) narrow or fix one level or level start; `sweep best --format yaml` uses them
+    step_params: dict[str, FloatSpan] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _collect_step_params(cls, raw: Any) -> Any:
+        if not isinstance(raw, dict):
+            return raw
+        step_keys = [k for k in raw if isinstance(k, str) and STEP_PARAM.match(k)]
+        if not step_keys:
+            return raw
+        rest = {k: v for k, v in raw.items() if k not in step_keys}
+        return {**rest, "step_params": {k: raw[k] for k in step_keys}}
+
+    @field_validator("step_params")
+    @classmethod
+    def _step_params_in_unit_interval(cls, params: dict[str, Span]) -> dict[str, Span]:
+        for name, span in params.items():
+            if span.low < 0 or span.high > 1:
+                raise _field_error(name, f"must be in [0, 1], got {_dump_span(span)}")
+        return params
+
+    @model_serializer(mode="wrap")
+    def _flatten_step_params(self, handler: Any) -> dict[str, Any]:
+        data = handler(self)
+        return {**{k: v for k, v in data.items() if k != "step_params"}, **data.get("step_params", {})}
 
     @field_validator("final_sparsity", "initial_sparsity")
     @classmethod
@@ -369,7 +398,7 @@ def parse_study_config(raw: Any, base_dir: Path = Path("."), source: str = "stud
 
 def _format_error(error: ValidationError) -> str:
     first = error.errors()[0]
-    location = [str(part) for part in first["loc"]]
+    location = [str(part) for part in first["loc"] if part != "step_params"]  # flat in the file
     message = first["msg"].removeprefix("Value error, ")
     if match := re.match(r"^(\w+): (.*)$", message):  # raised by _field_error
         location.append(match.group(1))
@@ -391,7 +420,10 @@ def _allowed_keys(section: list[str]) -> list[str]:
     model: type[BaseModel] = StudyConfig
     for key in section:
         model = model.model_fields[key].annotation  # type: ignore[assignment]
-    return list(model.model_fields)
+    keys = list(model.model_fields)
+    if "step_params" in keys:
+        keys[keys.index("step_params")] = "step_level_<i>, step_position_<i>"
+    return keys
 
 
 def _resolve(path: str, info: ValidationInfo) -> Path:

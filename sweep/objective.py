@@ -118,9 +118,10 @@ def _reason(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}{where}"
 
 
+# Sections that define what a trial means; a study cannot be resumed with them changed.
+FROZEN_SECTIONS = ("seed", "data", "model", "train", "search", "objectives")
+
+
 def study_user_attrs(config: StudyConfig) -> dict[str, Any]:
-    """What a study records about itself, to detect an incompatible resume."""
-    return {
-        "objectives": list(config.objectives),
-        "search": config.search.model_dump(mode="json"),
-    }
+    """What a study records about itself: the resolved study file (for replay) and objectives."""
+    return {"config": config.model_dump(mode="json"), "objectives": list(config.objectives)}

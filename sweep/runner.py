@@ -16,7 +16,7 @@ from optuna.trial import TrialState
 
 from sweep.config import StudyConfig
 from sweep.errors import UsageError
-from sweep.objective import PruningObjective, study_user_attrs
+from sweep.objective import FROZEN_SECTIONS, PruningObjective, study_user_attrs
 from sweep.stores import open_storage
 from sweep.tracking import Tracker
 
@@ -146,13 +146,13 @@ def _existing_study(storage: optuna.storages.BaseStorage, config: StudyConfig) -
         study_id = storage.get_study_id_from_name(config.name)
     except KeyError:
         return None
-    attrs = storage.get_study_user_attrs(study_id)
-    expected = study_user_attrs(config)
-    for key in ("objectives", "search"):
-        if key in attrs and attrs[key] != expected[key]:
+    stored = storage.get_study_user_attrs(study_id).get("config", {})
+    wanted = config.model_dump(mode="json")
+    for key in FROZEN_SECTIONS:
+        if key in stored and stored[key] != wanted[key]:
             raise UsageError(
                 f"study {config.name!r} already exists with a different {key} "
-                f"({_describe_difference(attrs[key], expected[key])}); "
+                f"({_describe_difference(stored[key], wanted[key])}); "
                 f"give the study a new name, or restore the original {key}"
             )
     trials = storage.get_all_trials(study_id, deepcopy=False)

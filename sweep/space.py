@@ -66,10 +66,8 @@ def suggest_params(trial: Suggester, search: SearchConfig) -> TrialParams:
         )
     if schedule == "step":
         levels = _int(trial, "breakpoints", search.breakpoints)
-        fractions = [trial.suggest_float(f"step_level_{i}", 0.0, 1.0) for i in range(1, levels)]
-        positions = [
-            trial.suggest_float(f"step_position_{i}", 0.0, 1.0) for i in range(1, levels - 1)
-        ]
+        fractions = [_step(trial, f"step_level_{i}", search) for i in range(1, levels)]
+        positions = [_step(trial, f"step_position_{i}", search) for i in range(1, levels - 1)]
         return TrialParams(
             **common,
             breakpoints=levels,
@@ -79,8 +77,20 @@ def suggest_params(trial: Suggester, search: SearchConfig) -> TrialParams:
     return TrialParams(**common)
 
 
+def fixed_search(search: SearchConfig, params: dict[str, Any]) -> SearchConfig:
+    """`search` with every value of one trial's `params` fixed: replaying it suggests
+    exactly those params (`sweep best --format yaml`)."""
+    values = search.model_dump(mode="json")
+    values.update(params)
+    return SearchConfig.model_validate(values)
+
+
 def _float(trial: Suggester, name: str, span: Span, log: bool = False) -> float:
     return trial.suggest_float(name, span.low, span.high, log=log and not span.fixed)
+
+
+def _step(trial: Suggester, name: str, search: SearchConfig) -> float:
+    return _float(trial, name, search.step_params.get(name, Span(0.0, 1.0)))
 
 
 def _int(trial: Suggester, name: str, span: Span) -> int:

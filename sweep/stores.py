@@ -18,6 +18,8 @@ from sweep.errors import UsageError
 if TYPE_CHECKING:
     import optuna
 
+    from sweep.config import StudyConfig
+
 DEFAULT_STORAGE = "sqlite:///sweep.db"
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 
@@ -41,6 +43,31 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
             f"cannot open the Optuna storage {mask_password(url)}: {_reason(error)}; "
             f"check the URL (--storage or SWEEP_STORAGE) and that the database is running"
         ) from None
+
+
+def load_study(name: str, url: str) -> optuna.Study:
+    """An existing study; a `UsageError` naming the fix if there is none of that name."""
+    import optuna
+
+    storage = open_storage(url)
+    try:
+        return optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+        known = f" (it holds: {', '.join(names)})" if names else " (it holds no studies)"
+        raise UsageError(
+            f"no study named {name!r} in {mask_password(url)}{known}; run `sweep run` first "
+            f"or pass the right --storage"
+        ) from None
+
+
+def stored_config(study: optuna.Study) -> StudyConfig:
+    """The resolved study file the study was run with (recorded by `sweep run`)."""
+    from sweep.config import parse_study_config
+
+    if "config" not in study.user_attrs:
+        raise UsageError(f"study {study.study_name!r} was not created by sweep run (no stored config)")
+    return parse_study_config(study.user_attrs["config"], source=f"study {study.study_name!r}")
 
 
 def mask_password(url: str) -> str:

@@ -11,7 +11,10 @@ Layout in the tracking store (experiment = study name):
 * child run per trial, tags `sweep.role=trial`, `sweep.study`, `sweep.trial_number`,
   `mlflow.parentRunId`: every sampled hyperparameter and derived step as params,
   the trial's metrics, and per-epoch curves with step = epoch. A failed trial's run
-  ends FAILED with the error in the tag `sweep.error`.
+  ends FAILED with the error in the tag `sweep.error`. `sweep pareto` tags trial runs
+  `sweep.pareto=true|false`;
+* a run per `sweep rerun`, tags `sweep.role=rerun`, `sweep.rerun_of=<original run id>`,
+  nested under the study's run, with the exported models.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from sweep.errors import UsageError
 from sweep.stores import mask_password
 
 ROLE, STUDY, TRIAL_NUMBER, ERROR = "sweep.role", "sweep.study", "sweep.trial_number", "sweep.error"
+PARETO, RERUN_OF = "sweep.pareto", "sweep.rerun_of"
 PARENT = "mlflow.parentRunId"
 BASELINE_PREFIX = "baseline/"
 MAX_TAG_LENGTH = 5000  # MLflow's tag value limit is 8000; keep room for the rest
@@ -110,6 +114,53 @@ class Tracker:
         )
         self._log(run.info.run_id, params={k: v for k, v in params.items()})
         return run.info.run_id
+
+    def start_rerun(
+        self, study_run_id: str, number: int, original_run_id: str, params: Mapping[str, Any]
+    ) -> str:
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=f"trial-{number:03d}-rerun",
+            tags={
+                PARENT: study_run_id,
+                ROLE: "rerun",
+                STUDY: self.study_name,
+                TRIAL_NUMBER: str(number),
+                RERUN_OF: original_run_id,
+            },
+        )
+        self._log(run.info.run_id, params=params)
+        return run.info.run_id
+
+    def trial_runs(self) -> dict[str, dict[str, str]]:
+        """Tags of every trial run of the study, by run id."""
+        found: dict[str, dict[str, str]] = {}
+        token = None
+        while True:
+            page = self.client.search_runs(
+                [self.experiment_id],
+                filter_string=f"tags.`{ROLE}` = 'trial' and tags.`{STUDY}` = '{self.study_name}'",
+                max_results=1000,
+                page_token=token,
+            )
+            found.update({run.info.run_id: run.data.tags for run in page})
+            token = page.token
+            if not token:
+                return found
+
+    def set_pareto_tags(self, pareto_run_ids: set[str]) -> int:
+        """Tag trial runs `sweep.pareto=true` on the front, `false` elsewhere; returns how
+        many tags changed (only those are written)."""
+        changed = 0
+        for run_id, tags in self.trial_runs().items():
+            value = "true" if run_id in pareto_run_ids else "false"
+            if tags.get(PARETO) != value:
+                self.client.set_tag(run_id, PARETO, value)
+                changed += 1
+        return changed
+
+    def log_artifact(self, run_id: str, path: str, folder: str | None = None) -> None:
+        self.client.log_artifact(run_id, path, folder)
 
     def finish_trial(
         self,

@@ -129,3 +129,15 @@ def test_every_example_study_in_the_repo_is_valid() -> None:
     assert len(studies) >= 5
     for path in studies:
         load_study_config(path)
+
+
+def test_step_level_and_position_keys_narrow_or_fix_the_step_schedule() -> None:
+    config = parse_study_config(
+        {"name": "x", "search": {"schedule": "step", "step_level_1": 0.3, "step_position_1": [0.2, 0.4]}}
+    )
+    assert config.search.step_params == {"step_level_1": Span(0.3, 0.3), "step_position_1": Span(0.2, 0.4)}
+    assert "  step_level_1: 0.3\n" in config.to_yaml()
+    with pytest.raises(ConfigError, match=r"search.step_level_2: must be in \[0, 1\], got 1.5"):
+        parse_study_config({"name": "x", "search": {"step_level_2": 1.5}})
+    with pytest.raises(ConfigError, match="search.step_levle_1: unknown key; .*step_level_<i>"):
+        parse_study_config({"name": "x", "search": {"step_levle_1": 0.3}})

@@ -4,7 +4,7 @@ import optuna
 import pytest
 
 from sweep.config import parse_study_config
-from sweep.space import suggest_params
+from sweep.space import fixed_search, suggest_params
 
 
 def search(**overrides: object):  # type: ignore[no-untyped-def]
@@ -50,3 +50,15 @@ def test_fixed_trial_replays_stored_params_exactly() -> None:
         trial = study.ask()
         original = suggest_params(trial, search())
         assert suggest_params(optuna.trial.FixedTrial(trial.params), search()) == original
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_fixed_search_replays_a_trial_through_the_study_file(seed: int) -> None:
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    trial = study.ask()
+    original = suggest_params(trial, search())
+    fixed = fixed_search(search(), trial.params)
+    assert len(fixed.schedule) == 1
+    replayed = optuna.create_study().ask()
+    assert suggest_params(replayed, fixed) == original
+    assert replayed.params == trial.params

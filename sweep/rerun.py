@@ -1,0 +1,142 @@
+"""`sweep rerun`: retrain one trial from scratch and export the deployable model.
+
+The trial's stored parameters, seed and resolved study file replay it exactly (with
+TensorFlow op determinism on, the same machine gives the same weights). The export is
+written to a temporary sibling folder and renamed into place at the end, so an
+interrupted rerun never leaves a half-written output folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import optuna
+from optuna.trial import FrozenTrial
+
+from sweep.config import StudyConfig
+from sweep.errors import UsageError
+from sweep.objective import derived_metrics
+from sweep.schedule_plan import plan_schedule
+from sweep.space import fixed_search, suggest_params
+from sweep.tracking import Tracker
+
+# Compared between the original trial and its rerun; the first three must match exactly.
+COMPARED = ("val_accuracy", "sparsity", "compressed_bytes", "test_accuracy", "tflite_gzip_bytes")
+
+
+@dataclass
+class RerunResult:
+    trial: int
+    original: dict[str, float]
+    reproduced: dict[str, float]
+    run_id: str
+    output: Path
+    differences: list[str] = field(default_factory=list)
+
+
+def trial_study_config(config: StudyConfig, trial: FrozenTrial) -> StudyConfig:
+    """A study file that fixes every searched value of `trial`: run it, share it."""
+    return config.model_copy(
+        update={
+            "name": f"{config.name}-trial-{trial.number}",
+            "n_trials": 1,
+            "search": fixed_search(config.search, trial.params),
+        }
+    )
+
+
+def check_output_folder(output: Path) -> None:
+    if output.exists() and (not output.is_dir() or any(output.iterdir())):
+        raise UsageError(f"--output: {output} already exists and is not empty; choose a new folder")
+    if not output.parent.exists():
+        raise UsageError(f"--output: the parent folder {output.parent} does not exist")
+
+
+def rerun_trial(
+    study: optuna.Study,
+    trial: FrozenTrial,
+    config: StudyConfig,
+    tracker: Tracker,
+    output: Path,
+    register: str | None = None,
+) -> RerunResult:
+    """Retrain `trial`, compare its metrics with the original's, export and log the model."""
+    from sweep.data import load_dataset
+    from sweep.measure import measure, tflite_bytes
+    from sweep.training import train
+
+    check_output_folder(output)
+    original_run_id = trial.user_attrs.get("mlflow_run_id", "")
+    seed = int(trial.user_attrs["seed"])
+    dataset = load_dataset(config.data)
+    params = suggest_params(optuna.trial.FixedTrial(trial.params), config.search)
+    total_steps = config.train.epochs * dataset.steps_per_epoch(config.train.batch_size)
+    plan = plan_schedule(params, total_steps)
+
+    study_run_id = study.user_attrs.get("mlflow_study_run_id") or tracker.study_run(config.to_yaml())
+    run_id = tracker.start_rerun(
+        study_run_id, trial.number, original_run_id, {**trial.params, **plan.as_params(), "seed": seed}
+    )
+    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}-", dir=output.parent))
+    try:
+        trained = train(dataset, config, seed, plan=plan, weight_decay=params.weight_decay)
+        reproduced = measure(trained.model, dataset)
+        reproduced["train_seconds"] = trained.train_seconds
+        reproduced.update(derived_metrics(reproduced, study.user_attrs["baseline"]))
+        original = dict(trial.user_attrs["metrics"])
+
+        trained.model.save(staging / "model.keras")
+        (staging / "model.tflite").write_bytes(tflite_bytes(trained.model))
+        (staging / "study.yaml").write_text(trial_study_config(config, trial).to_yaml())
+        summary = {
+            "study": study.study_name,
+            "trial": trial.number,
+            "seed": seed,
+            "params": trial.params,
+            "plan": plan.as_params(),
+            "original": original,
+            "reproduced": reproduced,
+            "mlflow_run_id": original_run_id,
+            "rerun_mlflow_run_id": run_id,
+        }
+        (staging / "metrics.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
+
+        _log_keras_model(tracker, run_id, trained.model, dataset.x_test[:1], register)
+        for name in ("model.tflite", "study.yaml", "metrics.json"):
+            tracker.log_artifact(run_id, str(staging / name), "export")
+        tracker.finish_trial(run_id, reproduced, curves=trained.history)
+    except BaseException as error:
+        tracker.fail_trial(run_id, f"{type(error).__name__}: {error}", status=_status(error))
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if output.exists():
+        output.rmdir()  # empty, checked above
+    os.replace(staging, output)
+    differences = [
+        name for name in COMPARED if name in original and original[name] != reproduced.get(name)
+    ]
+    return RerunResult(trial.number, original, reproduced, run_id, output, differences)
+
+
+def _log_keras_model(tracker: Tracker, run_id: str, model: object, example: object, register: str | None) -> None:
+    """The Keras model as an MLflow model (tensorflow flavour), optionally registered."""
+    import mlflow
+    import mlflow.tensorflow
+
+    mlflow.set_tracking_uri(tracker.tracking_uri)
+    # MLflow predicts on the input example; keep Keras's progress bar off our stdout
+    with mlflow.start_run(run_id=run_id), contextlib.redirect_stdout(io.StringIO()):
+        mlflow.tensorflow.log_model(
+            model, name="model", input_example=example, registered_model_name=register
+        )
+
+
+def _status(error: BaseException) -> str:
+    return "FAILED" if isinstance(error, Exception) else "KILLED"

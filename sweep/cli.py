@@ -443,6 +443,14 @@ def _print_table(frame, title: str) -> None:  # type: ignore[no-untyped-def]
     stdout.print(table)
 
 
+def _cell(value: object) -> str:
+    if isinstance(value, float):
+        if value != 0 and abs(value) < 1e-3:
+            return f"{value:.3g}"
+        return f"{value:.4f}" if abs(value) < 100 else f"{value:.0f}"
+    return "" if value is None else str(value)
+
+
 def main() -> None:
     """Console entry point: user errors print one line and exit with their code."""
     try:

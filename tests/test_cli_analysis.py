@@ -1,0 +1,218 @@
+"""End to end after `sweep run`: pareto, best, rerun, studies and ui on a real tiny study."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import mlflow
+import optuna
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from conftest import SWEEP, run_sweep, write_study
+from sweep.config import load_study_config
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def study_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("analysis")
+    write_study(folder, n_trials=4, search={"schedule": ["polynomial", "constant", "step"]})
+    result = run_sweep("run", "tiny.yaml", cwd=folder)
+    assert result.returncode == 0, result.stderr
+    return folder
+
+
+def load(folder: Path) -> optuna.Study:
+    return optuna.load_study(study_name="tiny", storage=f"sqlite:///{folder / 'sweep.db'}")
+
+
+def pareto_tags(folder: Path) -> dict[int, str]:
+    client = MlflowClient(f"sqlite:///{folder / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("tiny")
+    runs = client.search_runs([experiment.experiment_id], "tags.`sweep.role` = 'trial'")
+    return {int(r.data.tags["sweep.trial_number"]): r.data.tags.get("sweep.pareto") for r in runs}
+
+
+def brute_force_front(study: optuna.Study) -> set[int]:
+    done = [t for t in study.trials if t.state.name == "COMPLETE"]
+    return {t.number for t in done if not any(
+        o.values[0] >= t.values[0] and o.values[1] <= t.values[1] and o.values != t.values for o in done)}
+
+
+def test_pareto_json_tags_and_plots_follow_the_front_as_trials_are_added(study_dir: Path) -> None:
+    result = run_sweep("pareto", "tiny.yaml", "--format", "json", "--plot", "front.png", cwd=study_dir)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)  # clean JSON on stdout
+    front = {row["trial"] for row in report["trials"]}
+    assert front == brute_force_front(load(study_dir))
+    accuracies = [row["val_accuracy"] for row in report["trials"]]
+    assert accuracies == sorted(accuracies, reverse=True)
+    assert 0 < report["hypervolume"] <= 1 and "dense baseline" in report["reference_point"]
+    assert [h["trial"] for h in report["hypervolume_history"]] == [0, 1, 2, 3]
+    assert report["hypervolume_history"][-1]["hypervolume"] == pytest.approx(report["hypervolume"])
+    assert {n for n, tag in pareto_tags(study_dir).items() if tag == "true"} == front
+    assert set(pareto_tags(study_dir).values()) <= {"true", "false"}
+    assert (study_dir / "front.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    more = run_sweep("run", "tiny.yaml", "--n-trials", "3", cwd=study_dir)
+    assert more.returncode == 0, more.stderr
+    again = run_sweep("pareto", "tiny.yaml", "--format", "csv", "--plot", "front.html", cwd=study_dir)
+    assert again.returncode == 0, again.stderr
+    rows = again.stdout.strip().splitlines()
+    assert rows[0].startswith("trial,schedule,final_sparsity,val_accuracy")
+    new_front = {int(line.split(",")[0]) for line in rows[1:]}
+    assert new_front == brute_force_front(load(study_dir))
+    tags = pareto_tags(study_dir)
+    assert len(tags) == 7 and {n for n, tag in tags.items() if tag == "true"} == new_front
+    assert "<svg" in (study_dir / "front.html").read_text()
+
+    client = MlflowClient(f"sqlite:///{study_dir / 'mlflow.db'}")
+    parent = load(study_dir).user_attrs["mlflow_study_run_id"]
+    assert {a.path for a in client.list_artifacts(parent, "plots")} == {"plots/front.png", "plots/front.html"}
+
+
+def test_pareto_table_for_people(study_dir: Path) -> None:
+    result = run_sweep("pareto", "--study", "tiny", "--storage", f"sqlite:///{study_dir / 'sweep.db'}", cwd=study_dir)
+    assert result.returncode == 0, result.stderr
+    assert "Pareto-optimal trials of tiny" in result.stdout and "hypervolume" in result.stdout
+
+
+def test_best_prints_a_study_file_that_fixes_every_value(study_dir: Path) -> None:
+    result = run_sweep("best", "tiny.yaml", "--format", "json", "--min-accuracy", "0.3", cwd=study_dir)
+    assert result.returncode == 0, result.stderr
+    chosen = json.loads(result.stdout)
+    study = load(study_dir)
+    front = [t for t in study.best_trials if t.user_attrs["metrics"]["val_accuracy"] >= 0.3]
+    smallest = min(front, key=lambda t: t.user_attrs["metrics"]["compressed_bytes"])
+    assert chosen["trial"] == smallest.number and chosen["params"] == smallest.params
+
+    as_yaml = run_sweep("best", "tiny.yaml", "--format", "yaml", "--min-accuracy", "0.3", cwd=study_dir)
+    path = study_dir / "chosen.yaml"
+    path.write_text(as_yaml.stdout)
+    config = load_study_config(path)
+    assert config.name == f"tiny-trial-{smallest.number}" and config.n_trials == 1
+    raw = yaml.safe_load(as_yaml.stdout)["search"]
+    for name, value in smallest.params.items():
+        assert raw[name] == value, name
+
+    knee = run_sweep("best", "tiny.yaml", cwd=study_dir)
+    assert knee.returncode == 0 and "knee of the front" in knee.stdout
+    impossible = run_sweep("best", "tiny.yaml", "--max-size", "1", cwd=study_dir)
+    assert impossible.returncode == 1 and "no Pareto-optimal trial is at most 1 bytes" in impossible.stderr
+
+
+def test_rerun_reproduces_the_trial_exactly_and_exports_loadable_models(study_dir: Path) -> None:
+    study = load(study_dir)
+    trial = max(study.best_trials, key=lambda t: t.user_attrs["metrics"]["sparsity"])
+    result = run_sweep("rerun", "tiny.yaml", "--trial", str(trial.number), "--output", "exported",
+                       "--register", "tiny-pruned", cwd=study_dir)
+    assert result.returncode == 0, result.stderr
+    assert "DIFFERS" not in result.stdout and "same" in result.stdout
+    out = study_dir / "exported"
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "model.keras", "model.tflite", "study.yaml"]
+    summary = json.loads((out / "metrics.json").read_text())
+    for name in ("val_accuracy", "sparsity", "compressed_bytes", "test_accuracy", "tflite_gzip_bytes"):
+        assert summary["reproduced"][name] == summary["original"][name] == trial.user_attrs["metrics"][name], name
+
+    # Both exports load without tfmot and give the trial's test accuracy.
+    check = subprocess.run([sys.executable, "-c", f"""
+import os, sys
+os.environ["TF_USE_LEGACY_KERAS"] = "1"
+import numpy as np, tensorflow as tf, tf_keras
+from sweep.config import DataConfig
+from sweep.data import load_dataset
+data = load_dataset(DataConfig())
+model = tf_keras.models.load_model("{out / 'model.keras'}")
+keras_accuracy = float(np.mean(np.argmax(model.predict(data.x_test, verbose=0), -1) == data.y_test))
+interpreter = tf.lite.Interpreter(model_path="{out / 'model.tflite'}")
+runner = interpreter.get_signature_runner()
+name = list(runner.get_input_details())[0]
+outputs = runner(**{{name: data.x_test}})
+tflite_accuracy = float(np.mean(np.argmax(list(outputs.values())[0], -1) == data.y_test))
+print(keras_accuracy, tflite_accuracy, "tensorflow_model_optimization" in sys.modules)
+"""], capture_output=True, text=True, cwd=study_dir)
+    assert check.returncode == 0, check.stderr
+    keras_accuracy, tflite_accuracy, tfmot_loaded = check.stdout.split()
+    assert float(keras_accuracy) == pytest.approx(trial.user_attrs["metrics"]["test_accuracy"])
+    assert float(tflite_accuracy) == pytest.approx(float(keras_accuracy), abs=1 / 360)
+    assert tfmot_loaded == "False"
+
+    client = MlflowClient(f"sqlite:///{study_dir / 'mlflow.db'}")
+    rerun = client.get_run(summary["rerun_mlflow_run_id"])
+    assert rerun.data.tags["sweep.rerun_of"] == trial.user_attrs["mlflow_run_id"]
+    assert rerun.data.tags["mlflow.parentRunId"] == study.user_attrs["mlflow_study_run_id"]
+    assert rerun.info.status == "FINISHED"
+    assert rerun.data.metrics["compressed_bytes"] == trial.user_attrs["metrics"]["compressed_bytes"]
+    assert {a.path for a in client.list_artifacts(rerun.info.run_id, "export")} == {
+        "export/metrics.json", "export/model.tflite", "export/study.yaml"}
+    [version] = client.search_model_versions("name = 'tiny-pruned'")
+    assert version.run_id == rerun.info.run_id
+    mlflow.set_tracking_uri(f"sqlite:///{study_dir / 'mlflow.db'}")
+    served = mlflow.pyfunc.load_model(f"models:/tiny-pruned/{version.version}")
+    assert served.predict(load_dataset_x(study_dir)).shape[-1] == 10
+
+    # An existing, non-empty output folder is refused before any training.
+    refused = run_sweep("rerun", "tiny.yaml", "--trial", str(trial.number), "--output", "exported", cwd=study_dir)
+    assert refused.returncode == 2 and "already exists and is not empty" in refused.stderr
+
+
+def load_dataset_x(folder: Path):  # type: ignore[no-untyped-def]
+    from sweep.config import DataConfig
+    from sweep.data import load_dataset
+
+    return load_dataset(DataConfig()).x_test[:3]
+
+
+def test_studies_lists_trial_counts(study_dir: Path) -> None:
+    result = run_sweep("studies", "--format", "json", cwd=study_dir)
+    assert result.returncode == 0, result.stderr
+    [row] = json.loads(result.stdout)
+    study = load(study_dir)
+    assert row["study"] == "tiny" and row["complete"] == len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)))
+    assert row["objectives"] == "accuracy,compressed_size"
+    assert row["best_val_accuracy"] == max(t.user_attrs["metrics"]["val_accuracy"] for t in study.trials if "metrics" in t.user_attrs)
+
+
+def test_missing_study_is_a_one_line_usage_error(tmp_path: Path) -> None:
+    write_study(tmp_path, name="absent")
+    result = run_sweep("pareto", "absent.yaml", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and "no study named 'absent'" in result.stderr
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_ui_serves_the_tracking_store(study_dir: Path) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    process = subprocess.Popen([*SWEEP, "ui", "--port", str(port)], cwd=study_dir, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ajax-api/2.0/mlflow/experiments/search?max_results=10") as response:
+                    experiments = json.load(response)["experiments"]
+                break
+            except OSError:
+                assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+                time.sleep(0.5)
+        assert "tiny" in {e["name"] for e in experiments}
+    finally:
+        os.killpg(process.pid, 15)
+        _, err = process.communicate(timeout=30)
+    assert f"http://127.0.0.1:{port}" in err

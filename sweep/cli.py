@@ -19,8 +19,9 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
     add_completion=False,
 )
-stderr = Console(stderr=True)
-stdout = Console()
+# Piped or captured output is not cut to 80 columns: tables stay whole in logs.
+stderr = Console(stderr=True, width=None if sys.stderr.isatty() else 120)
+stdout = Console(width=None if sys.stdout.isatty() else 120)
 _debug = False
 
 StudyFile = Annotated[Path, typer.Argument(help="Study file (YAML), e.g. studies/quickstart.yaml.")]

@@ -118,6 +118,7 @@ def rerun_trial(
         raise
     if output.exists():
         output.rmdir()  # empty, checked above
+    staging.chmod(0o755)  # mkdtemp makes it private; the export is meant to be shared
     os.replace(staging, output)
     differences = [
         name for name in COMPARED if name in original and original[name] != reproduced.get(name)

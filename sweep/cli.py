@@ -54,22 +54,42 @@ def run(
         typer.Option("--n-trials", min=1, help="Add this many trials instead of running to the study's n_trials."),
     ] = None,
     timeout: Annotated[
-        Optional[float], typer.Option("--timeout", min=0, help="Stop starting new trials after this many seconds.")
+        Optional[float], typer.Option("--timeout", min=0, help="Start no new trial after this many seconds.")
     ] = None,
+    jobs: Annotated[
+        int, typer.Option("--jobs", min=1, help="Worker processes on this machine; they split the cores.")
+    ] = 1,
+    max_failures: Annotated[
+        str,
+        typer.Option("--max-failures", help="Stop after more failed trials than this: a fraction of the trials wanted (0.5) or a count (3)."),
+    ] = "0.5",
     storage: StorageOption = None,
     tracking_uri: TrackingOption = None,
 ) -> None:
     """Run or resume a pruning study: each trial trains a pruned model and logs it to MLflow.
 
-    Example: sweep run studies/quickstart.yaml --n-trials 5
+    Runs until the study has n_trials complete trials (so running it again resumes it);
+    --n-trials N adds N more. Several `sweep run` processes, here (--jobs) or on other
+    machines sharing --storage and --tracking-uri, cooperate on one study.
+
+    Example: sweep run studies/quickstart.yaml --jobs 2
     """
     from sweep.config import load_study_config
     from sweep.stores import storage_url, tracking_uri as resolve_tracking_uri
 
     config = load_study_config(study_file)
     from sweep.progress import StudyProgress
-    from sweep.runner import run_study
+    from sweep.runner import RunRequest, run_study
 
+    request = RunRequest(
+        config=config,
+        storage_url=storage_url(storage),
+        tracking_uri=resolve_tracking_uri(tracking_uri),
+        n_trials=n_trials,
+        timeout=timeout,
+        jobs=jobs,
+        max_failures=max_failures,
+    )
     progress: StudyProgress | None = None
 
     def make_progress(plan):  # type: ignore[no-untyped-def]
@@ -78,14 +98,7 @@ def run(
         return progress
 
     try:
-        study = run_study(
-            config,
-            storage_url=storage_url(storage),
-            tracking_uri=resolve_tracking_uri(tracking_uri),
-            n_trials=n_trials,
-            timeout=timeout,
-            progress=make_progress,
-        )
+        study = run_study(request, progress=make_progress)
     finally:
         if progress is not None:
             progress.__exit__(None, None, None)
@@ -326,6 +339,47 @@ def _print_comparison(result) -> None:  # type: ignore[no-untyped-def]
         stderr.print(f"[red]warning:[/] the rerun differs in {', '.join(result.differences)} "
                      f"(another machine, TensorFlow version or thread settings?)")
     stdout.print(f"exported to {result.output} (mlflow run {result.run_id})", highlight=False)
+
+
+@app.command()
+def doctor(
+    study_file: StudyFileOptional = None,
+    study_name: StudyNameOption = None,
+    repair: Annotated[bool, typer.Option("--repair", help="Mend what can be mended.")] = False,
+    storage: StorageOption = None,
+    tracking_uri: TrackingOption = None,
+) -> None:
+    """Check that Optuna and MLflow agree one to one, and repair orphans with --repair.
+
+    Every complete trial must have exactly one FINISHED MLflow run and every FINISHED
+    trial run a complete trial. Exits 1 if problems remain.
+
+    Example: sweep doctor studies/quickstart.yaml --repair
+    """
+    from sweep.doctor import diagnose
+    from sweep.stores import tracking_uri as resolve_tracking_uri
+    from sweep.tracking import Tracker
+
+    study, _ = _open_study(study_file, study_name, storage)
+    tracker = Tracker(resolve_tracking_uri(tracking_uri), study.study_name)
+    problems = diagnose(study, tracker)
+    complete = sum(t.state.name == "COMPLETE" for t in study.get_trials(deepcopy=False))
+    if not problems:
+        stdout.print(f"Optuna and MLflow agree: {complete} complete trials, each with one FINISHED run")
+        return
+    remaining = 0
+    for problem in problems:
+        where = f"trial {problem.trial}" if problem.trial is not None else "no trial"
+        if repair and problem.repair is not None:
+            problem.repair()
+            stdout.print(f"repaired {where}, run {problem.run_id}: {problem.detail} -> {problem.fix}", highlight=False)
+        else:
+            remaining += problem.repair is None or not repair
+            stdout.print(f"{where}, run {problem.run_id}: {problem.detail} (fix: {problem.fix})", highlight=False)
+    if remaining:
+        hint = "" if repair else "; run with --repair to fix them"
+        stderr.print(f"{remaining} problem{'s' if remaining > 1 else ''} left{hint}")
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -28,4 +28,15 @@ class ConfigError(UsageError):
 
 
 class StudyAborted(SweepError):
-    """Raised when a running study stops early: too many failed trials or an interrupt."""
+    """Raised when a running study stops early because too many trials failed."""
+
+    exit_code = 3
+    exit_code_worker = 3  # how a --jobs worker process reports it to its parent
+
+
+class Interrupted(SweepError):
+    """Raised when Ctrl-C or SIGTERM stopped a run; the running trials are marked failed."""
+
+    def __init__(self, message: str, exit_code: int = 130) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 import traceback
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from typing import Any
@@ -21,6 +22,7 @@ from sweep.data import Dataset
 from sweep.schedule_plan import plan_schedule
 from sweep.space import suggest_params
 from sweep.tracking import Tracker
+from sweep.workers import Goal, check_not_surplus
 
 EpochHook = Callable[[int, int], None]  # (trial number, epochs done)
 
@@ -48,6 +50,8 @@ class PruningObjective:
         tracker: Tracker,
         study_run_id: str,
         baseline: Mapping[str, float],
+        goal: Goal,
+        tf_threads: int,
         on_epoch: EpochHook | None = None,
     ) -> None:
         self.config = config
@@ -55,6 +59,8 @@ class PruningObjective:
         self.tracker = tracker
         self.study_run_id = study_run_id
         self.baseline = baseline
+        self.goal = goal
+        self.tf_threads = tf_threads
         self.on_epoch = on_epoch
         self.total_steps = config.train.epochs * dataset.steps_per_epoch(config.train.batch_size)
 
@@ -62,8 +68,10 @@ class PruningObjective:
         from sweep.measure import measure
         from sweep.training import train
 
+        check_not_surplus(trial, self.goal)
         seed = trial_seed(self.config.seed, trial.number)
         trial.set_user_attr("seed", seed)
+        trial.set_user_attr("tf_threads", self.tf_threads)  # rerun uses the same: exact replay
         params = suggest_params(trial, self.config.search)
         plan = plan_schedule(params, self.total_steps)
         trial.set_user_attr("plan", asdict(plan))
@@ -107,8 +115,39 @@ class PruningObjective:
         trial.set_user_attr("metrics", metrics)
         if self.config.constraints.min_accuracy is not None:
             trial.set_constraint("min_accuracy", self.config.constraints.min_accuracy - metrics["val_accuracy"])
-        self.tracker.finish_trial(run_id, metrics, curves=curves)
+        self.tracker.log_results(run_id, metrics, curves=curves)
         return tuple(metrics[name] for name in self.config.objective_metrics)
+
+
+class FinishRuns:
+    """Optuna callback, after the trial's state is stored: its MLflow run ends FINISHED
+    only once Optuna has it COMPLETE, so a crash in between leaves a RUNNING run that
+    `sweep doctor` can finish, never a FINISHED run without a complete trial."""
+
+    def __init__(self, tracker: Tracker) -> None:
+        self.tracker = tracker
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        run_id = trial.user_attrs.get("mlflow_run_id")
+        if run_id and trial.state == optuna.trial.TrialState.COMPLETE:
+            self.tracker.end_run(run_id, "FINISHED")
+
+
+class StaleTrials:
+    """Storage callback for a trial whose worker stopped beating (killed, machine lost):
+    end its MLflow run KILLED, then let Optuna enqueue a retry with the same params."""
+
+    def __init__(self, tracker: Tracker, max_retry: int = 3) -> None:
+        self.tracker = tracker
+        with warnings.catch_warnings():  # "experimental" since Optuna 2.8, still the way
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            self.retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        run_id = trial.user_attrs.get("mlflow_run_id")
+        if run_id:
+            self.tracker.fail_trial(run_id, "worker lost: no heartbeat (killed or machine down); retried", status="KILLED")
+        self.retry(study, trial)
 
 
 def _reason(error: BaseException) -> str:

@@ -16,10 +16,12 @@ from rich.progress import (
 )
 
 from sweep.runner import RunPlan
+from sweep.workers import SKIPPED
 
 
 class StudyProgress:
-    """Trials done, elapsed time and the Pareto front size; an Optuna callback.
+    """Complete trials of this run, elapsed time and the Pareto front size, and a line per
+    finished trial; an Optuna callback.
 
     Used as `with StudyProgress(plan, epochs) as progress: study.optimize(..., callbacks=[progress])`.
     """
@@ -50,10 +52,15 @@ class StudyProgress:
     def epoch(self, trial_number: int, done: int) -> None:
         self.progress.update(self.task, status=f"trial {trial_number}: epoch {done}/{self.epochs}")
 
+    def waiting(self, running: int) -> None:
+        self.progress.update(self.task, status=f"{running} running")
+
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        front = len(study.best_trials)
-        self.progress.update(self.task, advance=1, front=front, status="")
-        self.progress.console.print(describe_trial(trial))
+        if SKIPPED in trial.user_attrs:
+            return  # a parallel worker's surplus start, never trained
+        complete = trial.state == TrialState.COMPLETE
+        self.progress.update(self.task, advance=1 if complete else 0, front=len(study.best_trials), status="")
+        self.progress.console.print(describe_trial(trial), highlight=False)
 
 
 def describe_trial(trial: FrozenTrial) -> str:

@@ -111,7 +111,8 @@ def rerun_trial(
         _log_keras_model(tracker, run_id, trained.model, dataset.x_test[:1], register)
         for name in ("model.tflite", "study.yaml", "metrics.json"):
             tracker.log_artifact(run_id, str(staging / name), "export")
-        tracker.finish_trial(run_id, reproduced, curves=trained.history)
+        tracker.log_results(run_id, reproduced, curves=trained.history)
+        tracker.end_run(run_id)
     except BaseException as error:
         tracker.fail_trial(run_id, f"{type(error).__name__}: {error}", status=_status(error))
         shutil.rmtree(staging, ignore_errors=True)

@@ -1,26 +1,50 @@
 """`sweep run`: check everything, then create or resume the study and run its trials.
 
-Order matters: every check that can fail on the user's input (study file, data,
-model builder, storage, tracking store, a changed search space) runs before the
-first write, so a mistake leaves the storage and the tracking store untouched.
+Order matters: every check that can fail on the user's input (study file, storage,
+tracking store, a changed study, data, model builder) runs before the first write, so
+a mistake leaves the storage and the tracking store untouched. Then the study, its
+MLflow parent run and the dense baseline are set up once, and one or more workers
+(`sweep.workers`) run the trials.
 """
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import signal
+import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
 
 import numpy as np
 import optuna
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
-from sweep.config import StudyConfig
-from sweep.errors import UsageError
-from sweep.objective import FROZEN_SECTIONS, PruningObjective, study_user_attrs
-from sweep.stores import open_storage
+from sweep.config import StudyConfig, parse_study_config
+from sweep.errors import Interrupted, StudyAborted, UsageError
+from sweep.objective import FROZEN_SECTIONS, FinishRuns, PruningObjective, StaleTrials, study_user_attrs
+from sweep.stores import check_storage, check_tracking, existing_study_config, open_storage
 from sweep.tracking import Tracker
+from sweep import interrupts
+from sweep.workers import Goal, cpu_threads_per_worker, max_failures_allowed, work
 
-optuna.logging.set_verbosity(optuna.logging.WARNING)
+optuna.logging.set_verbosity(optuna.logging.ERROR)  # our progress reports failures in one line
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """Everything `sweep run` was asked to do."""
+
+    config: StudyConfig
+    storage_url: str
+    tracking_uri: str
+    n_trials: int | None = None  # add this many; None: run up to config.n_trials complete
+    timeout: float | None = None  # seconds after which no new trial starts
+    jobs: int = 1  # worker processes on this machine
+    max_failures: str = "0.5"  # a fraction of the trials wanted, or a count
 
 
 @dataclass
@@ -31,34 +55,37 @@ class RunPlan:
     reason: str
 
 
-def run_study(
-    config: StudyConfig,
-    *,
-    storage_url: str,
-    tracking_uri: str,
-    n_trials: int | None = None,
-    timeout: float | None = None,
-    progress: Callable[..., object] | None = None,
-) -> optuna.Study:
-    """Run (or resume) the study `config` describes; returns the Optuna study."""
-    storage = open_storage(storage_url)
-    existing = _existing_study(storage, config)
-    tracker = Tracker(tracking_uri, config.name)
+class Progress(Protocol):
+    def epoch(self, trial_number: int, done: int) -> None: ...
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None: ...
+    def waiting(self, running: int) -> None: ...
+
+
+def run_study(request: RunRequest, progress: Callable[[RunPlan], Progress] | None = None) -> optuna.Study:
+    """Run (or resume) the study; returns it. Raises `UsageError` before any write on bad
+    input, `StudyAborted` on too many failures, `Interrupted` on Ctrl-C/SIGTERM."""
+    config = request.config
+    if request.jobs < 1:
+        raise UsageError(f"--jobs: must be at least 1, got {request.jobs}")
+    check_storage(request.storage_url)
+    check_tracking(request.tracking_uri)
+    stored = existing_study_config(request.storage_url, config.name)
+    _check_compatible(stored, config)
+    max_failures_allowed(request.max_failures, 1)  # validates the flag before any work
 
     from sweep.data import load_dataset
     from sweep.models import build_model
+    from sweep.training import configure_tensorflow
 
+    configure_tensorflow(cpu_threads_per_worker(1))  # before the first op; explicit, so reruns match
     dataset = load_dataset(config.data)
     build_model(config.model.builder, dataset.input_shape, dataset.num_classes)  # fails early
 
-    done = 0 if existing is None else _count(existing, TrialState.COMPLETE)
-    plan = plan_trials(config.n_trials, done, n_trials)
+    # --- from here on we write ---
+    tracker = Tracker(request.tracking_uri, config.name)
+    storage = open_storage(request.storage_url, stale_trial_callback=StaleTrials(tracker), heartbeat=True)
     study = optuna.create_study(
-        study_name=config.name,
-        storage=storage,
-        directions=config.directions,
-        sampler=make_sampler(config.sampler, config.seed, offset=0 if existing is None else existing.trials),
-        load_if_exists=True,
+        study_name=config.name, storage=storage, directions=config.directions, load_if_exists=True
     )
     for key, value in study_user_attrs(config).items():
         study.set_user_attr(key, value)
@@ -66,20 +93,133 @@ def run_study(
     study.set_user_attr("mlflow_study_run_id", study_run_id)
     baseline = ensure_baseline(study, tracker, study_run_id, config, dataset)
 
+    complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    plan = plan_trials(config.n_trials, complete, request.n_trials)
+    goal = Goal(
+        target=complete + plan.n_trials,
+        started=datetime.now(),
+        max_failures=max_failures_allowed(request.max_failures, plan.n_trials),
+        deadline=time.time() + request.timeout if request.timeout is not None else None,
+    )
     display = progress(plan) if progress else None
+    if plan.n_trials == 0:
+        return study
+    if request.jobs == 1:
+        _work_here(study, config, dataset, tracker, study_run_id, baseline, goal, display)
+    else:
+        _work_in_processes(request, study, goal, display)
+    return study
+
+
+def _work_here(study, config, dataset, tracker, study_run_id, baseline, goal, display) -> None:  # type: ignore[no-untyped-def]
+    threads = cpu_threads_per_worker(1)
+    study.sampler = make_sampler(config.sampler, config.seed, offset=len(study.trials))
     objective = PruningObjective(
-        config, dataset, tracker, study_run_id, baseline,
+        config, dataset, tracker, study_run_id, baseline, goal, threads,
         on_epoch=getattr(display, "epoch", None),
     )
-    if plan.n_trials:
-        study.optimize(
-            objective,
-            n_trials=plan.n_trials,
-            timeout=timeout,
-            catch=(Exception,),
-            callbacks=[display] if display else None,
+    callbacks: list[Any] = [FinishRuns(tracker)] + ([display] if display else [])
+    interrupts.install()
+    try:
+        work(study, objective, goal, callbacks)
+    except KeyboardInterrupt:
+        raise Interrupted(interrupts.message(), interrupts.exit_code()) from None
+    finally:
+        interrupts.restore()
+
+
+# --- parallel workers on this machine ------------------------------------------------
+
+
+def _work_in_processes(request: RunRequest, study: optuna.Study, goal: Goal, display: Progress | None) -> None:
+    """`--jobs N`: N spawned processes, each importing TensorFlow once with its share of
+    the cores; this process only watches the storage and shows progress."""
+    threads = cpu_threads_per_worker(request.jobs)
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter: no inherited TF state
+    workers = [
+        context.Process(
+            target=_worker_main,
+            args=(request.config.model_dump(mode="json"), request.storage_url, request.tracking_uri,
+                  goal, threads, index),
+            name=f"sweep-worker-{index}",
         )
-    return study
+        for index in range(request.jobs)
+    ]
+    received: list[int] = []
+
+    def forward(signum: int, frame: object) -> None:
+        if received:
+            return
+        received.append(signum)
+        for worker in workers:
+            if worker.pid is not None and worker.is_alive():
+                os.kill(worker.pid, signum)
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        for worker in workers:
+            worker.start()
+        reported: set[int] = set()
+        while any(worker.is_alive() for worker in workers):
+            _report_new_trials(study, goal, reported, display)
+            time.sleep(0.5)
+        _report_new_trials(study, goal, reported, display)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    codes = [worker.exitcode for worker in workers]
+    if received:
+        name = signal.Signals(received[0]).name
+        raise Interrupted(
+            f"interrupted by {name}: running trials are marked failed; run `sweep run` again to resume",
+            128 + received[0],
+        )
+    if any(code == StudyAborted.exit_code_worker for code in codes):
+        raise StudyAborted("stopped: too many trials failed (see the workers' messages above)")
+    if any(code != 0 for code in codes):
+        raise StudyAborted(f"a worker process failed (exit codes {codes}); see its messages above")
+
+
+def _report_new_trials(study: optuna.Study, goal: Goal, reported: set[int], display: Progress | None) -> None:
+    if display is None:
+        return
+    trials = study.get_trials(deepcopy=False)
+    for trial in trials:
+        if trial.number not in reported and trial.state in (TrialState.COMPLETE, TrialState.FAIL) \
+                and trial.datetime_start is not None and trial.datetime_start >= goal.started:
+            reported.add(trial.number)
+            display(study, trial)
+    display.waiting(sum(t.state == TrialState.RUNNING for t in trials))
+
+
+def _worker_main(config_json: dict, storage_url: str, tracking_uri: str, goal: Goal, threads: int, index: int) -> None:
+    """One worker process of `--jobs N`."""
+    os.setpgid(0, 0)  # out of the terminal's group: Ctrl-C reaches us once, forwarded by the parent
+    interrupts.install()
+    try:
+        from sweep.training import configure_tensorflow
+
+        configure_tensorflow(threads)  # before any TensorFlow op runs in this process
+        config = parse_study_config(config_json)
+        from sweep.data import load_dataset
+
+        tracker = Tracker(tracking_uri, config.name)
+        storage = open_storage(storage_url, stale_trial_callback=StaleTrials(tracker), heartbeat=True)
+        study = optuna.load_study(study_name=config.name, storage=storage)
+        study.sampler = make_sampler(config.sampler, config.seed, offset=len(study.trials), worker=index)
+        objective = PruningObjective(
+            config, load_dataset(config.data), tracker, study.user_attrs["mlflow_study_run_id"],
+            study.user_attrs["baseline"], goal, threads,
+        )
+        work(study, objective, goal, [FinishRuns(tracker)])
+    except KeyboardInterrupt:
+        sys.exit(interrupts.exit_code())
+    except StudyAborted as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(StudyAborted.exit_code_worker)
+
+
+# --- study set-up ------------------------------------------------------------------
 
 
 def plan_trials(target: int, complete: int, requested: int | None) -> RunPlan:
@@ -94,10 +234,11 @@ def plan_trials(target: int, complete: int, requested: int | None) -> RunPlan:
     return RunPlan(remaining, f"running {remaining} trials to reach n_trials: {target}{resumed}")
 
 
-def make_sampler(name: str, seed: int, offset: int = 0) -> optuna.samplers.BaseSampler:
+def make_sampler(name: str, seed: int, offset: int = 0, worker: int = 0) -> optuna.samplers.BaseSampler:
     """The study's sampler, seeded from the study seed. `offset` (trials already in the
-    study) keeps a resumed run from replaying the first run's random start-up points."""
-    sampler_seed = int(np.random.SeedSequence([seed, offset]).generate_state(1)[0])
+    study) keeps a resumed run from replaying the first run's random start-up points, and
+    `worker` keeps parallel workers from sampling the same ones."""
+    sampler_seed = int(np.random.SeedSequence([seed, offset, worker]).generate_state(1)[0])
     if name == "tpe":
         return optuna.samplers.TPESampler(seed=sampler_seed)
     if name == "nsga2":
@@ -134,19 +275,10 @@ def ensure_baseline(
     return baseline
 
 
-@dataclass
-class _Existing:
-    trials: int
-    states: dict[TrialState, int]
-
-
-def _existing_study(storage: optuna.storages.BaseStorage, config: StudyConfig) -> _Existing | None:
-    """The study already in the storage under this name, if it is compatible with `config`."""
-    try:
-        study_id = storage.get_study_id_from_name(config.name)
-    except KeyError:
-        return None
-    stored = storage.get_study_user_attrs(study_id).get("config", {})
+def _check_compatible(stored: dict[str, Any] | None, config: StudyConfig) -> None:
+    """A study can be resumed only with the sections that define its trials unchanged."""
+    if not stored:
+        return
     wanted = config.model_dump(mode="json")
     for key in FROZEN_SECTIONS:
         if key in stored and stored[key] != wanted[key]:
@@ -155,15 +287,6 @@ def _existing_study(storage: optuna.storages.BaseStorage, config: StudyConfig) -
                 f"({_describe_difference(stored[key], wanted[key])}); "
                 f"give the study a new name, or restore the original {key}"
             )
-    trials = storage.get_all_trials(study_id, deepcopy=False)
-    states: dict[TrialState, int] = {}
-    for trial in trials:
-        states[trial.state] = states.get(trial.state, 0) + 1
-    return _Existing(trials=len(trials), states=states)
-
-
-def _count(existing: _Existing, state: TrialState) -> int:
-    return existing.states.get(state, 0)
 
 
 def _describe_difference(stored: object, wanted: object) -> str:

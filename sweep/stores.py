@@ -10,7 +10,8 @@ its password masked.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from sweep.errors import UsageError
@@ -32,17 +33,136 @@ def tracking_uri(flag: str | None = None) -> str:
     return flag or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
 
 
-def open_storage(url: str) -> optuna.storages.BaseStorage:
-    """Optuna's RDB storage at `url`; a `UsageError` if it cannot be reached."""
-    import optuna
+SQLITE_BUSY_TIMEOUT = 60  # seconds a writer waits for the lock: parallel workers queue, not fail
+
+
+def heartbeat_interval() -> int:
+    """Seconds between a running trial's heartbeats; a trial silent for 3 intervals is stale."""
+    return int(os.environ.get("SWEEP_HEARTBEAT_INTERVAL", "20"))
+
+
+def check_storage(url: str) -> None:
+    """Reach the Optuna storage without writing to it (nothing is created on failure)."""
+    _check_database(url, what="Optuna storage", fix="--storage or SWEEP_STORAGE")
+
+
+def check_tracking(uri: str) -> None:
+    """Reach the MLflow tracking store without writing to it."""
+    fix = "--tracking-uri or MLFLOW_TRACKING_URI"
+    if uri.startswith(("http://", "https://")):
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=10) as response:
+                response.read()
+        except OSError as error:
+            raise UsageError(
+                f"cannot reach the MLflow tracking server {mask_password(uri)}: {_reason(error)}; "
+                f"start it or fix {fix}"
+            ) from None
+    elif uri.startswith("file:") or "://" not in uri:
+        folder = Path(uri.removeprefix("file://").removeprefix("file:")).expanduser()
+        _check_folder(folder if folder.exists() else folder.parent, uri, fix)
+    else:
+        _check_database(uri, what="MLflow tracking store", fix=fix)
+
+
+def _check_database(url: str, what: str, fix: str) -> None:
+    from sqlalchemy import create_engine
+    from sqlalchemy.engine import make_url
 
     try:
-        return optuna.storages.RDBStorage(url)
+        parsed = make_url(url)
+    except Exception:
+        raise UsageError(f"{what} {mask_password(url)} is not a database URL; fix {fix}") from None
+    if parsed.drivername.startswith("sqlite"):
+        if parsed.database in (None, "", ":memory:"):
+            raise UsageError(f"{what} {url} is in memory and would be lost; give a file, e.g. sqlite:///sweep.db")
+        _check_folder(Path(parsed.database).expanduser().resolve().parent, url, fix)
+        return
+    try:
+        engine = create_engine(url, connect_args=_connect_timeout(parsed.drivername))
+        with engine.connect():
+            pass
+        engine.dispose()
+    except Exception as error:  # sqlalchemy and its drivers raise many kinds
+        raise UsageError(
+            f"cannot reach the {what} {mask_password(url)}: {_reason(error)}; "
+            f"check {fix} and that the database is running"
+        ) from None
+
+
+def _connect_timeout(drivername: str) -> dict[str, int]:
+    return {"connect_timeout": 10} if drivername.startswith(("postgresql", "mysql")) else {}
+
+
+def _check_folder(folder: Path, url: str, fix: str) -> None:
+    if not folder.is_dir():
+        raise UsageError(f"the folder {folder} of {mask_password(url)} does not exist; create it or fix {fix}")
+    if not os.access(folder, os.W_OK):
+        raise UsageError(f"the folder {folder} of {mask_password(url)} is not writable; fix {fix}")
+
+
+def open_storage(url: str, stale_trial_callback: Any = None, heartbeat: bool = False) -> optuna.storages.RDBStorage:
+    """Optuna's RDB storage at `url`; a `UsageError` if it cannot be opened.
+
+    SQLite gets a long busy timeout and write-ahead logging, so `--jobs 2..4` queue for
+    the lock instead of failing with "database is locked". With `heartbeat`, running
+    trials beat every `heartbeat_interval()` seconds and a silent one is failed (and
+    handed to `stale_trial_callback`) by the next worker that looks.
+    """
+    import warnings
+
+    import optuna
+
+    engine_kwargs: dict[str, Any] = {}
+    is_sqlite = url.startswith("sqlite")
+    if is_sqlite:
+        engine_kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT}
+    beat = heartbeat_interval() if heartbeat else None
+    try:
+        with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.8
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            storage = optuna.storages.RDBStorage(
+                url,
+                engine_kwargs=engine_kwargs,
+                heartbeat_interval=beat,
+                grace_period=3 * beat if beat else None,
+                heartbeat_stale_trial_callback=stale_trial_callback,
+            )
+        if is_sqlite:
+            from sqlalchemy import text
+
+            with storage.engine.connect() as connection:
+                connection.execute(text("PRAGMA journal_mode=WAL"))
+        return storage
     except Exception as error:  # sqlalchemy raises many kinds; all mean "cannot use it"
         raise UsageError(
             f"cannot open the Optuna storage {mask_password(url)}: {_reason(error)}; "
             f"check the URL (--storage or SWEEP_STORAGE) and that the database is running"
         ) from None
+
+
+def existing_study_config(url: str, name: str) -> dict[str, Any] | None:
+    """The stored config of study `name`, or None if there is none; never creates tables."""
+    from sqlalchemy import create_engine, inspect
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.drivername.startswith("sqlite") and not Path(parsed.database or "").expanduser().exists():
+        return None
+    engine = create_engine(url, connect_args=_connect_timeout(parsed.drivername))
+    try:
+        if not inspect(engine).has_table("studies"):
+            return None
+    finally:
+        engine.dispose()
+    storage = open_storage(url)
+    try:
+        study_id = storage.get_study_id_from_name(name)
+    except KeyError:
+        return None
+    return storage.get_study_user_attrs(study_id).get("config", {})
 
 
 def load_study(name: str, url: str) -> optuna.Study:

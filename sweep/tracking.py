@@ -82,13 +82,17 @@ class Tracker:
         runs = self.client.search_runs(
             [self.experiment_id],
             filter_string=f"tags.`{ROLE}` = 'study' and tags.`{STUDY}` = '{self.study_name}'",
-            order_by=["attributes.start_time ASC"],
+            order_by=["attributes.start_time ASC", "attributes.run_id ASC"],
             max_results=1,
         )
         return runs[0].info.run_id if runs else None
 
     def study_run(self, config_yaml: str) -> str:
-        """The study's parent run: found again on resume, created on first use."""
+        """The study's parent run: found again on resume, created on first use.
+
+        Two workers starting a new study together may both create one; both then keep
+        the earliest and the other is deleted, so the study has exactly one.
+        """
         existing = self.find_study_run()
         if existing is not None:
             return existing
@@ -99,6 +103,10 @@ class Tracker:
         )
         self.client.log_text(run.info.run_id, config_yaml, "study.yaml")
         self.client.set_terminated(run.info.run_id, "FINISHED")
+        winner = self.find_study_run()
+        if winner is not None and winner != run.info.run_id:
+            self.client.delete_run(run.info.run_id)
+            return winner
         return run.info.run_id
 
     def log_baseline(self, study_run_id: str, metrics: Mapping[str, float]) -> None:
@@ -132,9 +140,9 @@ class Tracker:
         self._log(run.info.run_id, params=params)
         return run.info.run_id
 
-    def trial_runs(self) -> dict[str, dict[str, str]]:
-        """Tags of every trial run of the study, by run id."""
-        found: dict[str, dict[str, str]] = {}
+    def trial_runs(self) -> dict[str, Any]:
+        """Every (not deleted) trial run of the study, by run id."""
+        found: dict[str, Any] = {}
         token = None
         while True:
             page = self.client.search_runs(
@@ -143,7 +151,7 @@ class Tracker:
                 max_results=1000,
                 page_token=token,
             )
-            found.update({run.info.run_id: run.data.tags for run in page})
+            found.update({run.info.run_id: run for run in page})
             token = page.token
             if not token:
                 return found
@@ -152,17 +160,25 @@ class Tracker:
         """Tag trial runs `sweep.pareto=true` on the front, `false` elsewhere; returns how
         many tags changed (only those are written)."""
         changed = 0
-        for run_id, tags in self.trial_runs().items():
+        for run_id, run in self.trial_runs().items():
             value = "true" if run_id in pareto_run_ids else "false"
-            if tags.get(PARETO) != value:
+            if run.data.tags.get(PARETO) != value:
                 self.client.set_tag(run_id, PARETO, value)
                 changed += 1
         return changed
 
+    def is_deleted(self, run_id: str) -> bool:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.client.get_run(run_id).info.lifecycle_stage == "deleted"
+        except MlflowException:
+            return False
+
     def log_artifact(self, run_id: str, path: str, folder: str | None = None) -> None:
         self.client.log_artifact(run_id, path, folder)
 
-    def finish_trial(
+    def log_results(
         self,
         run_id: str,
         metrics: Mapping[str, float],
@@ -172,7 +188,9 @@ class Tracker:
         latest value of `val_accuracy` is the stripped model's, and the curve stays whole."""
         final_step = max((len(v) for v in curves.values()), default=0)
         self._log(run_id, metrics, curves=curves, step=final_step)
-        self.client.set_terminated(run_id, "FINISHED")
+
+    def end_run(self, run_id: str, status: str = "FINISHED") -> None:
+        self.client.set_terminated(run_id, status)
 
     def fail_trial(
         self,

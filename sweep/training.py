@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sweep import interrupts
 from sweep._tf import keras, tf, tfmot
 from sweep.config import StudyConfig
 from sweep.data import Dataset
@@ -56,6 +57,13 @@ class MaskSparsity(keras.callbacks.Callback):
             logs["mask_sparsity"] = zeros / total
 
 
+class StopOnInterrupt(keras.callbacks.Callback):
+    """Ctrl-C/SIGTERM stop training after the current batch (see `sweep.interrupts`)."""
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        interrupts.stop_if_requested()
+
+
 def configure_tensorflow(threads: int | None = None) -> None:
     """Once per process, before the first op: determinism on, and at most `threads`
     cores, so parallel workers on one machine do not oversubscribe it."""
@@ -79,11 +87,11 @@ def train(
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
 ) -> TrainedModel:
     """Train `config.model` on `dataset`: pruned along `plan`, or dense without one."""
-    configure_tensorflow()
+    configure_tensorflow()  # no-op if the caller already chose the threads
     keras.backend.clear_session()
     keras.utils.set_random_seed(seed)
     model = build_model(config.model.builder, dataset.input_shape, dataset.num_classes)
-    callbacks: list[keras.callbacks.Callback] = [keras.callbacks.TerminateOnNaN()]
+    callbacks: list[keras.callbacks.Callback] = [keras.callbacks.TerminateOnNaN(), StopOnInterrupt()]
     if on_epoch is not None:
         callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=on_epoch))
     if plan is not None:

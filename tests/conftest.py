@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -47,3 +48,86 @@ def run_sweep(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout:
 @pytest.fixture
 def tiny_study(tmp_path: Path) -> Path:
     return write_study(tmp_path)
+
+
+# --- real services: PostgreSQL and an MLflow tracking server --------------------------
+
+POSTGRES = os.environ.get("SWEEP_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def _postgres_reachable() -> str | None:
+    import psycopg
+
+    try:
+        with psycopg.connect(POSTGRES, connect_timeout=5):
+            return None
+    except Exception as error:  # noqa: BLE001
+        return str(error).splitlines()[0]
+
+
+@pytest.fixture
+def postgres_database() -> Iterator[Callable[[str], str]]:
+    """Makes fresh PostgreSQL databases (dropped afterwards); returns their URLs.
+
+    CI (.ci/run) sets SWEEP_TEST_POSTGRES, and then an unreachable server fails the test;
+    elsewhere the test is skipped with the reason."""
+    import uuid
+
+    import psycopg
+
+    problem = _postgres_reachable()
+    if problem:
+        if "SWEEP_TEST_POSTGRES" in os.environ:
+            pytest.fail(f"PostgreSQL at {POSTGRES} is unreachable: {problem}")
+        pytest.skip(f"PostgreSQL not reachable ({problem}); set SWEEP_TEST_POSTGRES")
+    created: list[str] = []
+
+    def make(prefix: str) -> str:
+        name = f"sweep_{prefix}_{uuid.uuid4().hex[:10]}"
+        with psycopg.connect(POSTGRES, autocommit=True) as connection:
+            connection.execute(f'CREATE DATABASE "{name}"')
+        created.append(name)
+        return POSTGRES.rsplit("/", 1)[0] + f"/{name}"
+
+    yield make
+    with psycopg.connect(POSTGRES, autocommit=True) as connection:
+        for name in created:
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def mlflow_server(postgres_database: Callable[[str], str], tmp_path: Path) -> Iterator[str]:
+    """A real `mlflow server` on a loopback port, backed by PostgreSQL; yields its URL."""
+    import time
+    import urllib.request
+
+    port = free_port()
+    log = open(tmp_path / "mlflow-server.log", "w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", postgres_database("mlflow"),
+         "--artifacts-destination", str(tmp_path / "mlflow-artifacts"), "--host", "127.0.0.1",
+         "--port", str(port), "--workers", "1"],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2):
+                break
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"mlflow server did not start: {(tmp_path / 'mlflow-server.log').read_text()[-2000:]}")
+            time.sleep(0.5)
+    yield url
+    os.killpg(process.pid, 15)
+    process.wait(timeout=30)
+    log.close()

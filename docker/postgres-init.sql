@@ -1,0 +1,2 @@
+-- The MLflow tracking server's database, next to Optuna's (POSTGRES_DB=optuna).
+CREATE DATABASE mlflow;

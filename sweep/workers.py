@@ -1,0 +1,118 @@
+"""Running trials: the worker loop, its stopping rules, and parallel worker processes.
+
+A worker runs one trial at a time (Optuna's `study.optimize(n_trials=1)`, which keeps
+its heartbeat thread and stale-trial detection) until the study has `target` complete
+trials, the deadline passes, too many trials fail, or it is interrupted.
+
+Many workers (processes here, or `sweep run` on other machines sharing the storage)
+reach exactly `target` complete trials: a worker starts a trial only while
+`complete + running < target`, waits while running trials may still fail, and a trial
+that finds `target` trials ahead of it once it exists (two workers started together)
+is recorded FAIL as "skipped" before any training, and does not count as a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from sweep import interrupts
+from sweep.errors import StudyAborted
+
+POLL_SECONDS = 1.0
+SKIPPED = "skipped"  # user_attrs key of surplus trials
+
+
+@dataclass(frozen=True)
+class Goal:
+    """When this run stops (the same for every worker of the run)."""
+
+    target: int  # complete trials the study must have
+    started: datetime  # failures after this count against max_failures
+    max_failures: int  # more failed trials than this aborts the run
+    deadline: float | None = None  # time.time() after which no trial starts
+
+    def failures(self, trials: list[FrozenTrial]) -> list[FrozenTrial]:
+        return [
+            t for t in trials
+            if t.state == TrialState.FAIL
+            and SKIPPED not in t.user_attrs
+            and t.datetime_start is not None
+            and t.datetime_start >= self.started
+        ]
+
+
+def max_failures_allowed(value: str, trials_wanted: int) -> int:
+    """`--max-failures`: a fraction of the trials this run wants (0.5) or a count (3)."""
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if number < 0 or (number >= 1 and not number.is_integer()):
+        from sweep.errors import UsageError
+
+        raise UsageError(f"--max-failures: give a fraction below 1 (0.5) or a whole count (3), got {value!r}")
+    return int(number) if number >= 1 else int(number * trials_wanted)
+
+
+class TrialSkipped(Exception):
+    """Raised inside a trial that two racing workers started one too many of."""
+
+
+def check_not_surplus(trial: optuna.Trial, goal: Goal) -> None:
+    """Called first thing in a trial: fail it as skipped if `target` trials are ahead."""
+    ahead = [
+        t for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
+        if t.number < trial.number
+    ]
+    if len(ahead) >= goal.target:
+        trial.set_user_attr(SKIPPED, True)
+        raise TrialSkipped(f"skipped: the study already has {goal.target} trials complete or running")
+
+
+def work(
+    study: optuna.Study,
+    objective: Callable[[optuna.Trial], object],
+    goal: Goal,
+    callbacks: list[Callable[[optuna.Study, FrozenTrial], None]] = (),  # type: ignore[assignment]
+    on_wait: Callable[[], None] | None = None,
+) -> None:
+    """Run trials until `goal` says stop; raises `StudyAborted` on too many failures."""
+    heartbeat = isinstance(study._storage, optuna.storages.RDBStorage) and study._storage.is_heartbeat_enabled()
+    while goal.deadline is None or time.time() < goal.deadline:
+        interrupts.stop_if_requested()
+        if heartbeat:
+            with warnings.catch_warnings():  # "experimental" since Optuna 2.9
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.fail_stale_trials(study)  # a lost worker's trial fails, is retried
+        trials = study.get_trials(deepcopy=False)
+        failures = goal.failures(trials)
+        if len(failures) > goal.max_failures:
+            last = failures[-1].user_attrs.get("error", "no reason recorded")
+            raise StudyAborted(
+                f"stopped: {len(failures)} trials failed in this run, more than --max-failures "
+                f"allows ({goal.max_failures}); last error: {last}"
+            )
+        complete = sum(t.state == TrialState.COMPLETE for t in trials)
+        running = sum(t.state == TrialState.RUNNING for t in trials)
+        if complete >= goal.target:
+            return
+        if complete + running >= goal.target:  # enough in flight; wait in case one fails
+            if on_wait is not None:
+                on_wait()
+            time.sleep(POLL_SECONDS)
+            continue
+        study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=list(callbacks))
+
+
+def cpu_threads_per_worker(jobs: int) -> int:
+    """Cores for each of `jobs` workers on this machine (at least one)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cores // jobs)

@@ -1,0 +1,161 @@
+"""Parallel workers, lost workers and interrupts, against real PostgreSQL, SQLite and
+MLflow stores. Each test reads the result back with Optuna's and MLflow's own clients."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+
+from conftest import SWEEP, run_sweep, write_study
+
+pytestmark = pytest.mark.slow
+
+
+def assert_study_agrees(storage: str, tracking: str, name: str, complete: int) -> optuna.Study:
+    """Exactly `complete` COMPLETE trials, unique numbers, one FINISHED run each and no
+    other FINISHED or RUNNING trial run, one parent run."""
+    study = optuna.load_study(study_name=name, storage=storage)
+    trials = study.get_trials()
+    numbers = [t.number for t in trials]
+    assert len(numbers) == len(set(numbers))
+    done = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert len(done) == complete, [(t.number, t.state.name, t.user_attrs.get("error")) for t in trials]
+    client = MlflowClient(tracking)
+    experiment = client.get_experiment_by_name(name)
+    runs = client.search_runs([experiment.experiment_id], "tags.`sweep.role` = 'trial'", max_results=1000)
+    finished = {r.info.run_id for r in runs if r.info.status == "FINISHED"}
+    assert finished == {t.user_attrs["mlflow_run_id"] for t in done}
+    assert not [r.info.run_id for r in runs if r.info.status == "RUNNING"]
+    parents = client.search_runs([experiment.experiment_id], "tags.`sweep.role` = 'study'")
+    assert len(parents) == 1
+    return study
+
+
+def start(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    full_env = {k: v for k, v in os.environ.items() if k not in ("SWEEP_STORAGE", "MLFLOW_TRACKING_URI")}
+    full_env.update(env or {})
+    return subprocess.Popen([*SWEEP, *args], cwd=cwd, env=full_env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def wait_for_running_trial(storage: str, name: str, timeout: float = 240) -> optuna.trial.FrozenTrial:
+    """The first trial that is RUNNING with its MLflow run started (training under way)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            study = optuna.load_study(study_name=name, storage=storage)
+            running = [t for t in study.get_trials(states=(TrialState.RUNNING,)) if "mlflow_run_id" in t.user_attrs]
+            if running:
+                return running[0]
+        except KeyError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError("no trial started")
+
+
+def test_two_workers_on_postgresql_and_an_mlflow_server(
+    tmp_path: Path, postgres_database: Callable[[str], str], mlflow_server: str
+) -> None:
+    storage = postgres_database("optuna")
+    write_study(tmp_path, name="pg", n_trials=5)
+    args = ("run", "pg.yaml", "--storage", storage, "--tracking-uri", mlflow_server)
+    workers = [start(*args, cwd=tmp_path) for _ in range(2)]
+    results = [w.communicate(timeout=600) for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], [err for _, err in results]
+    study = assert_study_agrees(storage, mlflow_server, "pg", complete=5)
+    assert sum(t.state == TrialState.FAIL for t in study.trials) <= 1  # at most one skipped race
+    doctor = run_sweep("doctor", "pg.yaml", "--storage", storage, "--tracking-uri", mlflow_server, cwd=tmp_path)
+    assert doctor.returncode == 0 and "agree" in doctor.stdout
+
+
+def test_jobs_2_on_the_default_local_storage(tmp_path: Path) -> None:
+    write_study(tmp_path, name="local", n_trials=6)
+    result = run_sweep("run", "local.yaml", "--jobs", "2", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "database is locked" not in result.stderr
+    study = assert_study_agrees(f"sqlite:///{tmp_path / 'sweep.db'}", f"sqlite:///{tmp_path / 'mlflow.db'}",
+                                "local", complete=6)
+    assert {t.user_attrs["tf_threads"] for t in study.get_trials(states=(TrialState.COMPLETE,))} == {
+        max(1, len(os.sched_getaffinity(0)) // 2)}
+
+
+def test_a_killed_worker_is_detected_and_its_trial_retried(
+    tmp_path: Path, postgres_database: Callable[[str], str]
+) -> None:
+    storage = postgres_database("kill")
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    write_study(tmp_path, name="kill", n_trials=3, train={"epochs": 6})
+    env = {"SWEEP_HEARTBEAT_INTERVAL": "1"}  # stale after 3 s of silence
+    args = ("run", "kill.yaml", "--storage", storage, "--tracking-uri", tracking)
+    doomed = start(*args, cwd=tmp_path, env=env)
+    victim = wait_for_running_trial(storage, "kill")
+    survivor = start(*args, cwd=tmp_path, env=env)
+    doomed.send_signal(signal.SIGKILL)
+    doomed.communicate(timeout=30)
+    _, err = survivor.communicate(timeout=600)
+    assert survivor.returncode == 0, err
+    study = assert_study_agrees(storage, tracking, "kill", complete=3)
+    killed = study.trials[victim.number]
+    assert killed.state == TrialState.FAIL
+    retried = [t for t in study.trials if t.system_attrs.get("failed_trial") == killed.number]
+    assert len(retried) == 1 and retried[0].params == killed.params
+    run = MlflowClient(tracking).get_run(victim.user_attrs["mlflow_run_id"])
+    assert run.info.status == "KILLED" and "worker lost" in run.data.tags["sweep.error"]
+
+
+@pytest.mark.parametrize(("jobs", "signum"), [(1, signal.SIGINT), (2, signal.SIGTERM)])
+def test_interrupt_marks_the_running_trial_failed_and_run_resumes(tmp_path: Path, jobs: int, signum: int) -> None:
+    storage, tracking = f"sqlite:///{tmp_path / 'sweep.db'}", f"sqlite:///{tmp_path / 'mlflow.db'}"
+    write_study(tmp_path, name="stop", n_trials=3, train={"epochs": 6})
+    process = start("run", "stop.yaml", "--jobs", str(jobs), cwd=tmp_path)
+    victim = wait_for_running_trial(storage, "stop")
+    process.send_signal(signum)
+    started = time.monotonic()
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 128 + signum, err
+    assert time.monotonic() - started < 30
+    assert "run `sweep run` again to resume" in err
+    study = optuna.load_study(study_name="stop", storage=storage)
+    interrupted = study.trials[victim.number]
+    assert interrupted.state == TrialState.FAIL and interrupted.user_attrs["error"] == "interrupted"
+    client = MlflowClient(tracking)
+    assert client.get_run(victim.user_attrs["mlflow_run_id"]).info.status == "KILLED"
+    assert not [r for r in client.search_runs([client.get_experiment_by_name("stop").experiment_id])
+                if r.info.status == "RUNNING"]
+
+    resumed = run_sweep("run", "stop.yaml", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert_study_agrees(storage, tracking, "stop", complete=3)
+
+
+def test_too_many_failures_stop_the_study(tmp_path: Path) -> None:
+    # Builds the model for the start-up check and the dense baseline, then runs out of
+    # memory in every trial (a simulated OOM: the kind of failure a study must survive).
+    (tmp_path / "oom.py").write_text(
+        "from sweep.models import mlp\n"
+        "calls = []\n"
+        "def build(input_shape, num_classes):\n"
+        "    calls.append(1)\n"
+        "    if len(calls) > 2:\n"
+        "        raise MemoryError('simulated: out of memory')\n"
+        "    return mlp(input_shape, num_classes)\n"
+    )
+    write_study(tmp_path, name="oom", n_trials=10, model={"builder": "oom.py:build"})
+    result = run_sweep("run", "oom.yaml", "--max-failures", "2", cwd=tmp_path)
+    assert result.returncode == 3
+    assert "stopped: 3 trials failed in this run, more than --max-failures allows (2)" in result.stderr
+    assert "MemoryError: simulated: out of memory" in result.stderr
+    study = optuna.load_study(study_name="oom", storage=f"sqlite:///{tmp_path / 'sweep.db'}")
+    assert [t.state for t in study.trials] == [TrialState.FAIL] * 3
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("oom").experiment_id], "tags.`sweep.role` = 'trial'")
+    assert len(runs) == 3 and all(r.info.status == "FAILED" and "MemoryError" in r.data.tags["sweep.error"] for r in runs)

@@ -1,6 +1,7 @@
 # The two set-up commands of the README. Both create .venv/ on first use.
 #   make quickstart   install, then run studies/quickstart.yaml (offline, ~2 min on 2 cores)
-#   make test         install with test extras, then run the whole test suite
+#   make test         install with test extras, start the local PostgreSQL if it is down,
+#                     then run the whole test suite
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -11,6 +12,7 @@ quickstart: $(VENV)/.installed
 	$(BIN)/sweep run studies/quickstart.yaml
 
 test: $(VENV)/.installed-test
+	-scripts/start-postgres
 	$(BIN)/pytest
 
 test-fast: $(VENV)/.installed-test

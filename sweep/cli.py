@@ -157,7 +157,8 @@ def pareto(
     """
     import json
 
-    from sweep.pareto import completed_trials, hypervolume, hypervolume_history, pareto_trials, trial_table
+    from sweep.analysis import from_study
+    from sweep.pareto import hypervolume_of, pareto_trials, trial_table
     from sweep.stores import tracking_uri as resolve_tracking_uri
     from sweep.tracking import Tracker
 
@@ -168,23 +169,23 @@ def pareto(
         raise UsageError(f"--plot: use a .png or .html file name, got {plot.name!r}")
     study, config = _open_study(study_file, study_name, storage)
     tracker = Tracker(resolve_tracking_uri(tracking_uri), study.study_name)
-    front = pareto_trials(study)
-    frame = trial_table(front)
-    baseline = study.user_attrs["baseline"]
-    volume = hypervolume(completed_trials(study), config.objectives, baseline)
-    history = hypervolume_history(study, config.objectives, baseline)
-    tracker.set_pareto_tags({t.user_attrs["mlflow_run_id"] for t in front if "mlflow_run_id" in t.user_attrs})
+    results = from_study(study, config)
+    front_trials = pareto_trials(study)
+    frame = trial_table(front_trials)
+    baseline = results.baseline
+    volume = hypervolume_of(results.trials, config.objectives, baseline) if not results.trials.empty else 0.0
+    history = results.hypervolume_history if not results.trials.empty else []
+    tracker.set_pareto_tags({t.user_attrs["mlflow_run_id"] for t in front_trials if "mlflow_run_id" in t.user_attrs})
     reference = _reference_text(config.objectives, baseline)
 
     if plot is not None:
         from sweep.plots import pareto_figure, save_figure
 
         title = f"{study.study_name}: accuracy vs compressed size"
-        figure = pareto_figure(completed_trials(study), front, baseline, title)
-        save_figure(figure, plot, table=frame, title=title)
-        study_run_id = study.user_attrs.get("mlflow_study_run_id")
-        if study_run_id:
-            tracker.log_artifact(study_run_id, str(plot), "plots")
+        figure = pareto_figure(results.trials, frame, baseline, title)
+        save_figure(figure, plot, table=frame[[c for c in frame.columns if c in TABLE_HEADERS]], title=title)
+        if results.study_run_id:
+            tracker.log_artifact(results.study_run_id, str(plot), "plots")
         stderr.print(f"plot written to {plot}")
 
     if output_format == "csv":
@@ -220,10 +221,13 @@ def _reference_text(objectives: list[str], baseline: dict) -> str:  # type: igno
 
 
 def _select(study, config, min_accuracy: float | None, max_size: int | None):  # type: ignore[no-untyped-def]
-    from sweep.pareto import pareto_trials
+    """The FrozenTrial `sweep best` picks (the same rule the notebook applies to MLflow runs)."""
+    from sweep.pareto import pareto_trials, trial_table
     from sweep.selection import select_trial
 
-    return select_trial(pareto_trials(study), config.objectives, min_accuracy=min_accuracy, max_size=max_size)
+    front = pareto_trials(study)
+    number = select_trial(trial_table(front), config.objectives, min_accuracy=min_accuracy, max_size=max_size)
+    return next(t for t in front if t.number == number)
 
 
 @app.command()
@@ -339,6 +343,71 @@ def _print_comparison(result) -> None:  # type: ignore[no-untyped-def]
         stderr.print(f"[red]warning:[/] the rerun differs in {', '.join(result.differences)} "
                      f"(another machine, TensorFlow version or thread settings?)")
     stdout.print(f"exported to {result.output} (mlflow run {result.run_id})", highlight=False)
+
+
+@app.command()
+def report(
+    study_file: StudyFileOptional = None,
+    output: Annotated[Optional[Path], typer.Option("--output", help="Folder for the figures and report.html.")] = None,
+    min_accuracy: MinAccuracy = None,
+    max_size: MaxSize = None,
+    study_name: StudyNameOption = None,
+    storage: StorageOption = None,
+    tracking_uri: TrackingOption = None,
+) -> None:
+    """Write the analysis figures (PNG) and a one-page HTML summary, and log them to MLflow.
+
+    The figures are the notebook's: the front, achieved vs target sparsity, weight decay and
+    schedule family vs accuracy, the front's sparsity schedules, the chosen trial's per-layer
+    sparsity (chosen as `sweep best` would, with the same flags) and hypervolume per trial.
+
+    Example: sweep report studies/quickstart.yaml --output report/ --min-accuracy 0.95
+    """
+    import html
+    import os
+    import shutil
+    import tempfile
+
+    from sweep.analysis import baseline_table, figures, from_study
+    from sweep.errors import UsageError
+    from sweep.plots import html_page, svg, table_html
+    from sweep.stores import tracking_uri as resolve_tracking_uri
+    from sweep.tracking import Tracker
+
+    if output is None:
+        raise UsageError("--output: give a folder for the report, e.g. --output report/")
+    if output.exists() and not output.is_dir():
+        raise UsageError(f"--output: {output} is a file; give a folder")
+    study, config = _open_study(study_file, study_name, storage)
+    tracker = Tracker(resolve_tracking_uri(tracking_uri), study.study_name)
+    chosen = _select(study, config, min_accuracy, max_size).number
+    results = from_study(study, config)
+    drawn = figures(results, chosen)
+
+    output.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".report-", dir=output))
+    try:
+        for stem, figure in drawn.items():
+            figure.savefig(staging / f"{stem}.png", dpi=110)
+        front = results.front
+        columns = [c for c in ("trial", "schedule", "val_accuracy", "test_accuracy", "sparsity", "compressed_bytes",
+                               "compression_ratio", "tflite_gzip_bytes", "mlflow_run_id") if c in front]
+        sections = [
+            svg(drawn["pareto_front"]),
+            "<h2>Pareto-optimal trials</h2>" + table_html(front[columns]),
+            "<h2>Dense baseline</h2>" + table_html(baseline_table(results.baseline)),
+            f"<h2>Chosen: trial {chosen}</h2>",
+            *(svg(figure) for stem, figure in drawn.items() if stem != "pareto_front"),
+            f"<h2>Study file</h2><pre>{html.escape(config.to_yaml())}</pre>",
+        ]
+        (staging / "report.html").write_text(html_page(f"sweep report: {study.study_name}", sections))
+        for item in staging.iterdir():
+            os.replace(item, output / item.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    if results.study_run_id:
+        tracker.client.log_artifacts(results.study_run_id, str(output), "report")
+    stdout.print(f"report for trial {chosen} written to {output / 'report.html'} ({len(drawn)} figures)", highlight=False)
 
 
 @app.command()

@@ -7,6 +7,7 @@ What a trial stores in Optuna, so every later command works from the storage alo
 
 from __future__ import annotations
 
+import os
 import time
 import traceback
 import warnings
@@ -21,7 +22,7 @@ from sweep.config import StudyConfig
 from sweep.data import Dataset
 from sweep.schedule_plan import plan_schedule
 from sweep.space import suggest_params
-from sweep.tracking import Tracker
+from sweep.tracking import FEASIBLE, Tracker
 from sweep.workers import Goal, check_not_surplus
 
 EpochHook = Callable[[int, int], None]  # (trial number, epochs done)
@@ -75,10 +76,12 @@ class PruningObjective:
         params = suggest_params(trial, self.config.search)
         plan = plan_schedule(params, self.total_steps)
         trial.set_user_attr("plan", asdict(plan))
+        clock = time.perf_counter()
         run_id = self.tracker.start_trial(
             self.study_run_id, trial.number, {**trial.params, **plan.as_params(), "seed": seed}
         )
         trial.set_user_attr("mlflow_run_id", run_id)
+        timings = {"mlflow_start": time.perf_counter() - clock}
 
         curves: dict[str, list[float]] = {}
 
@@ -98,7 +101,8 @@ class PruningObjective:
                 weight_decay=params.weight_decay,
                 on_epoch=record_epoch,
             )
-            metrics = measure(trained.model, self.dataset)
+            timings.update(trained.timings)
+            metrics = measure(trained.model, self.dataset, timings)
             metrics["train_seconds"] = trained.train_seconds
             metrics["trial_seconds"] = time.perf_counter() - started
             metrics.update(derived_metrics(metrics, self.baseline))
@@ -112,10 +116,17 @@ class PruningObjective:
             self.tracker.fail_trial(run_id, "interrupted", curves=curves, status="KILLED")
             raise
 
-        trial.set_user_attr("metrics", metrics)
+        tags = {}
         if self.config.constraints.min_accuracy is not None:
-            trial.set_constraint("min_accuracy", self.config.constraints.min_accuracy - metrics["val_accuracy"])
-        self.tracker.log_results(run_id, metrics, curves=curves)
+            violation = self.config.constraints.min_accuracy - metrics["val_accuracy"]
+            trial.set_constraint("min_accuracy", violation)
+            tags[FEASIBLE] = "true" if violation <= 0 else "false"
+        clock = time.perf_counter()
+        self.tracker.log_results(run_id, metrics, curves=curves, tags=tags)
+        timings["mlflow_log"] = time.perf_counter() - clock
+        trial.set_user_attr("metrics", metrics)
+        trial.set_user_attr("timings", timings)  # where the trial's time went (benchmarks/)
+        trial.set_user_attr("worker_rss_mb", resident_megabytes())  # memory across trials
         return tuple(metrics[name] for name in self.config.objective_metrics)
 
 
@@ -148,6 +159,15 @@ class StaleTrials:
         if run_id:
             self.tracker.fail_trial(run_id, "worker lost: no heartbeat (killed or machine down); retried", status="KILLED")
         self.retry(study, trial)
+
+
+def resident_megabytes() -> float:
+    """This process's resident memory now (Linux), or 0 where /proc is missing."""
+    try:
+        pages = int(open("/proc/self/statm").read().split()[1])
+    except OSError:
+        return 0.0
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def _reason(error: BaseException) -> str:

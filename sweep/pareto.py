@@ -1,14 +1,18 @@
 """Pareto analysis of a study; pure Python, no TensorFlow.
 
-The front is Optuna's own (`Study.best_trials`): completed trials that no other
-feasible completed trial dominates, infeasible ones (below `constraints.min_accuracy`)
-left out.
+The front is Optuna's own (`Study.best_trials` for a study, `_is_pareto_front` on a
+table of runs): completed trials that no other feasible completed trial dominates,
+infeasible ones (below `constraints.min_accuracy`) left out.
 
 Hypervolume uses Optuna's `compute_hypervolume` on normalised objectives, so it reads
 as a fraction of a unit box: accuracy as is, `compressed_size` as a fraction of the
 dense baseline's `compressed_bytes`, sparsity as is. The reference point is accuracy 0,
 the dense baseline's size and sparsity 0: a trial counts only where it beats the
 dense model on size (1.0 would be a perfect model of zero bytes).
+
+Tables: `trial_table` turns trials into one row per trial (params, metrics, run id),
+the same shape `sweep.analysis` builds from MLflow runs, so selection and plots work on
+either.
 """
 
 from __future__ import annotations
@@ -19,11 +23,12 @@ import numpy as np
 import optuna
 import pandas as pd
 from optuna._hypervolume import compute_hypervolume  # Optuna's exact WFG; no public alias yet
+from optuna.study._multi_objective import _is_pareto_front  # the dominance test best_trials uses
 from optuna.trial import FrozenTrial, TrialState
 
 from sweep.config import OBJECTIVES
 
-# Columns of a trial table, in the order a person reads them.
+# The columns a person reads first, in order.
 COLUMNS = [
     "trial",
     "schedule",
@@ -35,13 +40,6 @@ COLUMNS = [
     "compression_ratio",
     "mlflow_run_id",
 ]
-# Key parameters of each schedule family, shown next to the metrics.
-KEY_PARAMS = {
-    "polynomial": ("initial_sparsity", "power"),
-    "constant": (),
-    "step": ("breakpoints",),
-}
-COMMON_PARAMS = ("begin_step", "end_step", "frequency", "weight_decay")
 
 
 def completed_trials(study: optuna.Study) -> list[FrozenTrial]:
@@ -54,26 +52,56 @@ def is_feasible(trial: FrozenTrial) -> bool:
 
 def pareto_trials(study: optuna.Study) -> list[FrozenTrial]:
     """The feasible Pareto-optimal trials, most accurate first."""
-    return sorted(study.best_trials, key=lambda t: (-metric(t, "val_accuracy"), t.number))
+    return sorted(study.best_trials, key=lambda t: (-t.user_attrs["metrics"]["val_accuracy"], t.number))
 
 
-def metric(trial: FrozenTrial, name: str) -> float:
-    return float(trial.user_attrs["metrics"][name])
+def trial_table(trials: Sequence[FrozenTrial]) -> pd.DataFrame:
+    """One row per trial: `COLUMNS`, `feasible`, every other metric, then every param."""
+    rows = []
+    for trial in trials:
+        metrics = trial.user_attrs.get("metrics", {})
+        row = {
+            "trial": trial.number,
+            "schedule": trial.params.get("schedule"),
+            "final_sparsity": trial.params.get("final_sparsity"),
+            **{k: metrics.get(k) for k in COLUMNS[3:-1]},
+            "mlflow_run_id": trial.user_attrs.get("mlflow_run_id"),
+            "feasible": is_feasible(trial),
+        }
+        row.update({k: v for k, v in metrics.items() if k not in row})
+        row.update({k: v for k, v in trial.params.items() if k not in row})
+        rows.append(row)
+    return pd.DataFrame(rows, columns=None if rows else [*COLUMNS, "feasible"])
+
+
+def losses(table: pd.DataFrame, objectives: Sequence[str]) -> np.ndarray:
+    """The objectives as minimisation losses (maximised ones negated)."""
+    columns = [
+        table[OBJECTIVES[o][0]].to_numpy(float) * (-1 if OBJECTIVES[o][1] == "maximize" else 1)
+        for o in objectives
+    ]
+    return np.stack(columns, axis=1) if len(table) else np.empty((0, len(objectives)))
+
+
+def pareto_front(table: pd.DataFrame, objectives: Sequence[str]) -> pd.DataFrame:
+    """The feasible non-dominated rows of a trial table, most accurate first (the same
+    set as `pareto_trials` for the study the table came from)."""
+    feasible = table[table["feasible"].astype(bool)] if "feasible" in table else table
+    if feasible.empty:
+        return feasible
+    mask = _is_pareto_front(losses(feasible, objectives), assume_unique_lexsorted=False)
+    return feasible[mask].sort_values(["val_accuracy", "trial"], ascending=[False, True])
 
 
 def normalised_losses(
-    trials: Sequence[FrozenTrial], objectives: Sequence[str], baseline: Mapping[str, float]
+    table: pd.DataFrame, objectives: Sequence[str], baseline: Mapping[str, float]
 ) -> np.ndarray:
     """Objective values as minimisation losses in units of the hypervolume's unit box."""
-    columns = []
-    for objective in objectives:
-        name, _ = OBJECTIVES[objective]
-        values = np.array([metric(t, name) for t in trials], dtype=float)
+    scaled = losses(table, objectives)
+    for column, objective in enumerate(objectives):
         if objective == "compressed_size":
-            columns.append(values / float(baseline["compressed_bytes"]))
-        else:
-            columns.append(-values)
-    return np.stack(columns, axis=1) if trials else np.empty((0, len(objectives)))
+            scaled[:, column] /= float(baseline["compressed_bytes"])
+    return scaled
 
 
 def reference_point(objectives: Sequence[str]) -> np.ndarray:
@@ -81,39 +109,37 @@ def reference_point(objectives: Sequence[str]) -> np.ndarray:
     return np.array([1.0 if o == "compressed_size" else 0.0 for o in objectives])
 
 
+def hypervolume_of(table: pd.DataFrame, objectives: Sequence[str], baseline: Mapping[str, float]) -> float:
+    """Hypervolume of the feasible rows' front against `reference_point`."""
+    feasible = table[table["feasible"].astype(bool)] if "feasible" in table else table
+    points = normalised_losses(feasible, objectives, baseline)
+    reference = reference_point(objectives)
+    inside = points[np.all(points < reference, axis=1)]  # points beyond it add nothing
+    return float(compute_hypervolume(inside, reference)) if len(inside) else 0.0
+
+
+def hypervolume_history_of(
+    table: pd.DataFrame, objectives: Sequence[str], baseline: Mapping[str, float]
+) -> list[tuple[int, float]]:
+    """(trial, hypervolume of the rows up to it), rows taken in trial-number order."""
+    ordered = table.sort_values("trial")
+    return [
+        (int(number), hypervolume_of(ordered.iloc[: i + 1], objectives, baseline))
+        for i, number in enumerate(ordered["trial"])
+    ]
+
+
 def hypervolume(
     trials: Sequence[FrozenTrial], objectives: Sequence[str], baseline: Mapping[str, float]
 ) -> float:
-    """Hypervolume of the feasible trials' front against `reference_point`."""
-    feasible = [t for t in trials if t.state == TrialState.COMPLETE and is_feasible(t)]
-    losses = normalised_losses(feasible, objectives, baseline)
-    reference = reference_point(objectives)
-    inside = losses[np.all(losses < reference, axis=1)]  # points beyond it add nothing
-    return float(compute_hypervolume(inside, reference)) if len(inside) else 0.0
+    """Hypervolume of the feasible completed `trials`."""
+    done = [t for t in trials if t.state == TrialState.COMPLETE]
+    return hypervolume_of(trial_table(done), objectives, baseline) if done else 0.0
 
 
 def hypervolume_history(
     study: optuna.Study, objectives: Sequence[str], baseline: Mapping[str, float]
 ) -> list[tuple[int, float]]:
-    """(trial number, hypervolume of all trials completed up to it), in completion order."""
-    done = sorted(completed_trials(study), key=lambda t: (t.datetime_complete or 0, t.number))
-    return [(t.number, hypervolume(done[: i + 1], objectives, baseline)) for i, t in enumerate(done)]
-
-
-def trial_table(trials: Sequence[FrozenTrial]) -> pd.DataFrame:
-    """One row per trial: `COLUMNS`, then the family's key parameters and the others."""
-    rows = []
-    for trial in trials:
-        metrics = trial.user_attrs.get("metrics", {})
-        schedule = trial.params.get("schedule")
-        row = {
-            "trial": trial.number,
-            "schedule": schedule,
-            "final_sparsity": trial.params.get("final_sparsity"),
-            **{k: metrics.get(k) for k in COLUMNS[3:-1]},
-            "mlflow_run_id": trial.user_attrs.get("mlflow_run_id"),
-        }
-        for name in (*KEY_PARAMS.get(schedule, ()), *COMMON_PARAMS):
-            row[name] = trial.params.get(name)
-        rows.append(row)
-    return pd.DataFrame(rows, columns=None if rows else COLUMNS)
+    """(trial number, hypervolume of the completed trials up to it)."""
+    done = completed_trials(study)
+    return hypervolume_history_of(trial_table(done), objectives, baseline) if done else []

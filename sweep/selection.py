@@ -13,11 +13,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from optuna.trial import FrozenTrial
+import pandas as pd
 
-from sweep.config import OBJECTIVES
 from sweep.errors import SweepError
-from sweep.pareto import metric
+from sweep.pareto import losses
 
 
 class NoTrialMatches(SweepError):
@@ -25,47 +24,46 @@ class NoTrialMatches(SweepError):
 
 
 def select_trial(
-    front: Sequence[FrozenTrial],
+    front: pd.DataFrame,
     objectives: Sequence[str],
     *,
     min_accuracy: float | None = None,
     max_size: int | None = None,
-) -> FrozenTrial:
-    """Pick one trial of `front` (the feasible Pareto-optimal trials) as described above."""
-    if not front:
+) -> int:
+    """The trial number picked from `front` (a table of the feasible Pareto-optimal trials,
+    `sweep.pareto.pareto_front` or `trial_table(pareto_trials(study))`) as described above."""
+    if front.empty:
         raise NoTrialMatches("the study has no feasible completed trials yet; run more trials")
     if min_accuracy is not None and max_size is not None:
         raise NoTrialMatches("choose one of --min-accuracy and --max-size, not both")
     if min_accuracy is not None:
-        candidates = [t for t in front if metric(t, "val_accuracy") >= min_accuracy]
-        if not candidates:
-            best = max(front, key=lambda t: metric(t, "val_accuracy"))
+        candidates = front[front["val_accuracy"] >= min_accuracy]
+        if candidates.empty:
+            best = front.loc[front["val_accuracy"].idxmax()]
             raise NoTrialMatches(
                 f"no Pareto-optimal trial reaches val_accuracy {min_accuracy}; the most accurate "
-                f"is trial {best.number} with {metric(best, 'val_accuracy'):.4f}"
+                f"is trial {int(best['trial'])} with {best['val_accuracy']:.4f}"
             )
-        return min(candidates, key=lambda t: (metric(t, "compressed_bytes"), -metric(t, "val_accuracy"), t.number))
+        ordered = candidates.sort_values(["compressed_bytes", "val_accuracy", "trial"], ascending=[True, False, True])
+        return int(ordered.iloc[0]["trial"])
     if max_size is not None:
-        candidates = [t for t in front if metric(t, "compressed_bytes") <= max_size]
-        if not candidates:
-            smallest = min(front, key=lambda t: metric(t, "compressed_bytes"))
+        candidates = front[front["compressed_bytes"] <= max_size]
+        if candidates.empty:
+            smallest = front.loc[front["compressed_bytes"].idxmin()]
             raise NoTrialMatches(
                 f"no Pareto-optimal trial is at most {max_size} bytes; the smallest is trial "
-                f"{smallest.number} with {metric(smallest, 'compressed_bytes'):.0f} bytes"
+                f"{int(smallest['trial'])} with {smallest['compressed_bytes']:.0f} bytes"
             )
-        return max(candidates, key=lambda t: (metric(t, "val_accuracy"), -metric(t, "compressed_bytes"), -t.number))
+        ordered = candidates.sort_values(["val_accuracy", "compressed_bytes", "trial"], ascending=[False, True, True])
+        return int(ordered.iloc[0]["trial"])
     return knee(front, objectives)
 
 
-def knee(front: Sequence[FrozenTrial], objectives: Sequence[str]) -> FrozenTrial:
+def knee(front: pd.DataFrame, objectives: Sequence[str]) -> int:
     """The trial nearest the ideal point in min-max normalised objective space."""
-    losses = np.array(
-        [
-            [metric(t, OBJECTIVES[o][0]) * (-1 if OBJECTIVES[o][1] == "maximize" else 1) for o in objectives]
-            for t in front
-        ]
-    )
-    low, high = losses.min(axis=0), losses.max(axis=0)
+    ordered = front.sort_values(["val_accuracy", "trial"], ascending=[False, True])
+    points = losses(ordered, objectives)
+    low, high = points.min(axis=0), points.max(axis=0)
     spread = np.where(high > low, high - low, 1.0)
-    distance = np.linalg.norm((losses - low) / spread, axis=1)
-    return front[int(np.argmin(distance))]
+    distance = np.linalg.norm((points - low) / spread, axis=1)
+    return int(ordered.iloc[int(np.argmin(distance))]["trial"])

@@ -10,6 +10,8 @@ its password masked.
 from __future__ import annotations
 
 import os
+import random
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
@@ -120,27 +122,33 @@ def open_storage(url: str, stale_trial_callback: Any = None, heartbeat: bool = F
     if is_sqlite:
         engine_kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT}
     beat = heartbeat_interval() if heartbeat else None
-    try:
-        with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.8
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            storage = optuna.storages.RDBStorage(
-                url,
-                engine_kwargs=engine_kwargs,
-                heartbeat_interval=beat,
-                grace_period=3 * beat if beat else None,
-                heartbeat_stale_trial_callback=stale_trial_callback,
-            )
-        if is_sqlite:
-            from sqlalchemy import text
+    for attempt in range(4):
+        try:
+            with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.8
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                storage = optuna.storages.RDBStorage(
+                    url,
+                    engine_kwargs=engine_kwargs,
+                    heartbeat_interval=beat,
+                    grace_period=3 * beat if beat else None,
+                    heartbeat_stale_trial_callback=stale_trial_callback,
+                )
+            if is_sqlite:
+                from sqlalchemy import text
 
-            with storage.engine.connect() as connection:
-                connection.execute(text("PRAGMA journal_mode=WAL"))
-        return storage
-    except Exception as error:  # sqlalchemy raises many kinds; all mean "cannot use it"
-        raise UsageError(
-            f"cannot open the Optuna storage {mask_password(url)}: {_reason(error)}; "
-            f"check the URL (--storage or SWEEP_STORAGE) and that the database is running"
-        ) from None
+                with storage.engine.connect() as connection:
+                    connection.execute(text("PRAGMA journal_mode=WAL"))
+            return storage
+        except Exception as error:  # sqlalchemy raises many kinds; all mean "cannot use it"
+            # Workers starting together on an empty database race to create its tables;
+            # the loser's next attempt finds them.
+            if attempt == 3:
+                raise UsageError(
+                    f"cannot open the Optuna storage {mask_password(url)}: {_reason(error)}; "
+                    f"check the URL (--storage or SWEEP_STORAGE) and that the database is running"
+                ) from None
+            time.sleep(0.5 + random.random() * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def existing_study_config(url: str, name: str) -> dict[str, Any] | None:

@@ -12,7 +12,7 @@ Layout in the tracking store (experiment = study name):
   `mlflow.parentRunId`: every sampled hyperparameter and derived step as params,
   the trial's metrics, and per-epoch curves with step = epoch. A failed trial's run
   ends FAILED with the error in the tag `sweep.error`. `sweep pareto` tags trial runs
-  `sweep.pareto=true|false`;
+  `sweep.pareto=true|false`; with `constraints.min_accuracy`, `sweep.feasible=true|false`;
 * a run per `sweep rerun`, tags `sweep.role=rerun`, `sweep.rerun_of=<original run id>`,
   nested under the study's run, with the exported models.
 """
@@ -28,7 +28,7 @@ from sweep.errors import UsageError
 from sweep.stores import mask_password
 
 ROLE, STUDY, TRIAL_NUMBER, ERROR = "sweep.role", "sweep.study", "sweep.trial_number", "sweep.error"
-PARETO, RERUN_OF = "sweep.pareto", "sweep.rerun_of"
+PARETO, RERUN_OF, FEASIBLE = "sweep.pareto", "sweep.rerun_of", "sweep.feasible"
 PARENT = "mlflow.parentRunId"
 BASELINE_PREFIX = "baseline/"
 MAX_TAG_LENGTH = 5000  # MLflow's tag value limit is 8000; keep room for the rest
@@ -183,11 +183,12 @@ class Tracker:
         run_id: str,
         metrics: Mapping[str, float],
         curves: Mapping[str, Sequence[float]] = {},
+        tags: Mapping[str, str] = {},
     ) -> None:
         """Curves at steps 0..epochs-1, final metrics after them (at step = epochs), so the
         latest value of `val_accuracy` is the stripped model's, and the curve stays whole."""
         final_step = max((len(v) for v in curves.values()), default=0)
-        self._log(run_id, metrics, curves=curves, step=final_step)
+        self._log(run_id, metrics, curves=curves, tags=tags, step=final_step)
 
     def end_run(self, run_id: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(run_id, status)

@@ -40,6 +40,7 @@ class TrainedModel:
     model: keras.Model  # pruning stripped: the deployable model
     history: dict[str, list[float]]  # per-epoch loss, accuracy, val_*, mask_sparsity
     train_seconds: float
+    timings: dict[str, float]  # seconds: build (model, wrapper, compile), train, strip
 
 
 class MaskSparsity(keras.callbacks.Callback):
@@ -88,6 +89,7 @@ def train(
 ) -> TrainedModel:
     """Train `config.model` on `dataset`: pruned along `plan`, or dense without one."""
     configure_tensorflow()  # no-op if the caller already chose the threads
+    started = time.perf_counter()
     keras.backend.clear_session()
     keras.utils.set_random_seed(seed)
     model = build_model(config.model.builder, dataset.input_shape, dataset.num_classes)
@@ -103,7 +105,7 @@ def train(
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=not _ends_in_softmax(model)),
         metrics=["accuracy"],
     )
-    started = time.perf_counter()
+    built = time.perf_counter()
     history = model.fit(
         dataset.x_train,
         dataset.y_train,
@@ -113,7 +115,7 @@ def train(
         callbacks=callbacks,
         verbose=0,
     ).history
-    train_seconds = time.perf_counter() - started
+    trained = time.perf_counter()
     losses = history.get("loss", [])
     if len(losses) < config.train.epochs or not all(math.isfinite(v) for v in losses):
         raise TrainingDiverged(
@@ -122,7 +124,8 @@ def train(
         )
     if plan is not None:
         model = tfmot.sparsity.keras.strip_pruning(model)
-    return TrainedModel(model=model, history=history, train_seconds=train_seconds)
+    timings = {"build": built - started, "train": trained - built, "strip": time.perf_counter() - trained}
+    return TrainedModel(model=model, history=history, train_seconds=timings["train"], timings=timings)
 
 
 def _ends_in_softmax(model: keras.Model) -> bool:

@@ -11,7 +11,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from optuna.trial import TrialState, create_trial
 
-from sweep.pareto import hypervolume, hypervolume_history, is_feasible, pareto_trials, trial_table
+from sweep.pareto import (
+    hypervolume,
+    hypervolume_history,
+    is_feasible,
+    pareto_front,
+    pareto_trials,
+    trial_table,
+)
 
 BASELINE = {"compressed_bytes": 1000.0, "val_accuracy": 0.99}
 
@@ -64,6 +71,11 @@ def test_front_equals_brute_force_dominance(specs: list, constrained: bool) -> N
     assert {t.number for t in front} == brute_force_front(study)
     accuracies = [t.values[0] for t in front]
     assert accuracies == sorted(accuracies, reverse=True)
+    # the same front from a table of trials (what the notebook builds from MLflow runs)
+    done = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    if done:
+        table_front = pareto_front(trial_table(done), ["accuracy", "compressed_size"])
+        assert set(table_front["trial"]) == brute_force_front(study)
 
 
 def test_infeasible_and_failed_trials_never_enter_the_front() -> None:
@@ -107,6 +119,6 @@ def test_trial_table_lists_the_key_params() -> None:
     study = optuna.create_study(directions=["maximize", "minimize"])
     add(study, 0.9, 100.0)
     frame = trial_table(pareto_trials(study))
-    assert list(frame.columns[:9]) == ["trial", "schedule", "final_sparsity", "val_accuracy", "test_accuracy",
-                                      "sparsity", "compressed_bytes", "compression_ratio", "mlflow_run_id"]
+    assert list(frame.columns[:10]) == ["trial", "schedule", "final_sparsity", "val_accuracy", "test_accuracy",
+                                      "sparsity", "compressed_bytes", "compression_ratio", "mlflow_run_id", "feasible"]
     assert frame.loc[0, "mlflow_run_id"] == "run0"

@@ -159,3 +159,27 @@ def test_too_many_failures_stop_the_study(tmp_path: Path) -> None:
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("oom").experiment_id], "tags.`sweep.role` = 'trial'")
     assert len(runs) == 3 and all(r.info.status == "FAILED" and "MemoryError" in r.data.tags["sweep.error"] for r in runs)
+
+
+def test_doctor_finds_and_repairs_disagreements(tmp_path: Path) -> None:
+    storage, tracking = f"sqlite:///{tmp_path / 'sweep.db'}", f"sqlite:///{tmp_path / 'mlflow.db'}"
+    write_study(tmp_path, name="doc", n_trials=2, search={"schedule": "constant"})
+    assert run_sweep("run", "doc.yaml", cwd=tmp_path).returncode == 0
+    study = optuna.load_study(study_name="doc", storage=storage)
+    client = MlflowClient(tracking)
+    # A crash between Optuna's COMPLETE and MLflow's FINISHED, and a run no trial knows.
+    first = study.trials[0].user_attrs["mlflow_run_id"]
+    client.update_run(first, status="RUNNING")
+    orphan = client.create_run(client.get_experiment_by_name("doc").experiment_id,
+                               tags={"sweep.role": "trial", "sweep.study": "doc", "sweep.trial_number": "9"})
+    client.set_terminated(orphan.info.run_id, "FINISHED")
+
+    found = run_sweep("doctor", "doc.yaml", cwd=tmp_path)
+    assert found.returncode == 1 and "2 problems left; run with --repair" in found.stderr
+    assert "complete trial's MLflow run is RUNNING" in found.stdout
+    assert "FINISHED MLflow run that no Optuna trial records" in found.stdout
+    repaired = run_sweep("doctor", "doc.yaml", "--repair", cwd=tmp_path)
+    assert repaired.returncode == 0, repaired.stderr
+    assert run_sweep("doctor", "doc.yaml", cwd=tmp_path).returncode == 0
+    assert client.get_run(orphan.info.run_id).info.status == "FAILED"
+    assert_study_agrees(storage, tracking, "doc", complete=2)

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
-from optuna.trial import create_trial
 
 from sweep.selection import NoTrialMatches, knee, select_trial
 
 
-def front(*points: tuple[float, float]):  # type: ignore[no-untyped-def]
-    trials = []
-    for number, (accuracy, size) in enumerate(points):
-        trial = create_trial(values=[accuracy, size], user_attrs={"metrics": {"val_accuracy": accuracy, "compressed_bytes": size}})
-        trial.number = number
-        trials.append(trial)
-    return trials
+def front(*points: tuple[float, float]) -> pd.DataFrame:
+    return pd.DataFrame(
+        [{"trial": n, "val_accuracy": a, "compressed_bytes": s} for n, (a, s) in enumerate(points)]
+    )
 
 
 OBJECTIVES = ["accuracy", "compressed_size"]
@@ -23,12 +20,12 @@ FRONT = front((0.98, 900.0), (0.97, 400.0), (0.95, 300.0), (0.80, 250.0), (0.50,
 
 @pytest.mark.parametrize(("min_accuracy", "expected"), [(0.96, 1), (0.95, 2), (0.5, 4), (0.0, 4), (0.98, 0)])
 def test_min_accuracy_picks_the_smallest_model_above_it(min_accuracy: float, expected: int) -> None:
-    assert select_trial(FRONT, OBJECTIVES, min_accuracy=min_accuracy).number == expected
+    assert select_trial(FRONT, OBJECTIVES, min_accuracy=min_accuracy) == expected
 
 
 @pytest.mark.parametrize(("max_size", "expected"), [(900, 0), (899, 1), (300, 2), (299, 3), (100, 4)])
 def test_max_size_picks_the_most_accurate_model_below_it(max_size: int, expected: int) -> None:
-    assert select_trial(FRONT, OBJECTIVES, max_size=max_size).number == expected
+    assert select_trial(FRONT, OBJECTIVES, max_size=max_size) == expected
 
 
 def test_impossible_selections_say_what_is_reachable() -> None:
@@ -37,18 +34,18 @@ def test_impossible_selections_say_what_is_reachable() -> None:
     with pytest.raises(NoTrialMatches, match="the smallest is trial 4 with 100 bytes"):
         select_trial(FRONT, OBJECTIVES, max_size=99)
     with pytest.raises(NoTrialMatches, match="no feasible completed trials"):
-        select_trial([], OBJECTIVES)
+        select_trial(front(), OBJECTIVES)
     with pytest.raises(NoTrialMatches, match="not both"):
         select_trial(FRONT, OBJECTIVES, min_accuracy=0.9, max_size=500)
 
 
 def test_knee_is_the_balanced_trial() -> None:
     # normalised: accuracy loss (0.98-a)/0.48, size (s-100)/800; trial 2 is nearest (0,0)
-    assert knee(FRONT, OBJECTIVES).number == 2
-    assert select_trial(FRONT, OBJECTIVES).number == 2
+    assert knee(FRONT, OBJECTIVES) == 2
+    assert select_trial(FRONT, OBJECTIVES) == 2
 
 
 def test_knee_of_a_single_trial_and_of_a_straight_front() -> None:
-    assert knee(front((0.9, 100.0)), OBJECTIVES).number == 0
+    assert knee(front((0.9, 100.0)), OBJECTIVES) == 0
     straight = front((1.0, 1000.0), (0.75, 750.0), (0.5, 500.0))
-    assert knee(straight, OBJECTIVES).number == 1  # the middle of a straight line
+    assert knee(straight, OBJECTIVES) == 1  # the middle of a straight line

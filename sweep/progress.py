@@ -37,6 +37,7 @@ class StudyProgress:
             TimeElapsedColumn(),
             TextColumn("front: {task.fields[front]}  {task.fields[status]}"),
             console=console,
+            refresh_per_second=2,  # the refresh thread shares the GIL with training
         )
         self.task = self.progress.add_task("trials", total=plan.n_trials, front=0, status="")
 

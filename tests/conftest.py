@@ -131,3 +131,15 @@ def mlflow_server(postgres_database: Callable[[str], str], tmp_path: Path) -> It
     os.killpg(process.pid, 15)
     process.wait(timeout=30)
     log.close()
+
+
+@pytest.fixture(scope="session")
+def analysed_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished tiny study (5 trials, default stores in its folder) whose front has been
+    tagged by `sweep pareto`. Read-only for its users."""
+    folder = tmp_path_factory.mktemp("analysed")
+    write_study(folder, name="analysed", n_trials=5, search={"schedule": ["polynomial", "constant", "step"]})
+    for args in (("run", "analysed.yaml"), ("pareto", "analysed.yaml")):
+        result = run_sweep(*args, cwd=folder)
+        assert result.returncode == 0, result.stderr
+    return folder

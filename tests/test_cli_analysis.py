@@ -216,3 +216,21 @@ def test_ui_serves_the_tracking_store(study_dir: Path) -> None:
         os.killpg(process.pid, 15)
         _, err = process.communicate(timeout=30)
     assert f"http://127.0.0.1:{port}" in err
+
+
+def test_report_writes_the_notebook_figures_and_logs_them(study_dir: Path) -> None:
+    result = run_sweep("report", "tiny.yaml", "--output", "report", "--min-accuracy", "0.3", cwd=study_dir)
+    assert result.returncode == 0, result.stderr
+    folder = study_dir / "report"
+    pngs = sorted(p.name for p in folder.glob("*.png"))
+    assert pngs == ["hypervolume.png", "layer_sparsity.png", "pareto_front.png", "schedules.png",
+                    "sparsity_achieved.png", "weight_decay.png"]
+    assert all((folder / name).read_bytes()[:4] == b"\x89PNG" for name in pngs)
+    page = (folder / "report.html").read_text()
+    assert page.count("<svg") == 6 and "Pareto-optimal trials" in page and "Dense baseline" in page
+    assert "name: tiny" in page  # the study file
+    chosen = json.loads(run_sweep("best", "tiny.yaml", "--format", "json", "--min-accuracy", "0.3", cwd=study_dir).stdout)
+    assert f"Chosen: trial {chosen['trial']}" in page
+    client = MlflowClient(f"sqlite:///{study_dir / 'mlflow.db'}")
+    parent = load(study_dir).user_attrs["mlflow_study_run_id"]
+    assert "report/report.html" in {a.path for a in client.list_artifacts(parent, "report")}

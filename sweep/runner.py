@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import signal
 import sys
 import time
 from collections.abc import Callable
@@ -81,33 +80,37 @@ def run_study(request: RunRequest, progress: Callable[[RunPlan], Progress] | Non
     dataset = load_dataset(config.data)
     build_model(config.model.builder, dataset.input_shape, dataset.num_classes)  # fails early
 
-    # --- from here on we write ---
-    tracker = Tracker(request.tracking_uri, config.name)
-    storage = open_storage(request.storage_url, stale_trial_callback=StaleTrials(tracker), heartbeat=True)
-    study = optuna.create_study(
-        study_name=config.name, storage=storage, directions=config.directions, load_if_exists=True
-    )
-    for key, value in study_user_attrs(config).items():
-        study.set_user_attr(key, value)
-    study_run_id = tracker.study_run(config.to_yaml())
-    study.set_user_attr("mlflow_study_run_id", study_run_id)
-    baseline = ensure_baseline(study, tracker, study_run_id, config, dataset)
+    # --- from here on we write; Ctrl-C and SIGTERM stop at the next safe point ---
+    interrupts.install()
+    try:
+        tracker = Tracker(request.tracking_uri, config.name)
+        storage = open_storage(request.storage_url, stale_trial_callback=StaleTrials(tracker), heartbeat=True)
+        study = optuna.create_study(
+            study_name=config.name, storage=storage, directions=config.directions, load_if_exists=True
+        )
+        for key, value in study_user_attrs(config).items():
+            study.set_user_attr(key, value)
+        study_run_id = tracker.study_run(config.to_yaml())
+        study.set_user_attr("mlflow_study_run_id", study_run_id)
+        baseline = ensure_baseline(study, tracker, study_run_id, config, dataset)
 
-    complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
-    plan = plan_trials(config.n_trials, complete, request.n_trials)
-    goal = Goal(
-        target=complete + plan.n_trials,
-        started=datetime.now(),
-        max_failures=max_failures_allowed(request.max_failures, plan.n_trials),
-        deadline=time.time() + request.timeout if request.timeout is not None else None,
-    )
-    display = progress(plan) if progress else None
-    if plan.n_trials == 0:
-        return study
-    if request.jobs == 1:
-        _work_here(study, config, dataset, tracker, study_run_id, baseline, goal, display)
-    else:
-        _work_in_processes(request, study, goal, display)
+        complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+        plan = plan_trials(config.n_trials, complete, request.n_trials)
+        goal = Goal(
+            target=complete + plan.n_trials,
+            started=datetime.now(),
+            max_failures=max_failures_allowed(request.max_failures, plan.n_trials),
+            deadline=time.time() + request.timeout if request.timeout is not None else None,
+        )
+        display = progress(plan) if progress else None
+        if plan.n_trials and request.jobs == 1:
+            _work_here(study, config, dataset, tracker, study_run_id, baseline, goal, display)
+        elif plan.n_trials:
+            _work_in_processes(request, study, goal, display)
+    except KeyboardInterrupt:
+        raise Interrupted(interrupts.message(), interrupts.exit_code()) from None
+    finally:
+        interrupts.restore()
     return study
 
 
@@ -119,13 +122,7 @@ def _work_here(study, config, dataset, tracker, study_run_id, baseline, goal, di
         on_epoch=getattr(display, "epoch", None),
     )
     callbacks: list[Any] = [FinishRuns(tracker)] + ([display] if display else [])
-    interrupts.install()
-    try:
-        work(study, objective, goal, callbacks)
-    except KeyboardInterrupt:
-        raise Interrupted(interrupts.message(), interrupts.exit_code()) from None
-    finally:
-        interrupts.restore()
+    work(study, objective, goal, callbacks)
 
 
 # --- parallel workers on this machine ------------------------------------------------
@@ -145,35 +142,28 @@ def _work_in_processes(request: RunRequest, study: optuna.Study, goal: Goal, dis
         )
         for index in range(request.jobs)
     ]
-    received: list[int] = []
-
-    def forward(signum: int, frame: object) -> None:
-        if received:
-            return
-        received.append(signum)
-        for worker in workers:
-            if worker.pid is not None and worker.is_alive():
-                os.kill(worker.pid, signum)
-
-    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    forwarded = False
     try:
         for worker in workers:
             worker.start()
         reported: set[int] = set()
         while any(worker.is_alive() for worker in workers):
+            signum = interrupts.requested()
+            if signum and not forwarded:  # workers left the terminal's group: pass it on once
+                for worker in workers:
+                    if worker.pid is not None and worker.is_alive():
+                        os.kill(worker.pid, signum)
+                forwarded = True
             _report_new_trials(study, goal, reported, display)
             time.sleep(0.5)
         _report_new_trials(study, goal, reported, display)
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+        for worker in workers:  # only if we leave early (a second Ctrl-C): no orphans
+            if worker.is_alive():
+                worker.terminate()
+                worker.join(timeout=60)
+    interrupts.stop_if_requested()
     codes = [worker.exitcode for worker in workers]
-    if received:
-        name = signal.Signals(received[0]).name
-        raise Interrupted(
-            f"interrupted by {name}: running trials are marked failed; run `sweep run` again to resume",
-            128 + received[0],
-        )
     if any(code == StudyAborted.exit_code_worker for code in codes):
         raise StudyAborted("stopped: too many trials failed (see the workers' messages above)")
     if any(code != 0 for code in codes):

@@ -6,7 +6,7 @@ save H5 without optimizer and gzip it, convert to TFLite and gzip it), on the sa
 digits split with the same model, epochs and seeds, and prints one JSON line per trial
 with its wall time and metrics.
 
-    python benchmarks/bare_tfmot.py configs.json > results.jsonl
+    python benchmarks/bare_tfmot.py configs.json [--epochs N] > results.jsonl
 
 `configs.json` is a list of {"schedule", "final_sparsity", "initial_sparsity", "power",
 "begin_step", "end_step", "frequency", "weight_decay", "seed"} with absolute steps
@@ -95,14 +95,22 @@ def one_trial(config: dict, data: tuple[np.ndarray, ...]) -> dict:
     }
 
 
+def resident_megabytes() -> float:
+    return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
 def main() -> None:
+    global EPOCHS
+    if "--epochs" in sys.argv:
+        EPOCHS = int(sys.argv[sys.argv.index("--epochs") + 1])
     tf.config.experimental.enable_op_determinism()
     configs = json.load(open(sys.argv[1]))
     data = digits()
     for config in configs:
         started = time.perf_counter()
         metrics = one_trial(config, data)
-        print(json.dumps({"seconds": time.perf_counter() - started, **metrics}), flush=True)
+        print(json.dumps({"seconds": time.perf_counter() - started, **metrics, "rss_mb": resident_megabytes()}),
+              flush=True)
 
 
 if __name__ == "__main__":

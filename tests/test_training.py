@@ -80,22 +80,3 @@ def test_builder_returning_a_keras3_or_other_object_is_a_usage_error(tmp_path: P
     with pytest.raises(UsageError, match="returned str; it must return an uncompiled tf_keras.Model"):
         train(DATA, config, 0)
 
-
-@pytest.mark.slow
-def test_memory_does_not_grow_across_a_loop_of_trials() -> None:
-    from sweep.measure import measure
-    from sweep.objective import resident_megabytes
-
-    params = sampled("constant", 5)
-    plan = plan_schedule(params, TOTAL_STEPS)
-
-    def one_trial(seed: int) -> None:
-        trained = train(DATA, CONFIG, seed, plan=plan, weight_decay=params.weight_decay)
-        measure(trained.model, DATA)
-
-    for seed in range(3):  # warm-up: TensorFlow's caches and allocator pools fill
-        one_trial(seed)
-    before = resident_megabytes()
-    for seed in range(3, 15):
-        one_trial(seed)
-    assert resident_megabytes() < before * 1.10

@@ -72,8 +72,11 @@ def configure_tensorflow(threads: int | None = None) -> None:
     if _determinism_enabled:
         return
     if threads:
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(min(threads, 2))
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(min(threads, 2))
+        except RuntimeError:  # TensorFlow already ran ops in this process (used as a library): keep its settings
+            pass
     tf.config.experimental.enable_op_determinism()
     _determinism_enabled = True
 

@@ -70,11 +70,13 @@ def rerun_trial(
     """Retrain `trial`, compare its metrics with the original's, export and log the model."""
     from sweep.data import load_dataset
     from sweep.measure import measure, tflite_bytes
+    from sweep.training import configure_tensorflow
     from sweep.training import train
 
     check_output_folder(output)
     original_run_id = trial.user_attrs.get("mlflow_run_id", "")
     seed = int(trial.user_attrs["seed"])
+    configure_tensorflow(trial.user_attrs.get("tf_threads"))  # the trial's thread count: exact replay
     dataset = load_dataset(config.data)
     params = suggest_params(optuna.trial.FixedTrial(trial.params), config.search)
     total_steps = config.train.epochs * dataset.steps_per_epoch(config.train.batch_size)

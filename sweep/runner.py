@@ -92,7 +92,7 @@ def run_study(request: RunRequest, progress: Callable[[RunPlan], Progress] | Non
             study.set_user_attr(key, value)
         study_run_id = tracker.study_run(config.to_yaml())
         study.set_user_attr("mlflow_study_run_id", study_run_id)
-        baseline = ensure_baseline(study, tracker, study_run_id, config, dataset)
+        ensure_baseline(study, tracker, study_run_id, config, dataset)
 
         complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
         plan = plan_trials(config.n_trials, complete, request.n_trials)
@@ -104,7 +104,7 @@ def run_study(request: RunRequest, progress: Callable[[RunPlan], Progress] | Non
         )
         display = progress(plan) if progress else None
         if plan.n_trials and request.jobs == 1:
-            _work_here(study, config, dataset, tracker, study_run_id, baseline, goal, display)
+            _run_worker(study, config, dataset, tracker, goal, cpu_threads_per_worker(1), worker=0, display=display)
         elif plan.n_trials:
             _work_in_processes(request, study, goal, display)
     except KeyboardInterrupt:
@@ -114,12 +114,16 @@ def run_study(request: RunRequest, progress: Callable[[RunPlan], Progress] | Non
     return study
 
 
-def _work_here(study, config, dataset, tracker, study_run_id, baseline, goal, display) -> None:  # type: ignore[no-untyped-def]
-    threads = cpu_threads_per_worker(1)
-    study.sampler = make_sampler(config.sampler, config.seed, offset=len(study.trials))
+def _run_worker(  # type: ignore[no-untyped-def]
+    study: optuna.Study, config: StudyConfig, dataset, tracker: Tracker, goal: Goal, threads: int,
+    worker: int, display: Progress | None = None,
+) -> None:
+    """One worker's trials, in this process or in a `--jobs` process: its own sampler
+    seed, the objective, and the loop that stops at the goal."""
+    study.sampler = make_sampler(config.sampler, config.seed, offset=len(study.trials), worker=worker)
     objective = PruningObjective(
-        config, dataset, tracker, study_run_id, baseline, goal, threads,
-        on_epoch=getattr(display, "epoch", None),
+        config, dataset, tracker, study.user_attrs["mlflow_study_run_id"], study.user_attrs["baseline"],
+        goal, threads, on_epoch=getattr(display, "epoch", None),
     )
     callbacks: list[Any] = [FinishRuns(tracker)] + ([display] if display else [])
     work(study, objective, goal, callbacks)
@@ -196,12 +200,7 @@ def _worker_main(config_json: dict, storage_url: str, tracking_uri: str, goal: G
         tracker = Tracker(tracking_uri, config.name)
         storage = open_storage(storage_url, stale_trial_callback=StaleTrials(tracker), heartbeat=True)
         study = optuna.load_study(study_name=config.name, storage=storage)
-        study.sampler = make_sampler(config.sampler, config.seed, offset=len(study.trials), worker=index)
-        objective = PruningObjective(
-            config, load_dataset(config.data), tracker, study.user_attrs["mlflow_study_run_id"],
-            study.user_attrs["baseline"], goal, threads,
-        )
-        work(study, objective, goal, [FinishRuns(tracker)])
+        _run_worker(study, config, load_dataset(config.data), tracker, goal, threads, worker=index)
     except KeyboardInterrupt:
         sys.exit(interrupts.exit_code())
     except StudyAborted as error:

@@ -59,7 +59,7 @@ def check_tracking(uri: str) -> None:
                 response.read()
         except OSError as error:
             raise UsageError(
-                f"cannot reach the MLflow tracking server {mask_password(uri)}: {_reason(error)}; "
+                f"cannot reach the MLflow tracking server {mask_password(uri)}: {error_summary(error)}; "
                 f"start it or fix {fix}"
             ) from None
     elif uri.startswith("file:") or "://" not in uri:
@@ -89,7 +89,7 @@ def _check_database(url: str, what: str, fix: str) -> None:
         engine.dispose()
     except Exception as error:  # sqlalchemy and its drivers raise many kinds
         raise UsageError(
-            f"cannot reach the {what} {mask_password(url)}: {_reason(error)}; "
+            f"cannot reach the {what} {mask_password(url)}: {error_summary(error)}; "
             f"check {fix} and that the database is running"
         ) from None
 
@@ -144,7 +144,7 @@ def open_storage(url: str, stale_trial_callback: Any = None, heartbeat: bool = F
             # the loser's next attempt finds them.
             if attempt == 3:
                 raise UsageError(
-                    f"cannot open the Optuna storage {mask_password(url)}: {_reason(error)}; "
+                    f"cannot open the Optuna storage {mask_password(url)}: {error_summary(error)}; "
                     f"check the URL (--storage or SWEEP_STORAGE) and that the database is running"
                 ) from None
             time.sleep(0.5 + random.random() * (attempt + 1))
@@ -210,7 +210,8 @@ def mask_password(url: str) -> str:
     return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{password}@", ":***@", 1)))
 
 
-def _reason(error: BaseException) -> str:
+def error_summary(error: BaseException) -> str:
+    """The first line of an error (a store's driver error rather than SQLAlchemy's wrapper)."""
     cause = getattr(error, "orig", None) or error  # sqlalchemy wraps the driver's error
     lines = str(cause).strip().splitlines()
     return lines[0] if lines else type(cause).__name__

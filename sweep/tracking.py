@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sweep.errors import UsageError
-from sweep.stores import mask_password
+from sweep.stores import error_summary, mask_password
 
 ROLE, STUDY, TRIAL_NUMBER, ERROR = "sweep.role", "sweep.study", "sweep.trial_number", "sweep.error"
 PARETO, RERUN_OF, FEASIBLE = "sweep.pareto", "sweep.rerun_of", "sweep.feasible"
@@ -54,7 +54,7 @@ class Tracker:
         except MlflowException as error:
             raise UsageError(
                 f"cannot use the MLflow tracking store {mask_password(tracking_uri)}: "
-                f"{_first_line(error)}; start the server or pass another --tracking-uri"
+                f"{error_summary(error)}; start the server or pass another --tracking-uri"
             ) from None
 
     def _experiment_id(self) -> str:
@@ -230,8 +230,3 @@ class Tracker:
             params=[Param(k, str(v)) for k, v in params.items()],
             tags=[RunTag(k, v) for k, v in tags.items()],
         )
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__

@@ -18,6 +18,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
     add_completion=False,
+    rich_markup_mode="markdown",  # help paragraphs reflow; `code` shows as code
 )
 # Piped or captured output is not cut to 80 columns: tables stay whole in logs.
 stderr = Console(stderr=True, width=None if sys.stderr.isatty() else 120)
@@ -297,7 +298,7 @@ def rerun(
 
     Writes to --output: model.keras (stripped, loads with plain tf_keras.models.load_model),
     model.tflite, study.yaml (fixes the trial's values) and metrics.json, and logs them to a new
-    MLflow run tagged sweep.rerun_of=<original run id>. Prints original and reproduced metrics.
+    MLflow run tagged sweep.rerun_of with the original run id. Prints original and reproduced metrics.
 
     Example: sweep rerun studies/quickstart.yaml --best --min-accuracy 0.95 --output exported/
     """
@@ -468,8 +469,9 @@ def studies(
 
     _check_format(output_format, ("table", "csv", "json"))
     rows = []
-    for summary in optuna.get_all_study_summaries(open_storage(storage_url(storage)), include_best_trial=False):
-        study = optuna.load_study(study_name=summary.study_name, storage=open_storage(storage_url(storage)))
+    opened = open_storage(storage_url(storage))  # one engine for all studies
+    for summary in optuna.get_all_study_summaries(opened, include_best_trial=False):
+        study = optuna.load_study(study_name=summary.study_name, storage=opened)
         trials = study.get_trials(deepcopy=False)
         states = {state.name.lower(): sum(t.state == state for t in trials) for state in optuna.trial.TrialState}
         done = [t for t in trials if "metrics" in t.user_attrs and t.state.name == "COMPLETE"]
@@ -582,5 +584,7 @@ def main() -> None:
     except SweepError as error:
         if _debug:
             raise
-        stderr.print(f"[red]error:[/] {error}", highlight=False, soft_wrap=True)
+        from rich.markup import escape  # messages quote ranges like [low, high]: not markup
+
+        stderr.print(f"[red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
         sys.exit(error.exit_code)

@@ -7,6 +7,7 @@ from types import TracebackType
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -66,7 +67,7 @@ class StudyProgress:
 
 def describe_trial(trial: FrozenTrial) -> str:
     if trial.state != TrialState.COMPLETE:
-        reason = trial.user_attrs.get("error", trial.state.name.lower())
+        reason = escape(str(trial.user_attrs.get("error", trial.state.name.lower())))  # may hold [brackets]
         return f"trial {trial.number} [red]{trial.state.name.lower()}[/]: {reason}"
     m = trial.user_attrs["metrics"]
     return (

@@ -107,3 +107,10 @@ def test_bad_study_file_exits_2_with_one_line_and_writes_nothing(tmp_path: Path)
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "search.end_step: must be greater than begin_step (0.3), got 0.1" in lines[0]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.yaml"]
+
+
+def test_error_messages_print_brackets_literally(tmp_path: Path) -> None:
+    study_file = write_study(tmp_path, search={"final_sparsity": [0.9, 0.2]})
+    result = run_sweep("run", str(study_file), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "write [low, high] with low < high" in result.stderr  # not eaten as terminal markup

@@ -9,6 +9,7 @@ MLflow parent run and the dense baseline are set up once, and one or more worker
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
 import sys
@@ -126,7 +127,15 @@ def _run_worker(  # type: ignore[no-untyped-def]
         goal, threads, on_epoch=getattr(display, "epoch", None),
     )
     callbacks: list[Any] = [FinishRuns(tracker)] + ([display] if display else [])
-    work(study, objective, goal, callbacks)
+    # Each trial ends with a garbage collection (see PruningObjective). What is alive now
+    # (TensorFlow's modules, the data set) lives as long as the worker: take it out of
+    # those collections, which then cost tens of milliseconds instead of half a second.
+    gc.collect()
+    gc.freeze()
+    try:
+        work(study, objective, goal, callbacks)
+    finally:
+        gc.unfreeze()  # in-process runs: give the caller's objects back to the collector
 
 
 # --- parallel workers on this machine ------------------------------------------------

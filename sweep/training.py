@@ -104,7 +104,7 @@ def train(
         # UpdatePruningStep first: it re-applies the masks before anyone reads the weights.
         callbacks = [tfmot.sparsity.keras.UpdatePruningStep(), MaskSparsity(), *callbacks]
     model.compile(
-        optimizer=keras.optimizers.Adam(config.train.learning_rate, weight_decay=weight_decay),
+        optimizer=_single_device(keras.optimizers.Adam(config.train.learning_rate, weight_decay=weight_decay)),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=not _ends_in_softmax(model)),
         metrics=["accuracy"],
     )
@@ -129,6 +129,21 @@ def train(
         model = tfmot.sparsity.keras.strip_pruning(model)
     timings = {"build": built - started, "train": trained - built, "strip": time.perf_counter() - trained}
     return TrainedModel(model=model, history=history, train_seconds=timings["train"], timings=timings)
+
+
+def _single_device(optimizer: keras.optimizers.Optimizer) -> keras.optimizers.Optimizer:
+    """`optimizer` without the cross-replica gradient all-reduce.
+
+    Keras all-reduces gradients through `tf.custom_gradient`, which registers a gradient
+    function per trace in TensorFlow's global gradient registry and never removes it; that
+    function holds the whole traced training graph. Every trial in a worker would keep its
+    graph alive: about 20 MB per pruned trial, +100% resident memory over 50 trials. sweep
+    trains on one device (TensorFlow's default strategy), where the all-reduce is the
+    identity, so skipping it changes no number.
+    """
+    if not tf.distribute.has_strategy():
+        optimizer.aggregate_gradients = list
+    return optimizer
 
 
 def _ends_in_softmax(model: keras.Model) -> bool:

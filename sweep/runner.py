@@ -26,6 +26,7 @@ from optuna.trial import FrozenTrial, TrialState
 from sweep.config import StudyConfig, parse_study_config
 from sweep.errors import Interrupted, StudyAborted, UsageError
 from sweep.objective import FROZEN_SECTIONS, FinishRuns, PruningObjective, StaleTrials, study_user_attrs
+from sweep.space import start_points
 from sweep.stores import check_storage, check_tracking, existing_study_config, open_storage
 from sweep.tracking import Tracker
 from sweep import interrupts
@@ -89,6 +90,8 @@ def run_study(request: RunRequest, progress: Callable[[RunPlan], Progress] | Non
         study = optuna.create_study(
             study_name=config.name, storage=storage, directions=config.directions, load_if_exists=True
         )
+        if not study.trials and config.sampler == "tpe":
+            _enqueue_start(study, config)
         for key, value in study_user_attrs(config).items():
             study.set_user_attr(key, value)
         study_run_id = tracker.study_run(config.to_yaml())
@@ -121,7 +124,8 @@ def _run_worker(  # type: ignore[no-untyped-def]
 ) -> None:
     """One worker's trials, in this process or in a `--jobs` process: its own sampler
     seed, the objective, and the loop that stops at the goal."""
-    study.sampler = make_sampler(config.sampler, config.seed, offset=len(study.trials), worker=worker)
+    started = study.get_trials(deepcopy=False, states=tuple(set(TrialState) - {TrialState.WAITING}))
+    study.sampler = make_sampler(config.sampler, config.seed, offset=len(started), worker=worker)
     objective = PruningObjective(
         config, dataset, tracker, study.user_attrs["mlflow_study_run_id"], study.user_attrs["baseline"],
         goal, threads, on_epoch=getattr(display, "epoch", None),
@@ -230,6 +234,17 @@ def plan_trials(target: int, complete: int, requested: int | None) -> RunPlan:
                           f"pass --n-trials N to add more")
     resumed = f", resuming after {complete}" if complete else ""
     return RunPlan(remaining, f"running {remaining} trials to reach n_trials: {target}{resumed}")
+
+
+START_TRIALS = 10  # TPESampler's n_startup_trials: the trials it draws before it models
+
+
+def _enqueue_start(study: optuna.Study, config: StudyConfig) -> None:
+    """A new TPE study starts with space-filling trials instead of TPE's random ones.
+    Two runs creating one study at once enqueue the same points, and the second run's are
+    skipped as duplicates."""
+    for params in start_points(config.search, min(START_TRIALS, config.n_trials), config.seed):
+        study.enqueue_trial(params, skip_if_exists=True)
 
 
 def make_sampler(name: str, seed: int, offset: int = 0, worker: int = 0) -> optuna.samplers.BaseSampler:

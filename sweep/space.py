@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
+import numpy as np
+
 from sweep.config import SearchConfig, Span
 
 
@@ -75,6 +77,36 @@ def suggest_params(trial: Suggester, search: SearchConfig) -> TrialParams:
             step_positions=tuple(sorted(positions)),
         )
     return TrialParams(**common)
+
+
+def start_points(search: SearchConfig, n: int, seed: int) -> list[dict[str, Any]]:
+    """A space-filling start for a new study: `n` trials whose shared numeric parameters
+    form a Latin hypercube (each range cut into `n` strata, every stratum used once, so
+    `final_sparsity` spans its range from the first trials on) and whose schedules take
+    turns. The sampler draws the rest: each family's own parameters.
+
+    Random start-up points cluster and leave gaps; this start raised the quickstart's
+    hypervolume after 10 trials from 0.746 to 0.789 (benchmarks/README.md, section 6).
+    """
+    from scipy.stats import qmc  # scipy comes with scikit-learn and Optuna
+
+    spans = {name: getattr(search, name) for name in ("final_sparsity", "begin_step", "end_step", "weight_decay", "frequency")}
+    spans = {name: span for name, span in spans.items() if not span.fixed}
+    rng = np.random.default_rng(seed)
+    unit = qmc.LatinHypercube(d=len(spans), seed=rng).random(n) if spans else np.empty((n, 0))
+    points = []
+    for k, row in enumerate(unit):
+        point: dict[str, Any] = {"schedule": search.schedule[k % len(search.schedule)]}
+        for (name, span), u in zip(spans.items(), row, strict=True):
+            if name == "weight_decay":  # searched on a log scale
+                value = float(np.exp(np.log(span.low) + u * (np.log(span.high) - np.log(span.low))))
+            elif name == "frequency":
+                value = int(span.low + u * (span.high - span.low + 1))
+            else:
+                value = float(span.low + u * (span.high - span.low))
+            point[name] = min(max(value, span.low), span.high)  # float rounding at the ends
+        points.append(point)
+    return points
 
 
 def fixed_search(search: SearchConfig, params: dict[str, Any]) -> SearchConfig:

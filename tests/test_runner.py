@@ -12,6 +12,7 @@ import pytest
 import sweep.data
 from sweep.config import parse_study_config
 from sweep.runner import RunRequest, run_study
+from sweep.space import start_points
 
 pytestmark = pytest.mark.slow
 
@@ -31,6 +32,9 @@ def test_a_worker_loads_the_dataset_once(tmp_path: Path, monkeypatch: pytest.Mon
     study = run_study(RunRequest(config, f"sqlite:///{tmp_path / 'sweep.db'}", f"sqlite:///{tmp_path / 'mlflow.db'}"))
     assert len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))) == 3
     assert len(calls) == 1  # the check, the baseline and three trials share one load
+    trials = sorted(study.trials, key=lambda t: t.number)  # a new TPE study starts space-filling
+    assert [{k: t.params[k] for k in point} for t, point in zip(trials, start_points(config.search, 3, 0))] == \
+        start_points(config.search, 3, 0)
 
 
 def _live_training_graphs() -> int:

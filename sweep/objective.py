@@ -126,9 +126,9 @@ class PruningObjective:
         self.tracker.log_results(run_id, metrics, curves=curves, tags=tags)
         timings["mlflow_log"] = time.perf_counter() - clock
         trial.set_user_attr("metrics", metrics)
-        # Free this trial's models and graphs now, not at some later trial's automatic
-        # collection: a worker's memory then stays flat (runner._run_worker freezes the
-        # long-lived objects, so this costs tens of milliseconds).
+        # The worker's one garbage collection per trial (runner._run_worker turns automatic
+        # collection off): frees this trial's model and graphs, so memory stays flat. A failed
+        # trial's garbage goes with the next trial's collection.
         clock = time.perf_counter()
         del trained
         gc.collect()

@@ -80,9 +80,10 @@ def load_runs(tracking_uri: str, study_name: str) -> StudyResults:
 
 def from_study(study: optuna.Study, config: StudyConfig) -> StudyResults:
     """The same results from the Optuna storage."""
-    table = trial_table(completed_trials(study))
-    if not table.empty:
-        table["total_steps"] = [t.user_attrs["plan"]["total_steps"] for t in completed_trials(study)]
+    done = completed_trials(study)
+    table = trial_table(done)
+    if done:
+        table["total_steps"] = [t.user_attrs["plan"]["total_steps"] for t in done]
     return StudyResults(study.study_name, config, study.user_attrs["baseline"], table,
                         study.user_attrs.get("mlflow_study_run_id"))
 

@@ -174,8 +174,8 @@ def pareto(
     front_trials = pareto_trials(study)
     frame = trial_table(front_trials)
     baseline = results.baseline
-    volume = hypervolume_of(results.trials, config.objectives, baseline) if not results.trials.empty else 0.0
-    history = results.hypervolume_history if not results.trials.empty else []
+    volume = hypervolume_of(results.trials, config.objectives, baseline)
+    history = results.hypervolume_history
     tracker.set_pareto_tags({t.user_attrs["mlflow_run_id"] for t in front_trials if "mlflow_run_id" in t.user_attrs})
     reference = _reference_text(config.objectives, baseline)
 

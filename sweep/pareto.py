@@ -50,6 +50,11 @@ def is_feasible(trial: FrozenTrial) -> bool:
     return all(value <= 0.0 for value in trial.constraints.values())
 
 
+def feasible_mask(table: pd.DataFrame) -> pd.Series:
+    """Which rows of a trial table are feasible (all of them in a table without the column)."""
+    return table["feasible"].astype(bool) if "feasible" in table else pd.Series(True, index=table.index)
+
+
 def pareto_trials(study: optuna.Study) -> list[FrozenTrial]:
     """The feasible Pareto-optimal trials, most accurate first."""
     return sorted(study.best_trials, key=lambda t: (-t.user_attrs["metrics"]["val_accuracy"], t.number))
@@ -86,7 +91,7 @@ def losses(table: pd.DataFrame, objectives: Sequence[str]) -> np.ndarray:
 def pareto_front(table: pd.DataFrame, objectives: Sequence[str]) -> pd.DataFrame:
     """The feasible non-dominated rows of a trial table, most accurate first (the same
     set as `pareto_trials` for the study the table came from)."""
-    feasible = table[table["feasible"].astype(bool)] if "feasible" in table else table
+    feasible = table[feasible_mask(table)]
     if feasible.empty:
         return feasible
     mask = _is_pareto_front(losses(feasible, objectives), assume_unique_lexsorted=False)
@@ -111,8 +116,7 @@ def reference_point(objectives: Sequence[str]) -> np.ndarray:
 
 def hypervolume_of(table: pd.DataFrame, objectives: Sequence[str], baseline: Mapping[str, float]) -> float:
     """Hypervolume of the feasible rows' front against `reference_point`."""
-    feasible = table[table["feasible"].astype(bool)] if "feasible" in table else table
-    points = normalised_losses(feasible, objectives, baseline)
+    points = normalised_losses(table[feasible_mask(table)], objectives, baseline)
     reference = reference_point(objectives)
     inside = points[np.all(points < reference, axis=1)]  # points beyond it add nothing
     return float(compute_hypervolume(inside, reference)) if len(inside) else 0.0

@@ -20,6 +20,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from sweep.pareto import feasible_mask  # noqa: E402
 from sweep.schedule_plan import SchedulePlan  # noqa: E402
 
 FAMILY_COLOURS = {"polynomial": "tab:blue", "constant": "tab:orange", "step": "tab:green"}
@@ -36,7 +37,7 @@ def pareto_figure(table: pd.DataFrame, front: pd.DataFrame, baseline: Mapping[st
     """Accuracy vs compressed size: every trial by schedule family (hollow if infeasible),
     the Pareto-optimal ones highlighted and joined, the dense baseline as a star."""
     figure, axes = plt.subplots(figsize=(8, 5), layout="constrained")
-    feasible = table["feasible"].astype(bool) if "feasible" in table else pd.Series(True, index=table.index)
+    feasible = feasible_mask(table)
     for family, colour, rows in _families(table):
         for ok in (True, False):
             group = rows[feasible[rows.index] == ok]

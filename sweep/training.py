@@ -39,8 +39,11 @@ class TrainingDiverged(SweepError):
 class TrainedModel:
     model: keras.Model  # pruning stripped: the deployable model
     history: dict[str, list[float]]  # per-epoch loss, accuracy, val_*, mask_sparsity
-    train_seconds: float
     timings: dict[str, float]  # seconds: build (model, wrapper, compile), train, strip
+
+    @property
+    def train_seconds(self) -> float:
+        return self.timings["train"]
 
 
 class MaskSparsity(keras.callbacks.Callback):
@@ -128,7 +131,7 @@ def train(
     if plan is not None:
         model = tfmot.sparsity.keras.strip_pruning(model)
     timings = {"build": built - started, "train": trained - built, "strip": time.perf_counter() - trained}
-    return TrainedModel(model=model, history=history, train_seconds=timings["train"], timings=timings)
+    return TrainedModel(model=model, history=history, timings=timings)
 
 
 def _single_device(optimizer: keras.optimizers.Optimizer) -> keras.optimizers.Optimizer:

@@ -107,14 +107,15 @@ class PruningObjective:
             metrics["train_seconds"] = trained.train_seconds
             metrics["trial_seconds"] = time.perf_counter() - started
             metrics.update(derived_metrics(metrics, self.baseline))
+        # The MLflow run is ended first: if the Optuna write then fails, the run is not left RUNNING.
         except Exception as error:
             reason = _reason(error)
-            trial.set_user_attr("error", reason)
             self.tracker.fail_trial(run_id, reason, curves=curves)
+            trial.set_user_attr("error", reason)
             raise
         except BaseException:  # KeyboardInterrupt, SystemExit: the run must not stay RUNNING
-            trial.set_user_attr("error", "interrupted")
             self.tracker.fail_trial(run_id, "interrupted", curves=curves, status="KILLED")
+            trial.set_user_attr("error", "interrupted")
             raise
 
         tags = {}

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import math
 import re
+import reprlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -61,11 +63,21 @@ class Span:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+_BRIEF = reprlib.Repr()  # keyword arguments need Python 3.12
+_BRIEF.maxlevel, _BRIEF.maxlist, _BRIEF.maxdict, _BRIEF.maxstring, _BRIEF.maxother = 2, 4, 4, 60, 60
+
+
+def brief(value: Any) -> str:
+    """`repr` cut short: an error message echoes a value, never a whole document (a YAML
+    alias bomb expands to millions of elements)."""
+    return _BRIEF.repr(value)
 
 
 def _parse_span(value: Any, integer: bool) -> Span:
-    kind = "an integer" if integer else "a number"
+    kind = "an integer" if integer else "a finite number"
     if isinstance(value, Span):
         return value
     ok = (lambda v: isinstance(v, int) and not isinstance(v, bool)) if integer else _is_number
@@ -79,7 +91,7 @@ def _parse_span(value: Any, integer: bool) -> Span:
                 f"or a single value to fix it"
             )
         return Span(low, high)
-    raise ValueError(f"expected {kind} or a [low, high] range, got {value!r}")
+    raise ValueError(f"expected {kind} or a [low, high] range, got {brief(value)}")
 
 
 def _dump_span(span: Span) -> float | list[float]:
@@ -97,10 +109,10 @@ IntSpan = Annotated[
 def _parse_choice(value: Any) -> tuple[str, ...]:
     names = [value] if isinstance(value, str) else value
     if not isinstance(names, list | tuple) or not names or not all(isinstance(n, str) for n in names):
-        raise ValueError(f"expected a schedule name or a list of them, got {value!r}")
+        raise ValueError(f"expected a schedule name or a list of them, got {brief(value)}")
     unknown = [n for n in names if n not in SCHEDULES]
     if unknown:
-        raise ValueError(f"unknown schedule {unknown[0]!r}; choose from {', '.join(SCHEDULES)}")
+        raise ValueError(f"unknown schedule {brief(unknown[0])}; choose from {', '.join(SCHEDULES)}")
     if len(set(names)) != len(names):
         raise ValueError(f"lists a schedule twice: {names}")
     return tuple(names)
@@ -127,7 +139,7 @@ def _check_within(span: Span, low: float, high: float, *, closed_high: bool, wha
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
 
 # --- sections ------------------------------------------------------------------------
@@ -212,9 +224,10 @@ class SearchConfig(_Strict):
 
     @model_validator(mode="before")
     @classmethod
-    def _collect_step_params(cls, raw: Any) -> Any:
+    def _prepare(cls, raw: Any) -> Any:
         if not isinstance(raw, dict):
             return raw
+        raw = {**raw, **_fitted_defaults(raw)}
         step_keys = [k for k in raw if isinstance(k, str) and STEP_PARAM.match(k)]
         if not step_keys:
             return raw
@@ -304,6 +317,37 @@ class SearchConfig(_Strict):
         return self
 
 
+def _fitted_defaults(raw: dict[str, Any]) -> dict[str, Any]:
+    """Defaults for the keys of a linked pair that the user left out, fitted to the value
+    they wrote, so a default never makes a valid study invalid: `final_sparsity: [0.3,
+    0.95]` gets `initial_sparsity: [0, 0.3]`, not a refusal of the default [0, 0.5].
+    Only values the user wrote can then be refused by `_ranges_agree`."""
+
+    def written(key: str) -> Span | None:
+        try:
+            return _parse_span(raw[key], integer=False) if key in raw else None
+        except ValueError:
+            return None  # reported by the field's own validator
+
+    default = {k: SearchConfig.model_fields[k].default for k in ("final_sparsity", "initial_sparsity",
+                                                                  "begin_step", "end_step")}
+    final, initial = written("final_sparsity"), written("initial_sparsity")
+    begin, end = written("begin_step"), written("end_step")
+    fitted: dict[str, Span] = {}
+    if final is not None and initial is None:  # initial must not exceed final
+        fitted["initial_sparsity"] = Span(0.0, min(default["initial_sparsity"].high, final.low))
+    if initial is not None and final is None:
+        low = max(default["final_sparsity"].low, initial.high)
+        fitted["final_sparsity"] = Span(low, max(default["final_sparsity"].high, low))
+    if end is not None and begin is None:  # pruning must begin before it ends
+        fitted["begin_step"] = Span(0.0, min(default["begin_step"].high, end.low / 2))
+    if begin is not None and end is None and begin.high < 1:
+        low = max(default["end_step"].low, (begin.high + 1) / 2) if begin.high >= default["end_step"].low \
+            else default["end_step"].low
+        fitted["end_step"] = Span(low, max(default["end_step"].high, low))
+    return {key: _dump_span(span) for key, span in fitted.items()}
+
+
 class ConstraintsConfig(_Strict):
     # trials whose val_accuracy is below this are infeasible (Optuna constraints_func)
     min_accuracy: float | None = Field(None, ge=0.0, le=1.0)
@@ -311,7 +355,7 @@ class ConstraintsConfig(_Strict):
 
 class StudyConfig(_Strict):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=2**32 - 1)  # NumPy and TensorFlow take 32-bit seeds
     n_trials: int = Field(20, ge=1)
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
@@ -377,7 +421,12 @@ def load_study_config(path: str | Path) -> StudyConfig:
     if not path.is_file():
         raise ConfigError(f"{path}: no such study file")
     try:
-        raw = yaml.load(path.read_text(), Loader=_YamlLoader)
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_YamlLoader)
+    except UnicodeDecodeError as error:
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte {error.start}: {error.object[error.start:error.start + 1]!r}); "
+            f"save the study file as UTF-8"
+        ) from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
@@ -389,7 +438,7 @@ def load_study_config(path: str | Path) -> StudyConfig:
 def parse_study_config(raw: Any, base_dir: Path = Path("."), source: str = "study") -> StudyConfig:
     """Validate an already-parsed study mapping (see `load_study_config`)."""
     if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: expected a mapping of keys like 'name:', got {raw!r}")
+        raise ConfigError(f"{source}: expected a mapping of keys like 'name:', got {brief(raw)}")
     try:
         return StudyConfig.model_validate(raw, context={"base_dir": base_dir})
     except ValidationError as error:
@@ -408,9 +457,9 @@ def _format_error(error: ValidationError) -> str:
     elif first["type"] == "missing":
         message = "required key is missing"
     elif first["type"] in ("literal_error", "enum"):
-        message = f"{message}, got {first['input']!r}"
-    elif "input" in first and first["type"].endswith("_type"):
-        message = f"{message}, got {first['input']!r}"
+        message = f"{message}, got {brief(first['input'])}"
+    elif "input" in first and first["type"].endswith(("_type", "than", "than_equal", "finite_number")):
+        message = f"{message}, got {brief(first['input'])}"
     more = error.error_count() - 1
     suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
     return f"{'.'.join(location) or 'study'}: {message}{suffix}"

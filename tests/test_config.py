@@ -3,6 +3,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sweep.config import Span, load_study_config, parse_study_config
 from sweep.errors import ConfigError
@@ -64,10 +66,10 @@ BAD_STUDIES = [
     ({"name": "x", "search": {"final_sparsity": [0.5, 0.5]}}, "search.final_sparsity: range [0.5, 0.5] is empty or inverted"),
     ({"name": "x", "search": {"final_sparsity": 1.0}}, "search.final_sparsity: sparsity must be in [0, 1), got 1.0"),
     ({"name": "x", "search": {"initial_sparsity": [-0.1, 0.2]}}, "search.initial_sparsity: sparsity must be in [0, 1)"),
-    ({"name": "x", "search": {"final_sparsity": [0.5, 0.9, 0.95]}}, "search.final_sparsity: expected a number or a [low, high] range"),
-    ({"name": "x", "search": {"end_step": [0.2, 0.9]}}, "search.end_step: must be greater than begin_step (0.3), got 0.2"),
+    ({"name": "x", "search": {"final_sparsity": [0.5, 0.9, 0.95]}}, "search.final_sparsity: expected a finite number or a [low, high] range"),
+    ({"name": "x", "search": {"begin_step": [0.0, 0.3], "end_step": [0.2, 0.9]}}, "search.end_step: must be greater than begin_step (0.3), got 0.2"),
     ({"name": "x", "search": {"end_step": 1.5}}, "search.end_step: a fraction of training must be in [0, 1]"),
-    ({"name": "x", "search": {"initial_sparsity": [0.0, 0.7]}}, "search.initial_sparsity: must not exceed final_sparsity (0.5), got 0.7"),
+    ({"name": "x", "search": {"initial_sparsity": [0.0, 0.7], "final_sparsity": [0.5, 0.95]}}, "search.initial_sparsity: must not exceed final_sparsity (0.5), got 0.7"),
     ({"name": "x", "search": {"frequency": [0, 10]}}, "search.frequency: must be at least 1 step"),
     ({"name": "x", "search": {"frequency": [1.5, 3]}}, "search.frequency: expected an integer or a [low, high] range"),
     ({"name": "x", "search": {"breakpoints": 1}}, "search.breakpoints: must be at least 2 sparsity levels"),
@@ -141,3 +143,79 @@ def test_step_level_and_position_keys_narrow_or_fix_the_step_schedule() -> None:
         parse_study_config({"name": "x", "search": {"step_level_2": 1.5}})
     with pytest.raises(ConfigError, match="search.step_levle_1: unknown key; .*step_level_<i>"):
         parse_study_config({"name": "x", "search": {"step_levle_1": 0.3}})
+
+
+# --- defaults adapt to what the user wrote; only written values are refused ----------
+
+
+@pytest.mark.parametrize(
+    ("written", "fitted"),
+    [
+        ({"final_sparsity": [0.3, 0.95]}, {"initial_sparsity": Span(0.0, 0.3)}),
+        ({"final_sparsity": 0.2}, {"initial_sparsity": Span(0.0, 0.2)}),
+        ({"initial_sparsity": [0.2, 0.7]}, {"final_sparsity": Span(0.7, 0.95)}),
+        ({"begin_step": [0.2, 0.6]}, {"end_step": Span(0.8, 1.0)}),
+        ({"begin_step": 0.4}, {"end_step": Span(0.5, 1.0)}),
+        ({"end_step": [0.2, 0.4]}, {"begin_step": Span(0.0, 0.1)}),
+    ],
+)
+def test_a_default_fits_the_value_the_user_wrote(written: dict, fitted: dict) -> None:
+    search = parse_study_config({"name": "x", "search": written}).search
+    for key, span in fitted.items():
+        assert getattr(search, key) == span
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    key=st.sampled_from(["final_sparsity", "initial_sparsity", "begin_step", "end_step"]),
+    low=st.floats(0.0, 0.99), width=st.floats(0.0, 0.99),
+)
+def test_no_default_refuses_a_valid_value(key: str, low: float, width: float) -> None:
+    """Any value valid on its own (a fixed value or a range) is accepted with every other
+    key left to its default."""
+    high = min(low + width, 0.99)
+    if key == "end_step":
+        low, high = max(low, 0.01), max(high, 0.01)
+    value = low if high == low else [low, high]
+    parse_study_config({"name": "x", "search": {key: value}})
+
+
+def test_values_the_user_wrote_are_still_refused() -> None:
+    with pytest.raises(ConfigError, match=r"search.initial_sparsity: must not exceed final_sparsity \(0.3\), got 0.5"):
+        parse_study_config({"name": "x", "search": {"final_sparsity": [0.3, 0.9], "initial_sparsity": [0, 0.5]}})
+
+
+@pytest.mark.parametrize(
+    ("study", "message"),
+    [
+        ({"search": {"final_sparsity": float("nan")}}, "search.final_sparsity: expected a finite number or a [low, high] range, got nan"),
+        ({"search": {"power": [1.0, float("inf")]}}, "search.power: expected a finite number or a [low, high] range, got [1.0, inf]"),
+        ({"train": {"learning_rate": float("inf")}}, "train.learning_rate: Input should be a finite number, got inf"),
+        ({"data": {"validation_split": float("nan")}}, "data.validation_split: Input should be a finite number, got nan"),
+        ({"seed": 2**32}, "seed: Input should be less than or equal to 4294967295, got 4294967296"),
+    ],
+)
+def test_non_finite_numbers_and_oversized_seeds_are_refused(study: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        parse_study_config({"name": "x", **study})
+    assert str(raised.value) == f"study: {message}"
+
+
+def test_a_study_file_that_is_not_utf8_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("name: café\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"not UTF-8 text \(byte 9: b'\\xe9'\); save the study file as UTF-8"):
+        load_study_config(path)
+
+
+def test_an_alias_bomb_is_echoed_in_a_few_characters(tmp_path: Path) -> None:
+    """428 bytes of nested YAML aliases stand for 9**9 strings; the error must not print them."""
+    lines = ["name: x", 'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for previous, name in zip("abcdefgh", "bcdefghi"):
+        lines.append(f"{name}: &{name} [{','.join([f'*{previous}'] * 9)}]")
+    path = tmp_path / "bomb.yaml"
+    path.write_text("\n".join(["name: x", "anchors:", *("  " + line for line in lines[1:]),
+                               "search: {final_sparsity: *i}", "data: *i"]) + "\n")
+    with pytest.raises(ConfigError) as raised:
+        load_study_config(path)
+    assert len(str(raised.value)) < 400 and "\n" not in str(raised.value)

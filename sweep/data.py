@@ -7,27 +7,46 @@ validation accuracy only; the test set is reported, never optimised.
 
 Downloads (`mnist`, `fashion_mnist`, `cifar10`) go to `$KERAS_HOME/datasets`
 (default `~/.keras/datasets`) and are read from there afterwards, so a machine without
-internet works once the files are in place.
+internet works once the files are in place. Files with a published checksum are checked
+against it on every load, whoever put them there: the CIFAR-10 archive holds pickles, and
+unpickling a crafted file runs its code.
+
+A file that cannot be read, or arrays that cannot be a dataset, are the user's to fix:
+they raise a one-line `UsageError`, never a traceback.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gzip
+import hashlib
 import os
 import pickle
+import reprlib
 import tarfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from sweep.config import DataConfig
-from sweep.errors import UsageError
+from sweep.errors import SweepError, UsageError
 
 SPLIT_SEED = 0  # fixed forever: studies stay comparable on the same validation data
 KERAS_DATASETS = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"
+CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+# The SHA-256 that Keras' own loaders check (tf_keras/src/datasets/mnist.py, cifar10.py).
+# Keras publishes none for the fashion-mnist files, which are raw bytes, never unpickled.
+PUBLISHED_SHA256: dict[str, str] = {
+    "mnist.npz": "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1",
+    "cifar-10-python.tar.gz": "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce",
+}
+NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+NPZ_FIX = "save it with numpy.savez(path, x_train=..., y_train=..., x_test=..., y_test=...)"
+CACHED_FIX = "delete it to download it again"
 
 
 @dataclass(frozen=True, eq=False)
@@ -48,6 +67,16 @@ class Dataset:
     def steps_per_epoch(self, batch_size: int) -> int:
         return -(-len(self.x_train) // batch_size)
 
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """SHA-256 of every split as the trials see it (shapes, dtypes, values): a study
+        resumes only on the data it started with, whatever the file is called."""
+        digest = hashlib.sha256()
+        for array in (self.x_train, self.y_train, self.x_val, self.y_val, self.x_test, self.y_test):
+            digest.update(f"{array.dtype.str}{array.shape}".encode())
+            digest.update(np.ascontiguousarray(array).data)
+        return digest.hexdigest()
+
 
 @functools.lru_cache(maxsize=4)
 def load_dataset(config: DataConfig) -> Dataset:
@@ -58,13 +87,9 @@ def load_dataset(config: DataConfig) -> Dataset:
     ((8, 8, 1), 10)
     """
     x_train, y_train, x_test, y_test = _LOADERS[config.dataset](config)
-    x_train, x_test = _as_images(x_train), _as_images(x_test)
+    x_train, x_test = _as_images(x_train, "x_train"), _as_images(x_test, "x_test")
     y_train, y_test = _as_labels(y_train, "y_train"), _as_labels(y_test, "y_test")
-    if len(x_train) != len(y_train) or len(x_test) != len(y_test):
-        raise UsageError(
-            f"data: x and y differ in length (train {len(x_train)} vs {len(y_train)}, "
-            f"test {len(x_test)} vs {len(y_test)})"
-        )
+    _check_consistent(x_train, y_train, x_test, y_test)
     order = np.random.default_rng(SPLIT_SEED).permutation(len(x_train))
     n_val = round(len(x_train) * config.validation_split)
     if n_val < 1 or n_val >= len(x_train):
@@ -102,54 +127,87 @@ def _digits(config: DataConfig) -> Arrays:
 
 def _npz(config: DataConfig) -> Arrays:
     assert config.path is not None  # guaranteed by DataConfig
-    try:
-        with np.load(config.path, allow_pickle=False) as archive:
-            missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in archive]
+    path = Path(config.path)
+    with _reading("data.path", path, NPZ_FIX, as_what="as .npz"):
+        archive = np.load(path, allow_pickle=False)
+        if not isinstance(archive, np.lib.npyio.NpzFile):  # np.load reads .npy files too
+            raise UsageError(
+                f"data.path: {path} is a single .npy array, not an .npz archive; {NPZ_FIX}"
+            )
+        with archive:
+            missing = [k for k in NPZ_KEYS if k not in archive]
             if missing:
                 raise UsageError(
-                    f"data.path: {config.path} has no array {missing[0]!r}; an npz dataset needs "
+                    f"data.path: {path} has no array {missing[0]!r}; an npz dataset needs "
                     f"x_train, y_train, x_test and y_test"
                 )
-            return archive["x_train"], archive["y_train"], archive["x_test"], archive["y_test"]
-    except (OSError, ValueError) as error:
-        raise UsageError(f"data.path: cannot read {config.path} as .npz: {error}") from None
+            x_train, y_train, x_test, y_test = (archive[k] for k in NPZ_KEYS)  # reads them now
+            return x_train, y_train, x_test, y_test
 
 
 def _mnist(config: DataConfig) -> Arrays:
-    with np.load(_download("mnist.npz"), allow_pickle=False) as archive:
-        return archive["x_train"], archive["y_train"], archive["x_test"], archive["y_test"]
+    path = _download("mnist.npz", "MNIST archive")
+    with _reading("data.dataset", path, CACHED_FIX), np.load(path, allow_pickle=False) as archive:
+        x_train, y_train, x_test, y_test = (archive[k] for k in NPZ_KEYS)
+        return x_train, y_train, x_test, y_test
 
 
 def _fashion_mnist(config: DataConfig) -> Arrays:
-    def idx(name: str, header: int) -> np.ndarray:
-        with gzip.open(_download(name, subdir="fashion-mnist"), "rb") as file:
-            return np.frombuffer(file.read(), np.uint8, offset=header)
+    def idx(name: str, header: int, *shape: int) -> np.ndarray:
+        path = _download(name, f"Fashion-MNIST file {name}", subdir="fashion-mnist")
+        with _reading("data.dataset", path, CACHED_FIX), gzip.open(path, "rb") as file:
+            return np.frombuffer(file.read(), np.uint8, offset=header).reshape(-1, *shape)
 
+    x_train = idx("train-images-idx3-ubyte.gz", 16, 28, 28)
     y_train = idx("train-labels-idx1-ubyte.gz", 8)
-    x_train = idx("train-images-idx3-ubyte.gz", 16).reshape(len(y_train), 28, 28)
+    x_test = idx("t10k-images-idx3-ubyte.gz", 16, 28, 28)
     y_test = idx("t10k-labels-idx1-ubyte.gz", 8)
-    x_test = idx("t10k-images-idx3-ubyte.gz", 16).reshape(len(y_test), 28, 28)
     return x_train, y_train, x_test, y_test
 
 
 def _cifar10(config: DataConfig) -> Arrays:
-    archive = _download(
-        "cifar-10-python.tar.gz", origin="https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
-    )
-
-    def batches(names: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        with tarfile.open(archive, "r:gz") as tar:
-            parts = [
-                pickle.load(tar.extractfile(f"cifar-10-batches-py/{n}"), encoding="bytes")  # type: ignore[arg-type]
-                for n in names
-            ]
-        x = np.concatenate([p[b"data"] for p in parts]).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
-        y = np.concatenate([p[b"labels"] for p in parts])
-        return x, y
-
-    x_train, y_train = batches([f"data_batch_{i}" for i in range(1, 6)])
-    x_test, y_test = batches(["test_batch"])
+    path = _download("cifar-10-python.tar.gz", "CIFAR-10 archive", origin=CIFAR10_URL)
+    with _reading("data.dataset", path, CACHED_FIX), tarfile.open(path, "r:gz") as tar:
+        train = [_cifar10_batch(tar, f"data_batch_{i}") for i in range(1, 6)]
+        x_train, y_train = _cifar10_stack(train)
+        x_test, y_test = _cifar10_stack([_cifar10_batch(tar, "test_batch")])
     return x_train, y_train, x_test, y_test
+
+
+def _cifar10_batch(tar: tarfile.TarFile, name: str) -> dict[bytes, Any]:
+    file = tar.extractfile(f"cifar-10-batches-py/{name}")
+    if file is None:
+        raise ValueError(f"cifar-10-batches-py/{name} is not a file")
+    batch = _NumpyOnlyUnpickler(file, encoding="bytes").load()
+    if not isinstance(batch, dict):
+        raise TypeError(f"{name} holds a {type(batch).__name__}, not a batch")
+    return batch
+
+
+def _cifar10_stack(batches: list[dict[bytes, Any]]) -> tuple[np.ndarray, np.ndarray]:
+    x = np.concatenate([b[b"data"] for b in batches]).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+    y = np.concatenate([b[b"labels"] for b in batches])
+    return x, y
+
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    """Defence in depth behind the checksum: the CIFAR-10 batches are dicts of bytes, lists
+    and one numpy array, so any other global in the pickle can only be an attack."""
+
+    ALLOWED = frozenset({
+        ("numpy.core.multiarray", "_reconstruct"),  # how the published batches were pickled
+        ("numpy._core.multiarray", "_reconstruct"),  # numpy >= 2, protocols below 5
+        ("numpy._core.numeric", "_frombuffer"),  # numpy >= 2, protocol 5
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+    })
+
+    def find_class(self, module: str, name: str) -> object:
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(
+                f"the batches may hold only numpy arrays, not {module}.{name}"
+            )
+        return super().find_class(module, name)
 
 
 _LOADERS: dict[str, Callable[[DataConfig], Arrays]] = {
@@ -161,14 +219,19 @@ _LOADERS: dict[str, Callable[[DataConfig], Arrays]] = {
 }
 
 
-def _download(name: str, subdir: str = "", origin: str | None = None) -> Path:
-    """A cached dataset file, downloaded on first use (no hash check: a file you place
-    in the cache yourself is used as is)."""
+def _download(name: str, what: str, subdir: str = "", origin: str | None = None) -> Path:
+    """A cached dataset file, downloaded on first use. A file with a published checksum is
+    checked every time, also when you placed it in the cache yourself: `what` names it."""
     cache = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "datasets" / subdir
     path = cache / name
-    if path.is_file():
-        return path
     url = origin or f"{KERAS_DATASETS}{subdir + '/' if subdir else ''}{name}"
+    if path.is_file():
+        if not _is_published(path, name):
+            raise UsageError(
+                f"data.dataset: the file at {path} is not the published {what} (checksum "
+                f"mismatch); {CACHED_FIX}, or replace it with the file from {url}"
+            )
+        return path
     cache.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(path.suffix + ".part")
     try:
@@ -183,12 +246,70 @@ def _download(name: str, subdir: str = "", origin: str | None = None) -> Path:
             f"data.dataset: cannot download {url} ({error}); connect to the internet, place the "
             f"file at {path}, or use dataset: digits (bundled) or npz"
         ) from None
+    if not _is_published(partial, name):
+        partial.unlink()
+        raise UsageError(
+            f"data.dataset: the download from {url} is not the published {what} (checksum "
+            f"mismatch); try again later, or place the published file at {path}"
+        )
     partial.rename(path)  # atomic: an interrupted download never looks complete
     return path
 
 
-def _as_images(x: np.ndarray) -> np.ndarray:
+def _is_published(path: Path, name: str) -> bool:
+    expected = PUBLISHED_SHA256.get(name)
+    if expected is None:
+        return True
+    with _reading("data.dataset", path, CACHED_FIX), open(path, "rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest() == expected
+
+
+_SHORT = reprlib.Repr()
+_SHORT.maxother = 160  # an exception from a damaged file can quote much of the file
+
+
+@contextlib.contextmanager
+def _reading(key: str, path: Path, fix: str, as_what: str = "") -> Iterator[None]:
+    """Any failure to parse a data file means the file is wrong, not sweep: a file cut short
+    raises BadZipFile, EOFError, zlib.error, ValueError..., so catch them all."""
+    try:
+        yield
+    except SweepError:
+        raise
+    except Exception as error:
+        what = f" {as_what}" if as_what else ""
+        reason = _SHORT.repr(error)
+        raise UsageError(f"{key}: cannot read {path}{what} ({reason}); {fix}") from error
+
+
+def _check_consistent(
+    x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray
+) -> None:
+    if len(x_train) != len(y_train) or len(x_test) != len(y_test):
+        raise UsageError(
+            f"data: x and y differ in length (train {len(x_train)} vs {len(y_train)}, "
+            f"test {len(x_test)} vs {len(y_test)})"
+        )
+    if x_test.shape[1:] != x_train.shape[1:]:  # the model is built for the training shape
+        raise UsageError(
+            f"data: x_test images have shape {x_test.shape[1:]} but x_train images "
+            f"{x_train.shape[1:]}; save test images of the training shape"
+        )
+
+
+def _as_images(x: np.ndarray, name: str) -> np.ndarray:
     x = np.asarray(x)
+    if x.dtype.kind not in "biuf":  # text that looks like numbers is still a mistake
+        raise UsageError(
+            f"data: {name} must hold numbers (pixel values), got dtype {x.dtype}; "
+            f"convert it with {name}.astype('float32')"
+        )
+    if x.ndim < 2:
+        raise UsageError(
+            f"data: {name} must have one row per example (at least 2-D), got shape {x.shape}"
+        )
+    if len(x) == 0:
+        raise UsageError(f"data: {name} is empty (shape {x.shape}); it needs at least one example")
     scale = 255.0 if x.dtype == np.uint8 else 1.0
     x = x.astype(np.float32) / scale
     return x[..., np.newaxis] if x.ndim == 3 else x  # greyscale images get a channel axis

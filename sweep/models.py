@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import reprlib
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from sweep._tf import keras
-from sweep.errors import UsageError
+from sweep.errors import SweepError, UsageError
 
 Builder = Callable[[tuple[int, ...], int], "keras.Model"]
 
@@ -57,9 +58,33 @@ def cnn(input_shape: tuple[int, ...], num_classes: int) -> keras.Model:
 BUILTIN: dict[str, Builder] = {"mlp": mlp, "cnn": cnn}
 
 
+_SHORT = reprlib.Repr()
+_SHORT.maxother = 160  # a builder's exception can be any size; the message stays one line
+
+
 def build_model(builder: str, input_shape: tuple[int, ...], num_classes: int) -> keras.Model:
-    """Call the named builder and check it returned a tf-keras model."""
-    model = resolve_builder(builder)(input_shape, num_classes)
+    """Call the named builder and check it returned a tf-keras model with one output of
+    `num_classes` logits (or probabilities), so a misfit builder fails before any trial.
+
+    >>> build_model("mlp", (8, 8, 1), 10).output_shape
+    (None, 10)
+    """
+    function = resolve_builder(builder)
+    try:
+        model = function(input_shape, num_classes)
+    except SweepError:
+        raise
+    except Exception as error:  # the user's code: any exception is theirs to fix
+        raise UsageError(
+            f"model.builder: {builder} raised {_SHORT.repr(error)} when called with "
+            f"{(input_shape, num_classes)}; fix the builder"
+        ) from error
+    _check_is_tf_keras(model, builder)
+    _check_output(model, builder, num_classes)
+    return model
+
+
+def _check_is_tf_keras(model: object, builder: str) -> None:
     if not isinstance(model, keras.Model):
         hint = (
             " (a Keras 3 model: build it with `import tf_keras as keras`, tfmot needs Keras 2)"
@@ -70,7 +95,29 @@ def build_model(builder: str, input_shape: tuple[int, ...], num_classes: int) ->
             f"model.builder: {builder} returned {type(model).__name__}{hint}; "
             f"it must return an uncompiled tf_keras.Model"
         )
-    return model
+
+
+def _check_output(model: keras.Model, builder: str, num_classes: int) -> None:
+    """Training uses sparse categorical cross-entropy on integer labels: one output of
+    shape (batch, num_classes). Too few units fail in training, too many train silently."""
+    if not model.outputs:  # only subclassed models lack them, and tfmot cannot prune those
+        raise UsageError(
+            f"model.builder: {builder} returned a subclassed {type(model).__name__} model "
+            f"without defined outputs; build a Sequential or functional model "
+            f"(tfmot prunes only those)"
+        )
+    if len(model.outputs) != 1:
+        raise UsageError(
+            f"model.builder: {builder} returned a model with {len(model.outputs)} outputs; sweep "
+            f"trains a classifier with one output of {num_classes} logits"
+        )
+    shape = tuple(model.outputs[0].shape)
+    if len(shape) != 2 or shape[-1] != num_classes:
+        raise UsageError(
+            f"model.builder: {builder} returns outputs of shape {shape}, but the dataset's "
+            f"{num_classes} classes need (batch, {num_classes}); "
+            f"end the model with Dense(num_classes)"
+        )
 
 
 def resolve_builder(builder: str) -> Builder:

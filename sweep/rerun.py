@@ -3,7 +3,8 @@
 The trial's stored parameters, seed and resolved study file replay it exactly (with
 TensorFlow op determinism on, the same machine gives the same weights). The export is
 written to a temporary sibling folder and renamed into place at the end, so an
-interrupted rerun never leaves a half-written output folder.
+interrupted rerun never leaves a half-written output folder; the MLflow run ends FINISHED
+only once the export is in place, and FAILED (its staging folder removed) otherwise.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from sweep.config import StudyConfig
-from sweep.errors import UsageError
+from sweep.errors import SweepError, UsageError
 from sweep.objective import derived_metrics
 from sweep.schedule_plan import plan_schedule
 from sweep.space import fixed_search, suggest_params
@@ -53,6 +54,8 @@ def trial_study_config(config: StudyConfig, trial: FrozenTrial) -> StudyConfig:
 
 
 def check_output_folder(output: Path) -> None:
+    if output.is_symlink():
+        raise UsageError(f"--output: {output} is a symlink; give a new folder (the export is moved there, not through links)")
     if output.exists() and (not output.is_dir() or any(output.iterdir())):
         raise UsageError(f"--output: {output} already exists and is not empty; choose a new folder")
     if not output.parent.exists():
@@ -114,19 +117,41 @@ def rerun_trial(
         for name in ("model.tflite", "study.yaml", "metrics.json"):
             tracker.log_artifact(run_id, str(staging / name), "export")
         tracker.log_results(run_id, reproduced, curves=trained.history)
-        tracker.end_run(run_id)
+        problem = _move_into_place(staging, output)
+        if problem:
+            raise SweepError(
+                f"--output: the export failed: {output} {problem}; nothing was exported and MLflow run "
+                f"{run_id} is marked FAILED; rerun with a new --output folder"
+            )
+        tracker.end_run(run_id)  # FINISHED only now that the export is where we said
     except BaseException as error:
-        tracker.fail_trial(run_id, f"{type(error).__name__}: {error}", status=_status(error))
-        shutil.rmtree(staging, ignore_errors=True)
+        reason = str(error) if isinstance(error, SweepError) else f"{type(error).__name__}: {error}"
+        tracker.fail_trial(run_id, reason, status=_status(error))
+        shutil.rmtree(staging, ignore_errors=True)  # gone already if the export was moved
         raise
-    if output.exists():
-        output.rmdir()  # empty, checked above
-    staging.chmod(0o755)  # mkdtemp makes it private; the export is meant to be shared
-    os.replace(staging, output)
     differences = [
         name for name in COMPARED if name in original and original[name] != reproduced.get(name)
     ]
     return RerunResult(trial.number, original, reproduced, run_id, output, differences)
+
+
+def _move_into_place(staging: Path, output: Path) -> str | None:
+    """Rename the finished export to `output`; None, or why `output` cannot take it (it was
+    checked before training, but something may have taken it since)."""
+    if output.is_symlink():
+        return "is a symlink"
+    staging.chmod(0o755)  # mkdtemp makes it private; the export is meant to be shared
+    with contextlib.suppress(OSError):
+        output.rmdir()  # an empty folder is ours to replace; anything else stays and fails below
+    try:
+        os.replace(staging, output)
+    except OSError as error:
+        if output.is_symlink():
+            return "is a symlink"
+        if output.is_dir():
+            return "was created and filled while the trial trained"
+        return "is a file" if output.exists() else f"cannot be created ({error.strerror})"
+    return None
 
 
 def _log_keras_model(tracker: Tracker, run_id: str, model: object, example: object, register: str | None) -> None:

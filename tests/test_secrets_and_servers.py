@@ -1,0 +1,285 @@
+"""Passwords stay out of output and command lines; `sweep ui` stops its whole server.
+
+Unit tests for `stores.mask_password` and `stores.check_tracking`, then the real `sweep ui`
+and `sweep studies` commands against real SQLite and PostgreSQL stores (marked slow).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from conftest import SWEEP, free_port, run_sweep, write_study
+from sweep.errors import UsageError
+from sweep.stores import check_tracking, mask_password
+
+# --- mask_password ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "masked"),
+    [
+        ("postgresql://user:secret@db.example:5432/sweep", "postgresql://user:***@db.example:5432/sweep"),
+        ("postgresql://user:se#cret@db/sweep", "postgresql://user:***@db/sweep"),
+        ("postgresql://user:se/cr?et@db/sweep?sslmode=require", "postgresql://user:***@db/sweep?sslmode=require"),
+        ("postgresql+psycopg://user:p@ss:w#rd/?@10.0.0.1:5432/sweep", "postgresql+psycopg://user:***@10.0.0.1:5432/sweep"),
+        ("mysql+pymysql://root:a%40b%23c@localhost/sweep", "mysql+pymysql://root:***@localhost/sweep"),
+        ("http://u:s3cr#et@mlflow.example:5000", "http://u:***@mlflow.example:5000"),
+        ("https://u:pa:ss@mlflow.example/prefix/", "https://u:***@mlflow.example/prefix/"),
+        ("postgresql://user:@db/sweep", "postgresql://user:***@db/sweep"),
+        ("postgresql://user:secret@[::1]:5432/sweep", "postgresql://user:***@[::1]:5432/sweep"),
+        ("postgresql://user@corp:secret@db/sweep", "postgresql://user@corp:***@db/sweep"),
+    ],
+)
+def test_mask_password_hides_the_whole_password(url: str, masked: str) -> None:
+    assert mask_password(url) == masked
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "sqlite:///sweep.db",
+        "sqlite:////tmp/we:ird@folder/mlflow.db",
+        "sqlite:///relative/a:b@c.db",
+        "file:///tmp/mlruns:x@y",
+        "/tmp/mlruns",
+        "postgresql://postgres@127.0.0.1:5432/postgres",
+        "postgresql://db.example/sweep",
+        "http://127.0.0.1:5000",
+        "http://user@mlflow.example:5000/",
+        "http://mlflow.example/path/to:x@y",
+        "databricks",
+        "",
+    ],
+)
+def test_mask_password_leaves_urls_without_a_password_unchanged(url: str) -> None:
+    assert mask_password(url) == url
+
+
+PASSWORD_CHARS = st.text(alphabet=st.sampled_from("abcXYZ019#/?@:%!$&'()*+,;=~-._[] "), min_size=1, max_size=24)
+NAME = st.text(alphabet="abcdefxyz0189-_.", min_size=1, max_size=12)
+
+
+@given(
+    scheme=st.sampled_from(["postgresql", "postgresql+psycopg", "mysql+pymysql", "http", "https", "oracle"]),
+    user=NAME,
+    password=PASSWORD_CHARS,
+    host=st.one_of(NAME, st.just("[::1]"), NAME.map(lambda h: f"{h}:5432")),
+    tail=st.sampled_from(["", "/", "/sweep", "/sweep?sslmode=require", "/a/b#frag", "?x=1"]),
+)
+def test_mask_password_masks_any_password_of_any_scheme(scheme: str, user: str, password: str, host: str, tail: str) -> None:
+    assert mask_password(f"{scheme}://{user}:{password}@{host}{tail}") == f"{scheme}://{user}:***@{host}{tail}"
+
+
+# --- check_tracking -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("uri", ["http://u:s3cr#et@mlflow.example", "http://u:s3cr?et@127.0.0.1:1", "https://u:s3cr/et@[::1"])
+def test_check_tracking_turns_a_bad_url_into_a_masked_usage_error(uri: str) -> None:
+    with pytest.raises(UsageError) as raised:
+        check_tracking(uri)
+    message = str(raised.value)
+    assert "\n" not in message and "s3cr" not in message and "et@" not in message.replace("***@", "")
+    assert "tracking" in message and "--tracking-uri" in message
+
+
+@pytest.mark.slow
+def test_a_bad_tracking_url_is_one_line_without_the_password(tmp_path: Path) -> None:
+    write_study(tmp_path)
+    result = run_sweep("run", "tiny.yaml", "--tracking-uri", "http://u:s3cr#et@mlflow.example", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().count("\n") == 0 and "s3cr" not in result.stderr, result.stderr
+    assert "http://u:***@mlflow.example" in result.stderr
+
+
+# --- sweep studies ------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_studies_masks_the_storage_password(postgres_database: Callable[[str], str], tmp_path: Path) -> None:
+    url = postgres_database("studies").replace("postgres@", "postgres:s3cr#t/x?@", 1)  # trust auth: any password
+    result = run_sweep("studies", "--storage", url, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "studies in postgresql://postgres:***@127.0.0.1" in result.stdout.replace("\n", "")
+    assert "s3cr" not in result.stdout + result.stderr
+
+
+# --- sweep ui: the server's processes ---------------------------------------------------
+
+
+def proc_stat(pid: int) -> tuple[str, int, int, int] | None:
+    """(state, ppid, pgid, sid) of a process, or None if it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    state, ppid, pgid, sid = text.rsplit(")", 1)[1].split()[:4]
+    return state, int(ppid), int(pgid), int(sid)
+
+
+def live_processes() -> dict[int, tuple[str, int, int, int]]:
+    found = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and (stat := proc_stat(int(entry))) is not None and stat[0] != "Z":
+            found[int(entry)] = stat
+    return found
+
+
+def descendants(root: int) -> set[int]:
+    processes = live_processes()
+    found, frontier = set(), {root}
+    while frontier:
+        frontier = {pid for pid, stat in processes.items() if stat[1] in frontier} - found
+        found |= frontier
+    return found
+
+
+def in_groups(groups: set[int]) -> set[int]:
+    """Live processes whose session or process group is one of `groups`."""
+    return {pid for pid, (_, _, pgid, sid) in live_processes().items() if pgid in groups or sid in groups}
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers bind: TIME_WAIT is free
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+class UI:
+    """A real `sweep ui` in its own session; remembers every session and process group
+    its processes were in, and kills what is left of them at the end."""
+
+    def __init__(self, *args: str, cwd: Path, env: dict[str, str] | None = None) -> None:
+        full_env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "SWEEP_STORAGE")}
+        full_env.update(env or {})
+        # a file, not a pipe: a server left running would hold a pipe open, and reading it hang
+        self.log = cwd / f"ui-{len(list(cwd.glob('ui-*.log')))}.log"
+        with self.log.open("w") as log:
+            self.process = subprocess.Popen([*SWEEP, "ui", *args], cwd=cwd, env=full_env, stdout=log,
+                                            stderr=log, start_new_session=True)
+        self.groups = {self.process.pid}
+
+    def stop(self, signum: int = signal.SIGTERM) -> str:
+        """Signal `sweep ui` itself (as docker stop or systemd do); its output once it exited."""
+        self.process.send_signal(signum)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"sweep ui did not exit on signal {signum}: {self.log.read_text()[-3000:]}")
+        return self.log.read_text()
+
+    def note_groups(self) -> set[int]:
+        """The processes of the server now, and their sessions and groups, remembered."""
+        members = descendants(self.process.pid)
+        for pid in members:
+            if (stat := proc_stat(pid)) is not None:
+                self.groups |= {stat[2], stat[3]}
+        return members
+
+    def cleanup(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        for pid in in_groups(self.groups):
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+
+def wait_until_served(url: str, ui: UI, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2):
+                return
+        except OSError:
+            if ui.process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"sweep ui did not serve {url}: {ui.log.read_text()[-3000:]}")
+            time.sleep(0.5)
+
+
+@pytest.fixture
+def start_ui(tmp_path: Path) -> Iterator[Callable[..., UI]]:
+    started: list[UI] = []
+
+    def start(*args: str, env: dict[str, str] | None = None) -> UI:
+        started.append(UI(*args, cwd=tmp_path, env=env))
+        return started[-1]
+
+    yield start
+    for ui in started:
+        ui.cleanup()
+
+
+@pytest.mark.slow
+def test_ui_keeps_the_password_off_command_lines_serves_ipv6_and_stops_whole_on_sigterm(
+    start_ui: Callable[..., UI], postgres_database: Callable[[str], str]
+) -> None:
+    """One real `sweep ui` (a server start costs ~20 s): on the IPv6 wildcard, its PostgreSQL
+    URI with a password given in MLFLOW_TRACKING_URI. No process shows the password; SIGTERM
+    (docker stop, systemd) leaves no process of the server and frees the port. SIGINT and
+    SIGHUP take the same path in `sweep.servers.serve`."""
+    password = "Pw4ui-not-on-argv"
+    uri = postgres_database("ui").replace("postgres@", f"postgres:{password}@", 1)  # trust auth: any password
+    port = free_port()
+    ui = start_ui("--host", "::", "--port", str(port), env={"MLFLOW_TRACKING_URI": uri})
+    wait_until_served(f"http://[::1]:{port}", ui)
+    with urllib.request.urlopen(f"http://localhost:{port}/ajax-api/2.0/mlflow/experiments/search?max_results=5") as response:
+        assert b"experiments" in response.read()  # served on localhost too, from the PostgreSQL store
+    time.sleep(3)  # the job runner starts its consumers after the server answers
+    server = ui.note_groups()
+    assert len(server) >= 3, "expected mlflow, uvicorn and the job runner"
+    command_lines = {pid: Path(f"/proc/{pid}/cmdline").read_bytes() for pid in server | {ui.process.pid}
+                     if Path(f"/proc/{pid}/cmdline").exists()}
+    assert not {pid: line for pid, line in command_lines.items() if password.encode() in line}
+
+    err = ui.stop(signal.SIGTERM)
+    assert ui.process.returncode == 143, err
+    deadline = time.monotonic() + 20
+    while (left := in_groups(ui.groups) | (server & set(live_processes()))) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not left, {pid: Path(f"/proc/{pid}/cmdline").read_bytes()[:200] for pid in left}
+    assert port_is_free(port, "::")
+    assert f"open http://localhost:{port} " in err and "Traceback" not in err
+    assert password not in err and "postgres:***@" in err
+
+
+@pytest.fixture
+def ipv6_listener() -> Iterator[int]:
+    with socket.socket(socket.AF_INET6) as sock:
+        try:
+            sock.bind(("::1", 0))
+        except OSError as error:
+            pytest.skip(f"no IPv6 loopback here: {error}")
+        sock.listen()
+        yield sock.getsockname()[1]
+
+
+@pytest.mark.parametrize("host", ["::1", "::"])
+def test_ui_refuses_a_busy_ipv6_port_in_one_line(
+    ipv6_listener: int, host: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from sweep.cli import app
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["ui", "--host", host, "--port", str(ipv6_listener)])
+    assert isinstance(result.exception, UsageError), result.output
+    assert "already in use" in str(result.exception) and "--port" in str(result.exception)

@@ -121,15 +121,19 @@ MaxSize = Annotated[
 
 def _open_study(study_file: Path | None, study_name: str | None, storage: str | None):  # type: ignore[no-untyped-def]
     """(study, stored config) from a study file or --study NAME."""
+    from sweep.stores import load_study, storage_url, stored_config
+
+    study = load_study(_study_name(study_file, study_name), storage_url(storage))
+    return study, stored_config(study)
+
+
+def _study_name(study_file: Path | None, study_name: str | None) -> str:
     from sweep.config import load_study_config
     from sweep.errors import UsageError
-    from sweep.stores import load_study, storage_url, stored_config
 
     if study_file is None and study_name is None:
         raise UsageError("give a study file (e.g. studies/quickstart.yaml) or --study NAME")
-    name = study_name or load_study_config(study_file).name  # type: ignore[arg-type]
-    study = load_study(name, storage_url(storage))
-    return study, stored_config(study)
+    return study_name or load_study_config(study_file).name  # type: ignore[arg-type]
 
 
 def _check_format(value: str, allowed: tuple[str, ...]) -> str:
@@ -381,6 +385,10 @@ def report(
         raise UsageError(f"--output: {output} is a file; give a folder")
     study, config = _open_study(study_file, study_name, storage)
     tracker = Tracker(resolve_tracking_uri(tracking_uri), study.study_name)
+    store = tracker.local_artifact_store()
+    if store is not None and (store == output.resolve() or output.resolve() in store.parents):
+        raise UsageError(f"--output: {output} holds the study's MLflow artifact store {store}; "
+                         f"give a folder outside it, e.g. --output report/")
     chosen = _select(study, config, min_accuracy, max_size).number
     results = from_study(study, config)
     drawn = figures(results, chosen)
@@ -402,12 +410,14 @@ def report(
             f"<h2>Study file</h2><pre>{html.escape(config.to_yaml())}</pre>",
         ]
         (staging / "report.html").write_text(html_page(f"sweep report: {study.study_name}", sections))
-        for item in staging.iterdir():
-            os.replace(item, output / item.name)
+        written = sorted(output / item.name for item in staging.iterdir())
+        for path in written:
+            os.replace(staging / path.name, path)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    if results.study_run_id:
-        tracker.client.log_artifacts(results.study_run_id, str(output), "report")
+    if results.study_run_id:  # only our files: --output may hold anything (.env, databases)
+        for path in written:
+            tracker.log_artifact(results.study_run_id, str(path), "report")
     stdout.print(f"report for trial {chosen} written to {output / 'report.html'} ({len(drawn)} figures)", highlight=False)
 
 
@@ -419,20 +429,29 @@ def doctor(
     storage: StorageOption = None,
     tracking_uri: TrackingOption = None,
 ) -> None:
-    """Check that Optuna and MLflow agree one to one, and repair orphans with --repair.
+    """Check that Optuna and MLflow agree one to one, and repair what differs with --repair.
 
-    Every complete trial must have exactly one FINISHED MLflow run and every FINISHED
-    trial run a complete trial. Exits 1 if problems remain.
+    Every complete trial must have exactly one FINISHED MLflow run, every FINISHED trial run
+    a complete trial, and no trial may be RUNNING without heartbeats (a dead worker; stale
+    after 3 x SWEEP_HEARTBEAT_INTERVAL seconds, as for `sweep run`). Only reads without
+    --repair. Exits 1 if problems remain.
 
     Example: sweep doctor studies/quickstart.yaml --repair
     """
     from sweep.doctor import diagnose
+    from sweep.objective import StaleTrials
+    from sweep.stores import load_study, local_store_exists, open_storage, storage_url
     from sweep.stores import tracking_uri as resolve_tracking_uri
     from sweep.tracking import Tracker
 
-    study, _ = _open_study(study_file, study_name, storage)
-    tracker = Tracker(resolve_tracking_uri(tracking_uri), study.study_name)
-    problems = diagnose(study, tracker)
+    name = _study_name(study_file, study_name)
+    if not local_store_exists(storage_url(storage)):
+        load_study(name, storage_url(storage))  # the one-line error for a missing storage
+    tracker = Tracker(resolve_tracking_uri(tracking_uri), name, create=False)  # reads only
+    # heartbeats on, as `sweep run` has them: stale trials are found, and --repair fails and retries them
+    opened = open_storage(storage_url(storage), stale_trial_callback=StaleTrials(tracker), heartbeat=True)
+    study = load_study(name, storage_url(storage), opened)
+    problems = diagnose(study, tracker, opened)
     complete = sum(t.state.name == "COMPLETE" for t in study.get_trials(deepcopy=False))
     if not problems:
         stdout.print(f"Optuna and MLflow agree: {complete} complete trials, each with one FINISHED run")
@@ -465,7 +484,7 @@ def studies(
 
     import optuna
 
-    from sweep.stores import open_storage, storage_url
+    from sweep.stores import mask_password, open_storage, storage_url
 
     _check_format(output_format, ("table", "csv", "json"))
     rows = []
@@ -496,7 +515,7 @@ def studies(
     from rich import box
     from rich.table import Table
 
-    table = Table(box=box.SIMPLE_HEAD, title=f"studies in {storage_url(storage)}")
+    table = Table(box=box.SIMPLE_HEAD, title=f"studies in {mask_password(storage_url(storage))}")
     for column in frame.columns:
         table.add_column(column.replace("_", " "), justify="left" if column in ("study", "objectives") else "right")
     for row in frame.itertuples(index=False):
@@ -507,32 +526,30 @@ def studies(
 @app.command()
 def ui(
     port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port to serve on.")] = 5000,
-    host: Annotated[str, typer.Option("--host", help="Interface to bind; 0.0.0.0 exposes it to the network.")] = "127.0.0.1",
+    host: Annotated[str, typer.Option("--host", help="Interface to bind; 0.0.0.0 (or ::) exposes it to the network.")] = "127.0.0.1",
     tracking_uri: TrackingOption = None,
 ) -> None:
     """Start the MLflow UI on the tracking store `sweep run` uses, and print its URL.
 
+    Ctrl-C, SIGTERM and SIGHUP stop the whole server, its workers and job runners too.
+
     Example: sweep ui --port 5001
     """
-    import socket
-    import subprocess
+    import os
 
     from sweep.errors import UsageError
+    from sweep.servers import browser_url, port_in_use, serve
     from sweep.stores import mask_password, tracking_uri as resolve_tracking_uri
 
     uri = resolve_tracking_uri(tracking_uri)
     if not uri.startswith(("sqlite:", "postgresql", "mysql", "file:", "/")) and "://" in uri:
         raise UsageError(f"--tracking-uri: {mask_password(uri)} is a server already; open it in a browser")
-    with socket.socket() as probe:
-        if probe.connect_ex((host if host != "0.0.0.0" else "127.0.0.1", port)) == 0:
-            raise UsageError(f"--port: {host}:{port} is already in use; pass another --port")
-    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-    stderr.print(f"MLflow UI for {mask_password(uri)}: open http://{shown}:{port}  (Ctrl-C stops it)", highlight=False)
-    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
-    try:
-        sys.exit(subprocess.call(command))
-    except KeyboardInterrupt:
-        sys.exit(130)
+    if port_in_use(host, port):
+        raise UsageError(f"--port: port {port} on {host} is already in use; pass another --port")
+    stderr.print(f"MLflow UI for {mask_password(uri)}: open {browser_url(host, port)}  (Ctrl-C stops it)", highlight=False)
+    # The store URI (password and all) goes in the environment: a command line is public in `ps`.
+    env = {**os.environ, "MLFLOW_BACKEND_STORE_URI": uri}
+    sys.exit(serve([sys.executable, "-m", "mlflow", "ui", "--host", host, "--port", str(port)], env))
 
 
 def _print_front(study) -> None:  # type: ignore[no-untyped-def]

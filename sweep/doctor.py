@@ -1,20 +1,26 @@
 """`sweep doctor`: Optuna and MLflow must agree one to one, whatever happened.
 
 Every COMPLETE trial has exactly one FINISHED MLflow trial run (the one in its
-`user_attrs["mlflow_run_id"]`), and every FINISHED trial run belongs to a COMPLETE
-trial. A worker killed at the wrong moment, a lost connection or a crash can break
-that; `diagnose` finds each break and `repair` mends it from what Optuna recorded.
+`user_attrs["mlflow_run_id"]`, or for a trial whose MLflow write failed before the run id
+was known, the run tagged with its number), every FINISHED trial run belongs to a
+COMPLETE trial, and no trial is RUNNING without a live worker. A worker killed at the
+wrong moment, a tracking store that was down, or a crash can break that; `diagnose` finds
+each break (reading only) and `Problem.repair` mends it from what Optuna recorded.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from sweep.tracking import Tracker
+from sweep.objective import trial_run_params
+from sweep.schedule_plan import SchedulePlan
+from sweep.tracking import TRIAL_NUMBER, Tracker
 
 
 @dataclass
@@ -26,25 +32,35 @@ class Problem:
     repair: Callable[[], None] | None  # None: cannot be repaired automatically
 
 
-def diagnose(study: optuna.Study, tracker: Tracker) -> list[Problem]:
-    """Every disagreement between the study's trials and its MLflow trial runs."""
+def diagnose(study: optuna.Study, tracker: Tracker, storage: optuna.storages.RDBStorage) -> list[Problem]:
+    """Every disagreement between the study's trials and its MLflow trial runs. `storage`
+    is the one `study` was opened with, heartbeats on, so stale trials can be found."""
     runs = tracker.trial_runs()
     trials = study.get_trials(deepcopy=False)
-    owner = {t.user_attrs["mlflow_run_id"]: t for t in trials if "mlflow_run_id" in t.user_attrs}
+    run_of = _runs_by_trial(trials, runs)
+    owner = {run_id: trial for trial in trials if (run_id := run_of.get(trial.number))}
     problems: list[Problem] = []
 
+    stale = set(_stale_trial_ids(study, storage))
     for trial in trials:
+        if trial.state == TrialState.RUNNING and trial._trial_id in stale:
+            problems.append(Problem(
+                trial.number, run_of.get(trial.number),
+                "RUNNING trial whose worker stopped sending heartbeats (killed or lost)",
+                "fail the trial, end its run KILLED and queue a retry",
+                lambda: _fail_stale_trials(study),
+            ))
         if trial.state != TrialState.COMPLETE:
             continue
-        run_id = trial.user_attrs.get("mlflow_run_id")
+        run_id = run_of.get(trial.number)
         run = runs.get(run_id) if run_id else None
-        if run is None:
-            deleted = run_id is not None and tracker.is_deleted(run_id)
+        if run is None and run_id is not None and tracker.is_deleted(run_id):
+            problems.append(Problem(trial.number, run_id, "complete trial's MLflow run is deleted",
+                                    "restore the run", lambda r=run_id: tracker.restore_run(r)))
+        elif run is None:
             problems.append(Problem(
-                trial.number, run_id,
-                "complete trial's MLflow run is deleted" if deleted else "complete trial has no MLflow run",
-                "restore the run" if deleted else "none possible: the tracking store lost it",
-                (lambda r=run_id: tracker.client.restore_run(r)) if deleted else None,
+                trial.number, run_id, "complete trial has no MLflow run",
+                "create it from the results Optuna kept", lambda t=trial: _replay_run(tracker, study, t),
             ))
         elif run.info.status != "FINISHED":
             problems.append(Problem(
@@ -54,30 +70,65 @@ def diagnose(study: optuna.Study, tracker: Tracker) -> list[Problem]:
             ))
 
     for run_id, run in runs.items():
-        trial = owner.get(run_id)
+        owning = owner.get(run_id)
         status = run.info.status
-        if trial is None:
+        if owning is None:
             if status in ("FINISHED", "RUNNING", "SCHEDULED"):
                 problems.append(Problem(
                     _number(run), run_id, f"{status} MLflow run that no Optuna trial records",
                     "end the run FAILED (orphan)",
                     lambda r=run_id: tracker.fail_trial(r, "orphan: no Optuna trial records this run"),
                 ))
-        elif trial.state in (TrialState.FAIL, TrialState.PRUNED) and status in ("FINISHED", "RUNNING", "SCHEDULED"):
-            reason = trial.user_attrs.get("error", f"optuna trial {trial.number} is {trial.state.name}")
+        elif owning.state in (TrialState.FAIL, TrialState.PRUNED) and status in ("FINISHED", "RUNNING", "SCHEDULED"):
+            reason = owning.user_attrs.get("error", f"optuna trial {owning.number} is {owning.state.name}")
             problems.append(Problem(
-                trial.number, run_id, f"{status} MLflow run of a {trial.state.name} trial",
+                owning.number, run_id, f"{status} MLflow run of a {owning.state.name} trial",
                 "end the run FAILED with the trial's error",
                 lambda r=run_id, why=reason: tracker.fail_trial(r, why),
             ))
     return problems
 
 
-def _number(run: object) -> int | None:
-    value = run.data.tags.get("sweep.trial_number")  # type: ignore[attr-defined]
+def _runs_by_trial(trials: list[FrozenTrial], runs: dict[str, Any]) -> dict[int, str]:
+    """Trial number -> its run: the recorded run id, else (the MLflow write that returns
+    the id failed) the run tagged with the trial's number."""
+    run_of = {t.number: t.user_attrs["mlflow_run_id"] for t in trials if "mlflow_run_id" in t.user_attrs}
+    claimed = set(run_of.values())
+    for run_id, run in sorted(runs.items(), key=lambda item: item[1].info.start_time):
+        number = _number(run)
+        if number is not None and number not in run_of and run_id not in claimed:
+            run_of[number] = run_id
+    return run_of
+
+
+def _stale_trial_ids(study: optuna.Study, storage: optuna.storages.RDBStorage) -> list[int]:
+    # Optuna reads stale trials only to fail them (`fail_stale_trials`); this read-only
+    # check uses the same query, with the grace period `sweep run` uses.
+    if storage.get_heartbeat_interval() is None:
+        return []
+    return storage._get_stale_trial_ids(study._study_id)
+
+
+def _fail_stale_trials(study: optuna.Study) -> None:
+    with warnings.catch_warnings():  # "experimental" since Optuna 2.9
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)  # calls the storage's StaleTrials callback
+
+
+def _number(run: Any) -> int | None:
+    value = run.data.tags.get(TRIAL_NUMBER)
     return int(value) if value is not None and value.isdigit() else None
 
 
 def _finish_run(tracker: Tracker, trial: FrozenTrial, run_id: str) -> None:
-    tracker.log_results(run_id, trial.user_attrs.get("metrics", {}))
+    tracker.log_results(run_id, trial.user_attrs.get("metrics", {}), curves=trial.user_attrs.get("curves", {}))
     tracker.end_run(run_id, "FINISHED")
+
+
+def _replay_run(tracker: Tracker, study: optuna.Study, trial: FrozenTrial) -> None:
+    """The run MLflow never got, from the trial's record in Optuna (tagged with its number,
+    which is how `diagnose` finds it again)."""
+    plan = SchedulePlan(**trial.user_attrs["plan"])
+    params = trial_run_params(trial.params, plan, trial.user_attrs["seed"])
+    run_id = tracker.start_trial(study.user_attrs["mlflow_study_run_id"], trial.number, params)
+    _finish_run(tracker, trial, run_id)

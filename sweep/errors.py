@@ -31,7 +31,14 @@ class StudyAborted(SweepError):
     """Raised when a running study stops early because too many trials failed."""
 
     exit_code = 3
-    exit_code_worker = 3  # how a --jobs worker process reports it to its parent
+
+
+class StoreFailed(SweepError):
+    """Raised when the Optuna storage fails mid-run (disk full, database down): the
+    trial in flight cannot be recorded. It stays RUNNING until its heartbeat is stale;
+    the next `sweep run` then fails and retries it."""
+
+    exit_code = 4
 
 
 class Interrupted(SweepError):

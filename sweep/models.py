@@ -64,14 +64,22 @@ _SHORT.maxother = 160  # a builder's exception can be any size; the message stay
 
 def build_model(builder: str, input_shape: tuple[int, ...], num_classes: int) -> keras.Model:
     """Call the named builder and check it returned a tf-keras model with one output of
-    `num_classes` logits (or probabilities), so a misfit builder fails before any trial.
+    `num_classes` logits (or probabilities).
 
     >>> build_model("mlp", (8, 8, 1), 10).output_shape
     (None, 10)
     """
-    function = resolve_builder(builder)
+    model = resolve_builder(builder)(input_shape, num_classes)
+    _check_is_tf_keras(model, builder)
+    _check_output(model, builder, num_classes)
+    return model
+
+
+def check_builder(builder: str, input_shape: tuple[int, ...], num_classes: int) -> None:
+    """Build the model once before a study writes anything, so a misfit builder is a
+    one-line `UsageError`. (In a trial, the builder's own exception fails the trial.)"""
     try:
-        model = function(input_shape, num_classes)
+        build_model(builder, input_shape, num_classes)
     except SweepError:
         raise
     except Exception as error:  # the user's code: any exception is theirs to fix
@@ -79,9 +87,6 @@ def build_model(builder: str, input_shape: tuple[int, ...], num_classes: int) ->
             f"model.builder: {builder} raised {_SHORT.repr(error)} when called with "
             f"{(input_shape, num_classes)}; fix the builder"
         ) from error
-    _check_is_tf_keras(model, builder)
-    _check_output(model, builder, num_classes)
-    return model
 
 
 def _check_is_tf_keras(model: object, builder: str) -> None:

@@ -9,24 +9,27 @@ from __future__ import annotations
 
 import gc
 import os
+import sys
 import time
 import traceback
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import asdict
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import optuna
 
 from sweep.config import StudyConfig
 from sweep.data import Dataset
-from sweep.schedule_plan import plan_schedule
+from sweep.schedule_plan import SchedulePlan, plan_schedule
 from sweep.space import suggest_params
-from sweep.tracking import FEASIBLE, Tracker
+from sweep.tracking import FEASIBLE, MAX_TAG_LENGTH, Tracker
 from sweep.workers import Goal, check_not_surplus
 
 EpochHook = Callable[[int, int], None]  # (trial number, epochs done)
+T = TypeVar("T")
+TRACKING_ERROR = "tracking_error"  # user_attrs key: an MLflow write of this trial failed
 
 
 def trial_seed(study_seed: int, trial_number: int) -> int:
@@ -65,6 +68,7 @@ class PruningObjective:
         self.tf_threads = tf_threads
         self.on_epoch = on_epoch
         self.total_steps = config.train.epochs * dataset.steps_per_epoch(config.train.batch_size)
+        self.last_run_id: str | None = None  # the MLflow run of the trial started last
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
         from sweep.measure import measure
@@ -77,13 +81,7 @@ class PruningObjective:
         params = suggest_params(trial, self.config.search)
         plan = plan_schedule(params, self.total_steps)
         trial.set_user_attr("plan", asdict(plan))
-        clock = time.perf_counter()
-        run_id = self.tracker.start_trial(
-            self.study_run_id, trial.number, {**trial.params, **plan.as_params(), "seed": seed}
-        )
-        trial.set_user_attr("mlflow_run_id", run_id)
-        timings = {"mlflow_start": time.perf_counter() - clock}
-
+        timings: dict[str, float] = {}
         curves: dict[str, list[float]] = {}
 
         def record_epoch(epoch: int, logs: Mapping[str, float]) -> None:
@@ -92,7 +90,14 @@ class PruningObjective:
             if self.on_epoch is not None:
                 self.on_epoch(trial.number, epoch + 1)
 
+        run_id: str | None = None
         try:
+            clock = time.perf_counter()
+            run_id = self.last_run_id = self._tracked(trial, lambda: self.tracker.start_trial(
+                self.study_run_id, trial.number, trial_run_params(trial.params, plan, seed)))
+            if run_id is not None:
+                trial.set_user_attr("mlflow_run_id", run_id)
+            timings["mlflow_start"] = time.perf_counter() - clock
             started = time.perf_counter()
             trained = train(
                 self.dataset,
@@ -110,11 +115,14 @@ class PruningObjective:
         # The MLflow run is ended first: if the Optuna write then fails, the run is not left RUNNING.
         except Exception as error:
             reason = _reason(error)
-            self.tracker.fail_trial(run_id, reason, curves=curves)
+            if run_id is not None:
+                self._tracked(trial, lambda: self.tracker.fail_trial(run_id, reason, curves=curves))
             trial.set_user_attr("error", reason)
             raise
         except BaseException:  # KeyboardInterrupt, SystemExit: the run must not stay RUNNING
-            self.tracker.fail_trial(run_id, "interrupted", curves=curves, status="KILLED")
+            if run_id is not None:
+                self._tracked(trial, lambda: self.tracker.fail_trial(
+                    run_id, "interrupted", curves=curves, status="KILLED"))
             trial.set_user_attr("error", "interrupted")
             raise
 
@@ -123,10 +131,15 @@ class PruningObjective:
             violation = self.config.constraints.min_accuracy - metrics["val_accuracy"]
             trial.set_constraint("min_accuracy", violation)
             tags[FEASIBLE] = "true" if violation <= 0 else "false"
-        clock = time.perf_counter()
-        self.tracker.log_results(run_id, metrics, curves=curves, tags=tags)
-        timings["mlflow_log"] = time.perf_counter() - clock
+        # Optuna keeps the results first: a trained trial survives a failing tracking store,
+        # and `sweep doctor --repair` replays them to MLflow later.
         trial.set_user_attr("metrics", metrics)
+        clock = time.perf_counter()
+        if run_id is not None:
+            self._tracked(trial, lambda: self.tracker.log_results(run_id, metrics, curves=curves, tags=tags))
+        if TRACKING_ERROR in trial.user_attrs:
+            trial.set_user_attr("curves", curves)  # for `sweep doctor --repair` to replay
+        timings["mlflow_log"] = time.perf_counter() - clock
         # The worker's one garbage collection per trial (runner._run_worker turns automatic
         # collection off): frees this trial's model and graphs, so memory stays flat. A failed
         # trial's garbage goes with the next trial's collection.
@@ -137,6 +150,30 @@ class PruningObjective:
         trial.set_user_attr("timings", timings)  # where the trial's time went (benchmarks/)
         trial.set_user_attr("worker_rss_mb", resident_megabytes())  # memory across trials
         return tuple(metrics[name] for name in self.config.objective_metrics)
+
+    def end_open_run(self, reason: str) -> None:
+        """After the storage failed: end the last trial's run FAILED if it is still RUNNING
+        (its trial could not be recorded)."""
+        try:
+            if self.last_run_id is not None and self.tracker.run_status(self.last_run_id) == "RUNNING":
+                self.tracker.fail_trial(self.last_run_id, reason)
+        except Exception as error:  # the tracking store may share the failing disk
+            print(f"warning: MLflow could not end run {self.last_run_id}: {_reason(error)}", file=sys.stderr)
+
+    def _tracked(self, trial: optuna.Trial, write: Callable[[], T]) -> T | None:
+        """An MLflow write that must not cost the trial: on failure the reason goes to
+        `user_attrs["tracking_error"]`, and the trial goes on."""
+        try:
+            return write()
+        except Exception as error:
+            trial.set_user_attr(TRACKING_ERROR, f"MLflow: {_reason(error)}"[:MAX_TAG_LENGTH])
+            return None
+
+
+def trial_run_params(params: Mapping[str, Any], plan: SchedulePlan, seed: int) -> dict[str, Any]:
+    """What a trial's MLflow run records as params: the sampled values, the absolute steps
+    and the seed (also used by `sweep doctor` to recreate a run MLflow never got)."""
+    return {**params, **plan.as_params(), "seed": seed}
 
 
 class FinishRuns:
@@ -149,8 +186,12 @@ class FinishRuns:
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         run_id = trial.user_attrs.get("mlflow_run_id")
-        if run_id and trial.state == optuna.trial.TrialState.COMPLETE:
-            self.tracker.end_run(run_id, "FINISHED")
+        if run_id and trial.state == optuna.trial.TrialState.COMPLETE and TRACKING_ERROR not in trial.user_attrs:
+            try:
+                self.tracker.end_run(run_id, "FINISHED")
+            except Exception as error:  # the trial is stored; `sweep doctor --repair` finishes the run
+                print(f"warning: trial {trial.number}: MLflow could not end run {run_id}: {_reason(error)}; "
+                      f"run `sweep doctor --repair` once the tracking store works", file=sys.stderr)
 
 
 class StaleTrials:
@@ -164,10 +205,15 @@ class StaleTrials:
             self.retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        self.retry(study, trial)  # first: the retry must not depend on MLflow
         run_id = trial.user_attrs.get("mlflow_run_id")
         if run_id:
-            self.tracker.fail_trial(run_id, "worker lost: no heartbeat (killed or machine down); retried", status="KILLED")
-        self.retry(study, trial)
+            try:
+                self.tracker.fail_trial(run_id, "worker lost: no heartbeat (killed or machine down); retried",
+                                        status="KILLED")
+            except Exception as error:  # `sweep doctor --repair` ends it later
+                print(f"warning: MLflow could not end run {run_id} of lost trial {trial.number}: "
+                      f"{_reason(error)}", file=sys.stderr)
 
 
 def resident_megabytes() -> float:

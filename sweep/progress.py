@@ -16,6 +16,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
+from sweep.objective import TRACKING_ERROR
 from sweep.runner import RunPlan
 from sweep.workers import SKIPPED
 
@@ -70,9 +71,13 @@ def describe_trial(trial: FrozenTrial) -> str:
         reason = escape(str(trial.user_attrs.get("error", trial.state.name.lower())))  # may hold [brackets]
         return f"trial {trial.number} [red]{trial.state.name.lower()}[/]: {reason}"
     m = trial.user_attrs["metrics"]
-    return (
+    line = (
         f"trial {trial.number} {trial.params['schedule']:<10} "
         f"val_accuracy {m['val_accuracy']:.4f}  sparsity {m['sparsity']:.3f}  "
         f"{m['compressed_bytes'] / 1024:.1f} KiB ({m['compression_ratio']:.2f}x)  "
         f"{m['trial_seconds']:.1f} s"
     )
+    if TRACKING_ERROR in trial.user_attrs:
+        line += (f"  [yellow]kept in Optuna only[/] ({escape(trial.user_attrs[TRACKING_ERROR][:200])}); "
+                 f"run `sweep doctor --repair` once MLflow works")
+    return line

@@ -24,10 +24,11 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from sweep.config import StudyConfig, parse_study_config
-from sweep.errors import Interrupted, StudyAborted, UsageError
+from sweep.data import Dataset
+from sweep.errors import Interrupted, StoreFailed, StudyAborted, SweepError, UsageError
 from sweep.objective import FROZEN_SECTIONS, FinishRuns, PruningObjective, StaleTrials, study_user_attrs
 from sweep.space import start_points
-from sweep.stores import check_storage, check_tracking, existing_study_config, open_storage
+from sweep.stores import check_storage, check_tracking, existing_study_attrs, open_storage, setup_lock
 from sweep.tracking import Tracker
 from sweep import interrupts
 from sweep.workers import Goal, cpu_threads_per_worker, max_failures_allowed, work
@@ -70,33 +71,38 @@ def run_study(request: RunRequest, progress: Callable[[RunPlan], Progress] | Non
         raise UsageError(f"--jobs: must be at least 1, got {request.jobs}")
     check_storage(request.storage_url)
     check_tracking(request.tracking_uri)
-    stored = existing_study_config(request.storage_url, config.name)
-    _check_compatible(stored, config)
+    stored = existing_study_attrs(request.storage_url, config.name) or {}
+    _check_compatible(stored.get("config"), config)
     max_failures_allowed(request.max_failures, 1)  # validates the flag before any work
 
     from sweep.data import load_dataset
-    from sweep.models import build_model
+    from sweep.models import check_builder
     from sweep.training import configure_tensorflow
 
     configure_tensorflow(cpu_threads_per_worker(1))  # before the first op; explicit, so reruns match
     dataset = load_dataset(config.data)
-    build_model(config.model.builder, dataset.input_shape, dataset.num_classes)  # fails early
+    _check_same_data(stored.get(DATA_FINGERPRINT), dataset, config)
+    check_builder(config.model.builder, dataset.input_shape, dataset.num_classes)
 
     # --- from here on we write; Ctrl-C and SIGTERM stop at the next safe point ---
     interrupts.install()
     try:
-        tracker = Tracker(request.tracking_uri, config.name)
-        storage = open_storage(request.storage_url, stale_trial_callback=StaleTrials(tracker), heartbeat=True)
-        study = optuna.create_study(
-            study_name=config.name, storage=storage, directions=config.directions, load_if_exists=True
-        )
-        if not study.trials and config.sampler == "tpe":
-            _enqueue_start(study, config)
-        for key, value in study_user_attrs(config).items():
-            study.set_user_attr(key, value)
-        study_run_id = tracker.study_run(config.to_yaml())
-        study.set_user_attr("mlflow_study_run_id", study_run_id)
-        ensure_baseline(study, tracker, study_run_id, config, dataset)
+        # Runs started together set the study up one after the other: one set of store
+        # tables, one start design, one parent run, one baseline.
+        with setup_lock(request.storage_url, config.name):
+            tracker = Tracker(request.tracking_uri, config.name)
+            storage = open_storage(request.storage_url, stale_trial_callback=StaleTrials(tracker), heartbeat=True)
+            study = optuna.create_study(
+                study_name=config.name, storage=storage, directions=config.directions, load_if_exists=True
+            )
+            if not study.trials and config.sampler == "tpe":
+                _enqueue_start(study, config)
+            for key, value in study_user_attrs(config).items():
+                study.set_user_attr(key, value)
+            study.set_user_attr(DATA_FINGERPRINT, dataset.fingerprint)
+            study_run_id = tracker.study_run(config.to_yaml())
+            study.set_user_attr("mlflow_study_run_id", study_run_id)
+            ensure_baseline(study, tracker, study_run_id, config, dataset)
 
         complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
         plan = plan_trials(config.n_trials, complete, request.n_trials)
@@ -143,6 +149,9 @@ def _run_worker(  # type: ignore[no-untyped-def]
     gc.disable()
     try:
         work(study, objective, goal, callbacks)
+    except StoreFailed as error:
+        objective.end_open_run(str(error))
+        raise
     finally:  # in-process runs: hand the collector back to the caller as it was
         gc.unfreeze()
         if automatic:
@@ -188,8 +197,10 @@ def _work_in_processes(request: RunRequest, study: optuna.Study, goal: Goal, dis
                 worker.join(timeout=60)
     interrupts.stop_if_requested()
     codes = [worker.exitcode for worker in workers]
-    if any(code == StudyAborted.exit_code_worker for code in codes):
+    if any(code == StudyAborted.exit_code for code in codes):
         raise StudyAborted("stopped: too many trials failed (see the workers' messages above)")
+    if any(code == StoreFailed.exit_code for code in codes):
+        raise StoreFailed("the Optuna storage failed (see the workers' messages above); run `sweep run` again")
     if any(code != 0 for code in codes):
         raise StudyAborted(f"a worker process failed (exit codes {codes}); see its messages above")
 
@@ -223,9 +234,9 @@ def _worker_main(config_json: dict, storage_url: str, tracking_uri: str, goal: G
         _run_worker(study, config, load_dataset(config.data), tracker, goal, threads, worker=index)
     except KeyboardInterrupt:
         sys.exit(interrupts.exit_code())
-    except StudyAborted as error:
+    except SweepError as error:
         print(f"error: {error}", file=sys.stderr)
-        sys.exit(StudyAborted.exit_code_worker)
+        sys.exit(error.exit_code)
 
 
 # --- study set-up ------------------------------------------------------------------
@@ -279,7 +290,7 @@ def ensure_baseline(
     tracker: Tracker,
     study_run_id: str,
     config: StudyConfig,
-    dataset: object,
+    dataset: Dataset,
 ) -> dict[str, float]:
     """The dense model's metrics, trained once per study with the trials' budget."""
     if "baseline" in study.user_attrs:
@@ -287,8 +298,8 @@ def ensure_baseline(
     from sweep.measure import measure
     from sweep.training import train
 
-    trained = train(dataset, config, config.seed)  # type: ignore[arg-type]
-    baseline = measure(trained.model, dataset)  # type: ignore[arg-type]
+    trained = train(dataset, config, config.seed)
+    baseline = measure(trained.model, dataset)
     baseline["train_seconds"] = trained.train_seconds
     study.set_user_attr("baseline", baseline)
     tracker.log_baseline(study_run_id, baseline)
@@ -307,6 +318,20 @@ def _check_compatible(stored: dict[str, Any] | None, config: StudyConfig) -> Non
                 f"({_describe_difference(stored[key], wanted[key])}); "
                 f"give the study a new name, or restore the original {key}"
             )
+
+
+DATA_FINGERPRINT = "data_fingerprint"  # study user_attrs key: `Dataset.fingerprint`
+
+
+def _check_same_data(stored: str | None, dataset: Dataset, config: StudyConfig) -> None:
+    """A study resumes only on the data its trials were measured on."""
+    if stored is not None and stored != dataset.fingerprint:
+        source = f"data.path {config.data.path}" if config.data.path else f"data.dataset {config.data.dataset}"
+        raise UsageError(
+            f"study {config.name!r} was run on different data: {source} now holds other arrays "
+            f"(fingerprint {dataset.fingerprint[:12]}, stored {stored[:12]}); give the study a new "
+            f"name, or restore the original data"
+        )
 
 
 def _describe_difference(stored: object, wanted: object) -> str:

@@ -9,12 +9,14 @@ its password masked.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import random
 import time
 from pathlib import Path
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
 
 from sweep.errors import UsageError
 
@@ -43,6 +45,18 @@ def heartbeat_interval() -> int:
     return int(os.environ.get("SWEEP_HEARTBEAT_INTERVAL", "20"))
 
 
+def local_store_exists(uri: str) -> bool:
+    """Whether a local store (SQLite file, MLflow file store) is there; servers are assumed to be."""
+    if uri.startswith("sqlite:"):
+        from sqlalchemy.engine import make_url
+
+        database = make_url(uri).database
+        return bool(database) and Path(database).expanduser().is_file()  # type: ignore[arg-type]
+    if uri.startswith("file:") or "://" not in uri:
+        return Path(uri.removeprefix("file://").removeprefix("file:")).expanduser().is_dir()
+    return True
+
+
 def check_storage(url: str) -> None:
     """Reach the Optuna storage without writing to it (nothing is created on failure)."""
     _check_database(url, what="Optuna storage", fix="--storage or SWEEP_STORAGE")
@@ -52,12 +66,18 @@ def check_tracking(uri: str) -> None:
     """Reach the MLflow tracking store without writing to it."""
     fix = "--tracking-uri or MLFLOW_TRACKING_URI"
     if uri.startswith(("http://", "https://")):
+        import http.client
         import urllib.request
 
         try:
             with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=10) as response:
                 response.read()
-        except OSError as error:
+        except (ValueError, http.client.InvalidURL):  # their messages quote pieces of the URL: never shown
+            raise UsageError(
+                f"the MLflow tracking URI {mask_password(uri)} is not a valid URL; percent-encode "
+                f"# / ? @ : in its user and password (%23 %2F %3F %40 %3A) or fix {fix}"
+            ) from None
+        except (OSError, http.client.HTTPException) as error:
             raise UsageError(
                 f"cannot reach the MLflow tracking server {mask_password(uri)}: {error_summary(error)}; "
                 f"start it or fix {fix}"
@@ -80,7 +100,10 @@ def _check_database(url: str, what: str, fix: str) -> None:
     if parsed.drivername.startswith("sqlite"):
         if parsed.database in (None, "", ":memory:"):
             raise UsageError(f"{what} {url} is in memory and would be lost; give a file, e.g. sqlite:///sweep.db")
-        _check_folder(Path(parsed.database).expanduser().resolve().parent, url, fix)
+        path = Path(parsed.database).expanduser().resolve()
+        _check_folder(path.parent, url, fix)
+        if path.exists():
+            _check_sqlite_file(path, what, fix)
         return
     try:
         engine = create_engine(url, connect_args=_connect_timeout(parsed.drivername))
@@ -92,6 +115,61 @@ def _check_database(url: str, what: str, fix: str) -> None:
             f"cannot reach the {what} {mask_password(url)}: {error_summary(error)}; "
             f"check {fix} and that the database is running"
         ) from None
+
+
+def _check_sqlite_file(path: Path, what: str, fix: str) -> None:
+    """An existing file must be a readable SQLite database (read-only check)."""
+    import sqlite3
+
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=SQLITE_BUSY_TIMEOUT)) as db:
+            db.execute("PRAGMA quick_check(1)").fetchall()
+    except sqlite3.Error as error:
+        raise UsageError(
+            f"the {what} {path} is not a usable SQLite database ({error}); move it away to start "
+            f"afresh, restore it from a backup, or fix {fix}"
+        ) from None
+
+
+@contextlib.contextmanager
+def setup_lock(url: str, key: str) -> Iterator[None]:
+    """Held while a `sweep run` sets a study up (stores, study, start design, baseline), so
+    runs that start together on one storage do it once, one after the other.
+
+    SQLite: an exclusive `flock` on the database's folder (the processes share a machine).
+    PostgreSQL and MySQL: a session-level advisory lock on the storage's database, which
+    every machine of a study reaches. Other databases: no lock.
+    """
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.drivername.startswith("sqlite"):
+        folder = os.open(Path(parsed.database or ".").expanduser().resolve().parent, os.O_RDONLY)
+        try:
+            fcntl.flock(folder, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(folder)  # releases the lock
+        return
+    statements = {
+        "postgresql": ("SELECT pg_advisory_lock(hashtext(:key))", "SELECT pg_advisory_unlock(hashtext(:key))"),
+        "mysql": ("SELECT GET_LOCK(:key, -1)", "SELECT RELEASE_LOCK(:key)"),
+    }.get(parsed.get_backend_name())
+    if statements is None:
+        yield
+        return
+    engine = create_engine(url, connect_args=_connect_timeout(parsed.drivername))
+    try:
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            lock, unlock = statements
+            connection.execute(text(lock), {"key": f"sweep:{key}"[:64]})
+            try:
+                yield
+            finally:
+                connection.execute(text(unlock), {"key": f"sweep:{key}"[:64]})
+    finally:
+        engine.dispose()
 
 
 def _connect_timeout(drivername: str) -> dict[str, int]:
@@ -151,8 +229,9 @@ def open_storage(url: str, stale_trial_callback: Any = None, heartbeat: bool = F
     raise AssertionError("unreachable")
 
 
-def existing_study_config(url: str, name: str) -> dict[str, Any] | None:
-    """The stored config of study `name`, or None if there is none; never creates tables."""
+def existing_study_attrs(url: str, name: str) -> dict[str, Any] | None:
+    """The user attributes of study `name` (its config, data fingerprint, ...), or None if
+    there is no such study; never creates tables."""
     from sqlalchemy import create_engine, inspect
     from sqlalchemy.engine import make_url
 
@@ -170,14 +249,17 @@ def existing_study_config(url: str, name: str) -> dict[str, Any] | None:
         study_id = storage.get_study_id_from_name(name)
     except KeyError:
         return None
-    return storage.get_study_user_attrs(study_id).get("config", {})
+    return storage.get_study_user_attrs(study_id)
 
 
-def load_study(name: str, url: str) -> optuna.Study:
-    """An existing study; a `UsageError` naming the fix if there is none of that name."""
+def load_study(name: str, url: str, storage: optuna.storages.RDBStorage | None = None) -> optuna.Study:
+    """An existing study (in `storage`, already opened at `url`, if given); a `UsageError`
+    naming the fix if there is none of that name."""
     import optuna
 
-    storage = open_storage(url)
+    if storage is None and not local_store_exists(url):  # reading must not create a database
+        raise UsageError(f"no Optuna storage at {mask_password(url)}; run `sweep run` first or pass the right --storage")
+    storage = storage or open_storage(url)
     try:
         return optuna.load_study(study_name=name, storage=storage)
     except KeyError:
@@ -199,15 +281,19 @@ def stored_config(study: optuna.Study) -> StudyConfig:
 
 
 def mask_password(url: str) -> str:
-    """`postgresql://user:secret@host/db` -> `postgresql://user:***@host/db`."""
-    try:
-        parts = urlsplit(url)
-        password = parts.password
-    except ValueError:
+    """`postgresql://user:secret@host/db` -> `postgresql://user:***@host/db`, for any scheme.
+
+    The password runs from the first `:` after the user to the last `@` of the URL, so it
+    may hold `#`, `/`, `?` (SQLAlchemy accepts them; `urlsplit` fails or stops early there)
+    and even `@`. URLs without a password (`sqlite:///a:b@c.db`, `http://host`) come back
+    unchanged; one with an `@` in its path or query may be masked more than needed.
+    """
+    scheme, separator, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    user, colon, _ = userinfo.partition(":")
+    if not separator or not at or not colon or "/" in user:
         return url
-    if password is None:
-        return url
-    return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{password}@", ":***@", 1)))
+    return f"{scheme}://{user}:***@{host}"
 
 
 def error_summary(error: BaseException) -> str:

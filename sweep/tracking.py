@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sweep.errors import UsageError
-from sweep.stores import error_summary, mask_password
+from sweep.stores import error_summary, local_store_exists, mask_password
 
 ROLE, STUDY, TRIAL_NUMBER, ERROR = "sweep.role", "sweep.study", "sweep.trial_number", "sweep.error"
 PARETO, RERUN_OF, FEASIBLE = "sweep.pareto", "sweep.rerun_of", "sweep.feasible"
@@ -41,23 +42,31 @@ class Tracker:
     >>> parent = tracker.study_run(config_yaml="name: digits-quickstart\\n")
     """
 
-    def __init__(self, tracking_uri: str, study_name: str) -> None:
+    def __init__(self, tracking_uri: str, study_name: str, create: bool = True) -> None:
+        """`create=False` only reads: a missing store or experiment is a `UsageError`
+        (a wrong --tracking-uri must not get a new database or experiment)."""
         from mlflow.exceptions import MlflowException
         from mlflow.tracking import MlflowClient
 
         logging.getLogger("mlflow").setLevel(logging.WARNING)  # no "creating tables" chatter
         self.tracking_uri = tracking_uri
         self.study_name = study_name
+        wrong_store = "pass the --tracking-uri (or MLFLOW_TRACKING_URI) that `sweep run` used"
+        if not create and not local_store_exists(tracking_uri):
+            raise UsageError(f"no MLflow tracking store at {mask_password(tracking_uri)}; {wrong_store}")
         self.client = MlflowClient(tracking_uri)
         try:
-            self.experiment_id = self._experiment_id()
+            experiment_id = self._experiment_id(create)
         except MlflowException as error:
             raise UsageError(
                 f"cannot use the MLflow tracking store {mask_password(tracking_uri)}: "
                 f"{error_summary(error)}; start the server or pass another --tracking-uri"
             ) from None
+        if experiment_id is None:
+            raise UsageError(f"no MLflow experiment {study_name!r} in {mask_password(tracking_uri)}; {wrong_store}")
+        self.experiment_id = experiment_id
 
-    def _experiment_id(self) -> str:
+    def _experiment_id(self, create: bool) -> str | None:
         from mlflow.exceptions import MlflowException
 
         experiment = self.client.get_experiment_by_name(self.study_name)
@@ -68,6 +77,8 @@ class Tracker:
                     f"(mlflow experiments restore) or rename the study"
                 )
             return experiment.experiment_id
+        if not create:
+            return None
         try:
             return self.client.create_experiment(self.study_name)
         except MlflowException:  # another worker created it first
@@ -175,6 +186,21 @@ class Tracker:
         except MlflowException:
             return False
 
+    def local_artifact_store(self) -> Path | None:
+        """The experiment's artifact folder if it is on this machine (a path or file: URI)."""
+        from urllib.parse import unquote, urlsplit
+
+        location = self.client.get_experiment(self.experiment_id).artifact_location
+        parts = urlsplit(location)
+        if parts.scheme == "file":
+            return Path(unquote(parts.path)).resolve()
+        if parts.scheme == "" or len(parts.scheme) == 1:  # a plain path (or C:\\ on Windows)
+            return Path(location).resolve()
+        return None
+
+    def restore_run(self, run_id: str) -> None:
+        self.client.restore_run(run_id)
+
     def log_artifact(self, run_id: str, path: str, folder: str | None = None) -> None:
         self.client.log_artifact(run_id, path, folder)
 
@@ -189,6 +215,9 @@ class Tracker:
         latest value of `val_accuracy` is the stripped model's, and the curve stays whole."""
         final_step = max((len(v) for v in curves.values()), default=0)
         self._log(run_id, metrics, curves=curves, tags=tags, step=final_step)
+
+    def run_status(self, run_id: str) -> str:
+        return self.client.get_run(run_id).info.status
 
     def end_run(self, run_id: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(run_id, status)

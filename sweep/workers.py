@@ -13,10 +13,14 @@ is recorded FAIL as "skipped" before any training, and does not count as a failu
 
 from __future__ import annotations
 
+import contextlib
+import math
 import os
+import sys
+import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -24,7 +28,8 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from sweep import interrupts
-from sweep.errors import StudyAborted
+from sweep.errors import StoreFailed, StudyAborted, SweepError
+from sweep.stores import error_summary
 
 POLL_SECONDS = 1.0
 SKIPPED = "skipped"  # user_attrs key of surplus trials
@@ -55,10 +60,10 @@ def max_failures_allowed(value: str, trials_wanted: int) -> int:
         number = float(value)
     except ValueError:
         number = -1.0
-    if number < 0 or (number >= 1 and not number.is_integer()):
+    if not math.isfinite(number) or number < 0 or (number >= 1 and not number.is_integer()):
         from sweep.errors import UsageError
 
-        raise UsageError(f"--max-failures: give a fraction below 1 (0.5) or a whole count (3), got {value!r}")
+        raise UsageError(f"--max-failures: give a fraction below 1 (0.5) or a whole count (3), got {value[:20]!r}")
     return int(number) if number >= 1 else int(number * trials_wanted)
 
 
@@ -82,16 +87,53 @@ def work(
     objective: Callable[[optuna.Trial], object],
     goal: Goal,
     callbacks: list[Callable[[optuna.Study, FrozenTrial], None]] = (),  # type: ignore[assignment]
-    on_wait: Callable[[], None] | None = None,
 ) -> None:
-    """Run trials until `goal` says stop; raises `StudyAborted` on too many failures."""
-    heartbeat = isinstance(study._storage, optuna.storages.RDBStorage) and study._storage.is_heartbeat_enabled()
+    """Run trials until `goal` says stop; raises `StudyAborted` on too many failures and
+    `StoreFailed` when the storage fails."""
+    with _one_line_thread_errors():
+        try:
+            _work(study, objective, goal, callbacks)
+        except SweepError:
+            raise
+        except Exception as error:  # the objective's own errors are caught: this is the storage
+            raise StoreFailed(
+                f"the Optuna storage failed: {_root_cause(error)}; fix it (disk space, database "
+                f"server) and run `sweep run` again: the trial in flight is retried"
+            ) from error
+
+
+@contextlib.contextmanager
+def _one_line_thread_errors() -> Iterator[None]:
+    """Optuna's heartbeat thread dies with a traceback when the storage fails; the worker
+    reports that failure itself (`StoreFailed`), so the thread's is one line."""
+    previous = threading.excepthook
+
+    def one_line(args: threading.ExceptHookArgs) -> None:
+        if args.exc_value is not None:
+            print(f"warning: {args.thread.name if args.thread else 'a thread'} stopped: "
+                  f"{_root_cause(args.exc_value)}", file=sys.stderr)
+
+    threading.excepthook = one_line
+    try:
+        yield
+    finally:
+        threading.excepthook = previous
+
+
+def _work(
+    study: optuna.Study,
+    objective: Callable[[optuna.Trial], object],
+    goal: Goal,
+    callbacks: list[Callable[[optuna.Study, FrozenTrial], None]],
+) -> None:
     while goal.deadline is None or time.time() < goal.deadline:
         interrupts.stop_if_requested()
-        if heartbeat:
-            with warnings.catch_warnings():  # "experimental" since Optuna 2.9
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                optuna.storages.fail_stale_trials(study)  # a lost worker's trial fails, is retried
+        # Every pass, waiting ones included: a trial whose worker died fails here once its
+        # heartbeat is stale, and its retry is queued. (`study.optimize` does this too, but
+        # only when a new trial may start.) A no-op on storages without heartbeats.
+        with warnings.catch_warnings():  # "experimental" since Optuna 2.9
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
         trials = study.get_trials(deepcopy=False)
         failures = goal.failures(trials)
         if len(failures) > goal.max_failures:
@@ -105,11 +147,17 @@ def work(
         if complete >= goal.target:
             return
         if complete + running >= goal.target:  # enough in flight; wait in case one fails
-            if on_wait is not None:
-                on_wait()
             time.sleep(POLL_SECONDS)
             continue
         study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=list(callbacks))
+
+
+def _root_cause(error: BaseException) -> str:
+    """The first error of a chain (Optuna's "Should not reach" assertion hides the
+    storage's own error in `__context__`), on one line."""
+    while (error.__cause__ or error.__context__) is not None:
+        error = error.__cause__ or error.__context__  # type: ignore[assignment]
+    return error_summary(error)[:300]
 
 
 def cpu_threads_per_worker(jobs: int) -> int:

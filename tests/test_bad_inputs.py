@@ -28,7 +28,35 @@ def existing(tmp_path_factory: pytest.TempPathFactory) -> Path:
     rng = np.random.default_rng(0)
     np.savez(folder / NPZ_WITHOUT_Y_TEST, x_train=rng.random((20, 4)), y_train=np.zeros(20, int), x_test=rng.random((5, 4)))
     (folder / NOT_A_MODEL).write_text("def build(input_shape, num_classes):\n    return 'a string'\n")
+    (folder / "builders.py").write_text(BUILDERS)
+    np.savez(folder / "test_shape.npz", **arrays(x_test=np.zeros((10, 5, 5))))
+    np.savez_compressed(folder / "whole.npz", **arrays())
+    whole = (folder / "whole.npz").read_bytes()
+    (folder / "truncated.npz").write_bytes(whole[: len(whole) // 2])
     return folder
+
+
+BUILDERS = """
+import tf_keras as keras
+
+
+def three_classes(input_shape, num_classes):
+    return keras.Sequential([keras.Input(input_shape), keras.layers.Flatten(), keras.layers.Dense(3)])
+
+
+def broken(input_shape, num_classes):
+    raise RuntimeError("no layers\\nfor you")
+"""
+
+
+def arrays(**changes: np.ndarray) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    return {"x_train": rng.random((40, 4, 4)), "y_train": np.arange(40) % 3,
+            "x_test": rng.random((10, 4, 4)), "y_test": np.arange(10) % 3, **changes}
+
+
+def npz(path: str) -> dict[str, object]:
+    return {"name": "fresh", "data": {"dataset": "npz", "path": path}}
 
 
 def snapshot(folder: Path) -> dict[str, object]:
@@ -65,6 +93,14 @@ CASES = [
      "cannot reach the MLflow tracking server http://user:***@127.0.0.1:1"),
     ("not a database URL", {"search": {"schedule": "constant"}}, ["--storage", "postgres-ish:/x"], "Optuna storage postgres-ish:/x is not a database URL"),
     ("bad max-failures", {"search": {"schedule": "constant"}}, ["--max-failures", "lots"], "--max-failures: give a fraction below 1 (0.5) or a whole count (3), got 'lots'"),
+    ("max-failures nan", {"search": {"schedule": "constant"}}, ["--max-failures", "nan"], "--max-failures: give a fraction below 1 (0.5) or a whole count (3), got 'nan'"),
+    ("NaN in a range", {"name": "fresh", "search": {"final_sparsity": [0.5, float("nan")]}}, [], "search.final_sparsity: expected a finite number or a [low, high] range, got [0.5, nan]"),
+    ("builder output size", {"name": "fresh", "model": {"builder": "builders.py:three_classes"}}, [],
+     "returns outputs of shape (None, 3), but the dataset's 10 classes need (batch, 10); end the model with Dense(num_classes)"),
+    ("builder raises", {"name": "fresh", "model": {"builder": "builders.py:broken"}}, [],
+     "builders.py:broken raised RuntimeError('no layers\\nfor you') when called with ((8, 8, 1), 10); fix the builder"),
+    ("test shape differs", npz("test_shape.npz"), [], "data: x_test images have shape (5, 5, 1) but x_train images (4, 4, 1)"),
+    ("truncated npz", npz("truncated.npz"), [], "truncated.npz as .npz (BadZipFile("),
     ("zero jobs", {"search": {"schedule": "constant"}}, ["--jobs", "0"], "Invalid value for '--jobs'"),
     ("missing study file", None, [], "no such study file"),
 ]
@@ -85,3 +121,35 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(
     assert message in result.stderr
     assert "hunter2" not in result.stderr + result.stdout
     assert snapshot(folder) == before
+
+
+def test_resuming_on_changed_data_is_refused(tmp_path: Path) -> None:
+    """Same file name, same shapes, other values: the trials would mix two datasets."""
+    def save(seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        np.savez(tmp_path / "data.npz", x_train=rng.random((120, 4, 4)), y_train=rng.integers(0, 3, 120),
+                 x_test=rng.random((30, 4, 4)), y_test=rng.integers(0, 3, 30))
+
+    save(0)
+    write_study(tmp_path, name="npz", n_trials=1, data={"dataset": "npz", "path": "data.npz"},
+                search={"schedule": "constant"})
+    assert run_sweep("run", "npz.yaml", cwd=tmp_path).returncode == 0
+    save(1)
+    before = snapshot(tmp_path)
+    result = run_sweep("run", "npz.yaml", "--n-trials", "1", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().count("\n") == 0, result.stderr
+    assert "study 'npz' was run on different data: data.path" in result.stderr
+    assert "give the study a new name, or restore the original data" in result.stderr
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("store", ["sweep.db", "mlflow.db"])
+def test_a_corrupt_store_is_one_line_exit_2(tmp_path: Path, store: str) -> None:
+    write_study(tmp_path, n_trials=1, search={"schedule": "constant"})
+    (tmp_path / store).write_bytes(b"this is not a database, whatever its name says" * 100)
+    result = run_sweep("run", "tiny.yaml", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().count("\n") == 0, result.stderr
+    assert f"{tmp_path / store} is not a usable SQLite database (file is not a database); move it away" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([store, "tiny.yaml"])

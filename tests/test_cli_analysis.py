@@ -183,11 +183,14 @@ def test_studies_lists_trial_counts(study_dir: Path) -> None:
     assert row["best_val_accuracy"] == max(t.user_attrs["metrics"]["val_accuracy"] for t in study.trials if "metrics" in t.user_attrs)
 
 
-def test_missing_study_is_a_one_line_usage_error(tmp_path: Path) -> None:
+def test_missing_study_is_a_one_line_usage_error(tmp_path: Path, study_dir: Path) -> None:
     write_study(tmp_path, name="absent")
-    result = run_sweep("pareto", "absent.yaml", cwd=tmp_path)
-    assert result.returncode == 2
-    assert result.stderr.strip().count("\n") == 0 and "no study named 'absent'" in result.stderr
+    elsewhere = run_sweep("pareto", "absent.yaml", cwd=tmp_path)  # no storage here: none is created
+    assert elsewhere.returncode == 2 and not (tmp_path / "sweep.db").exists()
+    assert elsewhere.stderr.strip().count("\n") == 0 and "no Optuna storage at sqlite:///sweep.db" in elsewhere.stderr
+    other = run_sweep("pareto", str(tmp_path / "absent.yaml"), cwd=study_dir)
+    assert other.returncode == 2
+    assert other.stderr.strip().count("\n") == 0 and "no study named 'absent'" in other.stderr
 
 
 def free_port() -> int:
@@ -234,3 +237,84 @@ def test_report_writes_the_notebook_figures_and_logs_them(study_dir: Path) -> No
     client = MlflowClient(f"sqlite:///{study_dir / 'mlflow.db'}")
     parent = load(study_dir).user_attrs["mlflow_study_run_id"]
     assert "report/report.html" in {a.path for a in client.list_artifacts(parent, "report")}
+
+
+REPORT_FILES = {"hypervolume.png", "layer_sparsity.png", "pareto_front.png", "schedules.png",
+                "sparsity_achieved.png", "weight_decay.png", "report.html"}
+
+
+def test_report_logs_only_the_files_it_wrote(study_dir: Path) -> None:
+    out = study_dir / "shared-folder"
+    (out / "nested").mkdir(parents=True)
+    (out / ".env").write_text("SECRET_TOKEN=do-not-upload\n")
+    (out / "nested" / "data.csv").write_text("a,b\n1,2\n")
+    result = run_sweep("report", "tiny.yaml", "--output", "shared-folder", cwd=study_dir)
+    assert result.returncode == 0, result.stderr
+    assert REPORT_FILES <= {p.name for p in out.iterdir()}
+    client = MlflowClient(f"sqlite:///{study_dir / 'mlflow.db'}")
+    parent = load(study_dir).user_attrs["mlflow_study_run_id"]
+    logged = {a.path for a in client.list_artifacts(parent, "report")}
+    assert logged == {f"report/{name}" for name in REPORT_FILES}
+
+
+@pytest.mark.parametrize("output", [".", "mlruns"])
+def test_report_refuses_an_output_folder_that_holds_the_artifact_store(study_dir: Path, output: str) -> None:
+    before = sorted(p.relative_to(study_dir) for p in study_dir.rglob("*"))
+    result = run_sweep("report", "tiny.yaml", "--output", output, cwd=study_dir)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().count("\n") == 0 and "artifact store" in result.stderr, result.stderr
+    assert sorted(p.relative_to(study_dir) for p in study_dir.rglob("*")) == before  # nothing written
+
+
+def test_rerun_refuses_a_symlink_as_output(tmp_path: Path) -> None:
+    from sweep.errors import UsageError
+    from sweep.rerun import check_output_folder
+
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "empty")
+    with pytest.raises(UsageError, match="symlink"):
+        check_output_folder(tmp_path / "link")
+
+
+@pytest.mark.parametrize("race", ["filled folder", "symlink"])
+def test_rerun_whose_output_is_taken_during_training_fails_its_run_and_cleans_up(
+    study_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, race: str
+) -> None:
+    import sweep.measure
+    from sweep.errors import SweepError
+    from sweep.rerun import rerun_trial
+    from sweep.stores import stored_config
+    from sweep.tracking import RERUN_OF, Tracker
+
+    study = load(study_dir)
+    trial = next(t for t in study.trials if "metrics" in t.user_attrs and t.state.name == "COMPLETE")
+    output = tmp_path / "exported"
+    real_tflite_bytes = sweep.measure.tflite_bytes
+
+    def take_the_output_first(model):  # type: ignore[no-untyped-def]
+        if not os.path.lexists(output):  # someone else creates --output while we train
+            if race == "symlink":
+                (tmp_path / "elsewhere").mkdir()
+                output.symlink_to(tmp_path / "elsewhere")
+            else:
+                output.mkdir()
+                (output / "theirs.txt").write_text("not ours")
+        return real_tflite_bytes(model)
+
+    monkeypatch.setattr(sweep.measure, "tflite_bytes", take_the_output_first)
+    tracker = Tracker(f"sqlite:///{study_dir / 'mlflow.db'}", "tiny")
+    with pytest.raises(SweepError) as raised:
+        rerun_trial(study, trial, stored_config(study), tracker, output)
+    message = str(raised.value)
+    assert "\n" not in message and "export failed" in message and str(output) in message
+
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".exported-")]
+    if race == "symlink":
+        assert output.is_symlink() and not any((tmp_path / "elsewhere").iterdir())
+    else:
+        assert [p.name for p in output.iterdir()] == ["theirs.txt"]
+    runs = tracker.client.search_runs(
+        [tracker.experiment_id], f"tags.`{RERUN_OF}` = '{trial.user_attrs['mlflow_run_id']}'",
+        order_by=["attributes.start_time DESC"], max_results=1)
+    assert runs[0].info.status == "FAILED"
+    assert "export failed" in runs[0].data.tags["sweep.error"]

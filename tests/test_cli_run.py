@@ -101,7 +101,7 @@ def test_flags_and_environment_choose_the_stores(tmp_path: Path) -> None:
 
 
 def test_bad_study_file_exits_2_with_one_line_and_writes_nothing(tmp_path: Path) -> None:
-    study_file = write_study(tmp_path, search={"end_step": [0.1, 0.9]})
+    study_file = write_study(tmp_path, search={"begin_step": [0.0, 0.3], "end_step": [0.1, 0.9]})
     result = run_sweep("run", str(study_file), cwd=tmp_path)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 import optuna
@@ -47,13 +48,16 @@ def start(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subproces
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
-def wait_for_running_trial(storage: str, name: str, timeout: float = 240) -> optuna.trial.FrozenTrial:
-    """The first trial that is RUNNING with its MLflow run started (training under way)."""
+def wait_for_running_trial(storage: str, name: str, timeout: float = 240, number: int | None = None
+                           ) -> optuna.trial.FrozenTrial:
+    """The first trial (or trial `number`) that is RUNNING with its MLflow run started
+    (training under way)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             study = optuna.load_study(study_name=name, storage=storage)
-            running = [t for t in study.get_trials(states=(TrialState.RUNNING,)) if "mlflow_run_id" in t.user_attrs]
+            running = [t for t in study.get_trials(states=(TrialState.RUNNING,)) if "mlflow_run_id" in t.user_attrs
+                       and number in (None, t.number)]
             if running:
                 return running[0]
         except KeyError:
@@ -108,6 +112,36 @@ def test_a_killed_worker_is_detected_and_its_trial_retried(
     assert killed.state == TrialState.FAIL
     retried = [t for t in study.trials if t.system_attrs.get("failed_trial") == killed.number]
     assert len(retried) == 1 and retried[0].params == killed.params
+    run = MlflowClient(tracking).get_run(victim.user_attrs["mlflow_run_id"])
+    assert run.info.status == "KILLED" and "worker lost" in run.data.tags["sweep.error"]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_run_started_after_a_worker_died_in_the_last_trial_finishes(
+    tmp_path: Path, backend: str, request: pytest.FixtureRequest
+) -> None:
+    """The worker running the last needed trial is SIGKILLed; the next `sweep run` can
+    start no new trial, so it must reap the dead trial itself (it used to wait forever)."""
+    storage = (request.getfixturevalue("postgres_database")("last") if backend == "postgresql"
+               else f"sqlite:///{tmp_path / 'sweep.db'}")
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    interval = 2
+    env = {"SWEEP_HEARTBEAT_INTERVAL": str(interval)}
+    write_study(tmp_path, name="last", n_trials=2, train={"epochs": 8})
+    args = ("run", "last.yaml", "--storage", storage, "--tracking-uri", tracking)
+    doomed = start(*args, cwd=tmp_path, env=env)
+    victim = wait_for_running_trial(storage, "last", number=1)
+    doomed.send_signal(signal.SIGKILL)
+    doomed.communicate(timeout=30)
+    killed_at = datetime.now()
+
+    result = run_sweep(*args, cwd=tmp_path, env=env, timeout=180)
+    assert result.returncode == 0, result.stderr
+    study = assert_study_agrees(storage, tracking, "last", complete=2)
+    retry = next(t for t in study.trials if t.system_attrs.get("failed_trial") == victim.number)
+    assert retry.state == TrialState.COMPLETE and retry.params == victim.params
+    # reaped once three heartbeats were missed (the new run's start-up, ~10 s, overlaps them)
+    assert (retry.datetime_start - killed_at).total_seconds() < 3 * interval + 20
     run = MlflowClient(tracking).get_run(victim.user_attrs["mlflow_run_id"])
     assert run.info.status == "KILLED" and "worker lost" in run.data.tags["sweep.error"]
 
@@ -185,3 +219,59 @@ def test_doctor_finds_and_repairs_disagreements(tmp_path: Path) -> None:
     assert run_sweep("doctor", "doc.yaml", cwd=tmp_path).returncode == 0
     assert client.get_run(orphan.info.run_id).info.status == "FAILED"
     assert_study_agrees(storage, tracking, "doc", complete=2)
+
+
+def test_runs_started_together_on_a_new_study_set_it_up_once(tmp_path: Path) -> None:
+    """Three `sweep run` at once in an empty folder: one set of store tables (MLflow's
+    migrations used to collide), one baseline, one start design, no duplicate trials."""
+    storage, tracking = f"sqlite:///{tmp_path / 'sweep.db'}", f"sqlite:///{tmp_path / 'mlflow.db'}"
+    write_study(tmp_path, name="together", n_trials=4)
+    runs = [start("run", "together.yaml", cwd=tmp_path) for _ in range(3)]
+    results = [run.communicate(timeout=600) for run in runs]
+    assert [run.returncode for run in runs] == [0, 0, 0], [err[-2000:] for _, err in results]
+    study = assert_study_agrees(storage, tracking, "together", complete=4)
+    trials = study.get_trials()
+    assert not [t for t in trials if t.state == TrialState.WAITING]
+    trained = [t for t in trials if "skipped" not in t.user_attrs]
+    assert len(trained) == 4, [(t.number, t.state.name, t.params) for t in trials]
+    assert len({tuple(sorted(t.params.items())) for t in trained}) == 4  # no start point twice
+    client = MlflowClient(tracking)
+    parent = study.user_attrs["mlflow_study_run_id"]
+    assert len(client.get_metric_history(parent, "baseline/val_accuracy")) == 1  # trained once
+
+
+def test_a_failing_optuna_storage_stops_the_run_in_one_line_and_the_next_run_recovers(
+    tmp_path: Path, postgres_database: Callable[[str], str]
+) -> None:
+    """The storage's database goes away mid-trial (as with a full disk): the trained trial
+    cannot be recorded. The run stops with one line and exit code 4, its MLflow run is
+    not left RUNNING, and once the database is back the next run retries the trial."""
+    import psycopg
+
+    from conftest import POSTGRES
+
+    storage = postgres_database("lost")
+    database = storage.rsplit("/", 1)[1]
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = {"SWEEP_HEARTBEAT_INTERVAL": "1"}
+    write_study(tmp_path, name="lost", n_trials=2, train={"epochs": 8})
+    args = ("run", "lost.yaml", "--storage", storage, "--tracking-uri", tracking)
+    process = start(*args, cwd=tmp_path, env=env)
+    victim = wait_for_running_trial(storage, "lost")
+    with psycopg.connect(POSTGRES, autocommit=True) as admin:
+        admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
+        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (database,))
+    _, err = process.communicate(timeout=120)
+    with psycopg.connect(POSTGRES, autocommit=True) as admin:
+        admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
+    assert process.returncode == 4, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: the Optuna storage failed: ") and "run `sweep run` again" in last, err
+    assert "Traceback" not in err and "Should not reach" not in err, err
+    run = MlflowClient(tracking).get_run(victim.user_attrs["mlflow_run_id"])
+    assert run.info.status in ("FAILED", "KILLED") and "storage failed" in run.data.tags["sweep.error"]
+
+    resumed = run_sweep(*args, cwd=tmp_path, env=env)
+    assert resumed.returncode == 0, resumed.stderr
+    study = assert_study_agrees(storage, tracking, "lost", complete=2)
+    assert study.trials[victim.number].state == TrialState.FAIL

@@ -1,0 +1,127 @@
+"""What a failing tracking store or a dead worker leaves behind, and `sweep doctor`
+finding and mending it: real training, real SQLite stores, the real command."""
+
+from __future__ import annotations
+
+import time
+import warnings
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+
+from conftest import run_sweep, write_study
+from sweep.config import parse_study_config
+from sweep.runner import RunRequest, run_study
+from sweep.tracking import Tracker
+
+pytestmark = pytest.mark.slow
+
+
+def stores(folder: Path) -> tuple[str, str]:
+    return f"sqlite:///{folder / 'sweep.db'}", f"sqlite:///{folder / 'mlflow.db'}"
+
+
+def test_trained_trials_survive_a_failing_tracking_store_and_doctor_replays_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    storage, tracking = stores(tmp_path)
+    start_trial, log_results = Tracker.start_trial, Tracker.log_results
+
+    def start_fails_for_trial_0(self, study_run_id, number, params):  # type: ignore[no-untyped-def]
+        if number == 0:
+            raise MlflowException("simulated: tracking server unreachable")
+        return start_trial(self, study_run_id, number, params)
+
+    def log_fails(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        raise MlflowException("simulated: database is locked")
+
+    monkeypatch.setattr(Tracker, "start_trial", start_fails_for_trial_0)
+    monkeypatch.setattr(Tracker, "log_results", log_fails)
+    config = parse_study_config({"name": "down", "n_trials": 2, "model": {"builder": "mlp"},
+                                 "train": {"epochs": 2, "batch_size": 128}, "search": {"schedule": "constant"}})
+    study = run_study(RunRequest(config, storage, tracking))
+    monkeypatch.setattr(Tracker, "start_trial", start_trial)
+    monkeypatch.setattr(Tracker, "log_results", log_results)
+
+    first, second = sorted(study.trials, key=lambda t: t.number)
+    assert first.state == second.state == TrialState.COMPLETE
+    assert "tracking server unreachable" in first.user_attrs["tracking_error"]
+    assert "database is locked" in second.user_attrs["tracking_error"]
+    for trial in (first, second):  # the results are kept where they can be
+        assert trial.user_attrs["metrics"]["val_accuracy"] > 0
+        assert len(trial.user_attrs["curves"]["val_accuracy"]) == 2
+    assert "mlflow_run_id" not in first.user_attrs
+    client = MlflowClient(tracking)
+    assert client.get_run(second.user_attrs["mlflow_run_id"]).info.status == "RUNNING"
+
+    (tmp_path / "down.yaml").write_text("name: down\n")
+    found = run_sweep("doctor", "down.yaml", cwd=tmp_path)
+    assert found.returncode == 1
+    assert "trial 0, run None: complete trial has no MLflow run" in found.stdout
+    assert "trial 1" in found.stdout and "complete trial's MLflow run is RUNNING" in found.stdout
+    repaired = run_sweep("doctor", "down.yaml", "--repair", cwd=tmp_path)
+    assert repaired.returncode == 0, repaired.stdout + repaired.stderr
+    again = run_sweep("doctor", "down.yaml", cwd=tmp_path)
+    assert again.returncode == 0 and "agree: 2 complete trials" in again.stdout, again.stdout
+
+    experiment = client.get_experiment_by_name("down").experiment_id
+    runs = {r.data.tags["sweep.trial_number"]: r for r in client.search_runs([experiment], "tags.`sweep.role` = 'trial'")}
+    assert set(runs) == {"0", "1"}
+    for trial in (first, second):
+        run = runs[str(trial.number)]
+        assert run.info.status == "FINISHED"
+        assert run.data.metrics["val_accuracy"] == pytest.approx(trial.user_attrs["metrics"]["val_accuracy"])
+        assert run.data.params["seed"] == str(trial.user_attrs["seed"])
+        history = client.get_metric_history(run.info.run_id, "val_accuracy")
+        assert [m.step for m in history] == [0, 1, 2]  # the curve, then the final value
+
+
+def test_doctor_finds_a_dead_workers_trial_and_repairs_it(tmp_path: Path) -> None:
+    storage, tracking = stores(tmp_path)
+    write_study(tmp_path, name="zombie", n_trials=1, search={"schedule": "constant"})
+    assert run_sweep("run", "zombie.yaml", cwd=tmp_path).returncode == 0
+    # A worker that started a trial and its MLflow run, beat once, and died.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        beating = optuna.storages.RDBStorage(storage, heartbeat_interval=1)
+        study = optuna.load_study(study_name="zombie", storage=beating)
+        trial = study.ask({"final_sparsity": optuna.distributions.FloatDistribution(0.5, 0.95)})
+    beating.record_heartbeat(trial._trial_id)
+    tracker = Tracker(tracking, "zombie")
+    run_id = tracker.start_trial(study.user_attrs["mlflow_study_run_id"], trial.number, {})
+    study._storage.set_trial_user_attr(trial._trial_id, "mlflow_run_id", run_id)
+    time.sleep(4)  # three missed beats of 1 s
+
+    env = {"SWEEP_HEARTBEAT_INTERVAL": "1"}
+    found = run_sweep("doctor", "zombie.yaml", cwd=tmp_path, env=env)
+    assert found.returncode == 1, found.stdout + found.stderr
+    assert f"trial {trial.number}, run {run_id}: RUNNING trial whose worker stopped sending heartbeats" in found.stdout
+    repaired = run_sweep("doctor", "zombie.yaml", "--repair", cwd=tmp_path, env=env)
+    assert repaired.returncode == 0, repaired.stdout + repaired.stderr
+    study = optuna.load_study(study_name="zombie", storage=storage)
+    assert study.trials[trial.number].state == TrialState.FAIL
+    assert [t.state for t in study.trials if t.system_attrs.get("failed_trial") == trial.number] == [TrialState.WAITING]
+    run = MlflowClient(tracking).get_run(run_id)
+    assert run.info.status == "KILLED" and "worker lost" in run.data.tags["sweep.error"]
+
+
+def test_doctor_only_reads_a_wrong_tracking_store(analysed_study: Path, tmp_path: Path) -> None:
+    storage = f"sqlite:///{analysed_study / 'sweep.db'}"
+    other = tmp_path / "other"
+    other.mkdir()
+    MlflowClient(f"sqlite:///{other / 'mlflow.db'}").search_experiments()  # another study's store
+    for uri, message in [
+        (f"sqlite:///{tmp_path / 'typo.db'}", "no MLflow tracking store at sqlite:///"),
+        (f"sqlite:///{other / 'mlflow.db'}", "no MLflow experiment 'analysed' in sqlite:///"),
+    ]:
+        result = run_sweep("doctor", "--study", "analysed", "--storage", storage, "--tracking-uri", uri, cwd=tmp_path)
+        assert result.returncode == 2 and message in result.stderr, result.stderr
+        assert result.stderr.count("\n") == 1
+    assert not (tmp_path / "typo.db").exists()
+    assert [e.name for e in MlflowClient(f"sqlite:///{other / 'mlflow.db'}").search_experiments()] == ["Default"]
+    agrees = run_sweep("doctor", "analysed.yaml", cwd=analysed_study)
+    assert agrees.returncode == 0 and "agree: 5 complete trials" in agrees.stdout, agrees.stdout + agrees.stderr

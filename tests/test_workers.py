@@ -1,0 +1,82 @@
+"""The worker loop and its stopping rules, on real SQLite storages with a trivial objective
+(no TensorFlow): milliseconds to seconds, where the end-to-end tests take minutes."""
+
+from __future__ import annotations
+
+import time
+import warnings
+from datetime import datetime
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from sweep.workers import Goal, work
+
+
+def heartbeat_storage(path: Path, interval: int = 1) -> optuna.storages.RDBStorage:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(
+            f"sqlite:///{path}", heartbeat_interval=interval, grace_period=2 * interval,
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(),
+        )
+
+
+def test_a_waiting_worker_fails_a_dead_workers_trial_and_runs_its_retry(tmp_path: Path) -> None:
+    """The last needed trial belongs to a dead worker: its heartbeat stops. A worker that
+    can start nothing new (complete + running = target) must still reap it and run the
+    retry, instead of waiting forever."""
+    storage = heartbeat_storage(tmp_path / "s.db")
+    study = optuna.create_study(study_name="s", storage=storage)
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
+    with warnings.catch_warnings():  # "heartbeat is supposed to be used with optimize": here it is not
+        warnings.simplefilter("ignore", UserWarning)
+        dead = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    storage.record_heartbeat(dead._trial_id)  # its worker beat once, then died
+
+    started = time.monotonic()
+    work(study, lambda t: t.suggest_float("x", 0, 1), Goal(target=2, started=datetime.now(), max_failures=5,
+                                                             deadline=time.time() + 30))
+    states = [t.state for t in study.trials]
+    assert states == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE], states
+    assert study.trials[2].system_attrs["failed_trial"] == dead.number
+    assert study.trials[2].params == dead.params
+    assert time.monotonic() - started < 10  # grace period 2 s, polled every second
+
+
+def test_a_worker_stops_at_the_target_and_counts_no_other_runs_failures(tmp_path: Path) -> None:
+    study = optuna.create_study(study_name="s", storage=f"sqlite:///{tmp_path / 's.db'}")
+    study.optimize(lambda t: 1 / 0, n_trials=2, catch=(ZeroDivisionError,))  # an earlier run's failures
+    work(study, lambda t: t.suggest_float("x", 0, 1), Goal(target=3, started=datetime.now(), max_failures=0))
+    assert [t.state for t in study.trials].count(TrialState.COMPLETE) == 3
+
+
+def test_too_many_failures_abort_with_the_last_error(tmp_path: Path) -> None:
+    from sweep.errors import StudyAborted
+
+    study = optuna.create_study(study_name="s", storage=f"sqlite:///{tmp_path / 's.db'}")
+
+    def failing(trial: optuna.Trial) -> float:
+        trial.set_user_attr("error", f"boom {trial.number}")
+        raise RuntimeError("boom")
+
+    with pytest.raises(StudyAborted, match=r"3 trials failed in this run, more than --max-failures allows \(2\); last error: boom 2"):
+        work(study, failing, Goal(target=5, started=datetime.now(), max_failures=2))
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-1", "1.5", "lots"])
+def test_max_failures_refuses_what_is_not_a_fraction_or_a_count(value: str) -> None:
+    from sweep.errors import UsageError
+    from sweep.workers import max_failures_allowed
+
+    with pytest.raises(UsageError, match="--max-failures: give a fraction below 1"):
+        max_failures_allowed(value, 10)
+
+
+@pytest.mark.parametrize(("value", "allowed"), [("0.5", 5), ("0", 0), ("3", 3), ("0.99", 9)])
+def test_max_failures_is_a_fraction_of_the_trials_wanted_or_a_count(value: str, allowed: int) -> None:
+    from sweep.workers import max_failures_allowed
+
+    assert max_failures_allowed(value, 10) == allowed

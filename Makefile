@@ -13,7 +13,7 @@ quickstart: $(VENV)/.installed
 
 test: $(VENV)/.installed-test
 	-scripts/start-postgres
-	$(BIN)/pytest
+	$(BIN)/pytest --durations=15
 
 test-fast: $(VENV)/.installed-test
 	$(BIN)/pytest -m "not slow"

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import run_sweep, write_study
+from sweep.errors import UsageError
 
 pytestmark = pytest.mark.slow
 
@@ -125,22 +126,27 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(
 
 def test_resuming_on_changed_data_is_refused(tmp_path: Path) -> None:
     """Same file name, same shapes, other values: the trials would mix two datasets."""
+    from sweep.config import load_study_config
+    from sweep.data import load_dataset
+    from sweep.runner import RunRequest, run_study
+
     def save(seed: int) -> None:
         rng = np.random.default_rng(seed)
         np.savez(tmp_path / "data.npz", x_train=rng.random((120, 4, 4)), y_train=rng.integers(0, 3, 120),
                  x_test=rng.random((30, 4, 4)), y_test=rng.integers(0, 3, 30))
 
     save(0)
-    write_study(tmp_path, name="npz", n_trials=1, data={"dataset": "npz", "path": "data.npz"},
-                search={"schedule": "constant"})
-    assert run_sweep("run", "npz.yaml", cwd=tmp_path).returncode == 0
+    config = load_study_config(write_study(tmp_path, name="npz", n_trials=1, model={"builder": "mlp"},
+                                           data={"dataset": "npz", "path": "data.npz"}, search={"schedule": "constant"}))
+    stores = (f"sqlite:///{tmp_path / 'sweep.db'}", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run_study(RunRequest(config, *stores))
     save(1)
+    load_dataset.cache_clear()
     before = snapshot(tmp_path)
-    result = run_sweep("run", "npz.yaml", "--n-trials", "1", cwd=tmp_path)
-    assert result.returncode == 2, result.stderr
-    assert result.stderr.strip().count("\n") == 0, result.stderr
-    assert "study 'npz' was run on different data: data.path" in result.stderr
-    assert "give the study a new name, or restore the original data" in result.stderr
+    with pytest.raises(UsageError) as refused:
+        run_study(RunRequest(config, *stores, n_trials=1))
+    assert "study 'npz' was run on different data: data.path" in str(refused.value)
+    assert "give the study a new name, or restore the original data" in str(refused.value)
     assert snapshot(tmp_path) == before
 
 

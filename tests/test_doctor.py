@@ -13,7 +13,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from conftest import run_sweep, write_study
+from conftest import run_sweep
 from sweep.config import parse_study_config
 from sweep.runner import RunRequest, run_study
 from sweep.tracking import Tracker
@@ -82,25 +82,25 @@ def test_trained_trials_survive_a_failing_tracking_store_and_doctor_replays_them
 
 def test_doctor_finds_a_dead_workers_trial_and_repairs_it(tmp_path: Path) -> None:
     storage, tracking = stores(tmp_path)
-    write_study(tmp_path, name="zombie", n_trials=1, search={"schedule": "constant"})
-    assert run_sweep("run", "zombie.yaml", cwd=tmp_path).returncode == 0
-    # A worker that started a trial and its MLflow run, beat once, and died.
+    # A study whose worker started a trial and its MLflow run, beat once, and died (no
+    # training needed: doctor reads only the two stores).
+    tracker = Tracker(tracking, "zombie")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         beating = optuna.storages.RDBStorage(storage, heartbeat_interval=1)
-        study = optuna.load_study(study_name="zombie", storage=beating)
+        study = optuna.create_study(study_name="zombie", storage=beating)
+        study.set_user_attr("mlflow_study_run_id", tracker.study_run("name: zombie\n"))
         trial = study.ask({"final_sparsity": optuna.distributions.FloatDistribution(0.5, 0.95)})
     beating.record_heartbeat(trial._trial_id)
-    tracker = Tracker(tracking, "zombie")
     run_id = tracker.start_trial(study.user_attrs["mlflow_study_run_id"], trial.number, {})
     study._storage.set_trial_user_attr(trial._trial_id, "mlflow_run_id", run_id)
     time.sleep(4)  # three missed beats of 1 s
 
     env = {"SWEEP_HEARTBEAT_INTERVAL": "1"}
-    found = run_sweep("doctor", "zombie.yaml", cwd=tmp_path, env=env)
+    found = run_sweep("doctor", "--study", "zombie", cwd=tmp_path, env=env)
     assert found.returncode == 1, found.stdout + found.stderr
     assert f"trial {trial.number}, run {run_id}: RUNNING trial whose worker stopped sending heartbeats" in found.stdout
-    repaired = run_sweep("doctor", "zombie.yaml", "--repair", cwd=tmp_path, env=env)
+    repaired = run_sweep("doctor", "--study", "zombie", "--repair", cwd=tmp_path, env=env)
     assert repaired.returncode == 0, repaired.stdout + repaired.stderr
     study = optuna.load_study(study_name="zombie", storage=storage)
     assert study.trials[trial.number].state == TrialState.FAIL

@@ -54,15 +54,18 @@ def wait_for_running_trial(storage: str, name: str, timeout: float = 240, number
     (training under way)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            study = optuna.load_study(study_name=name, storage=storage)
+        opened = optuna.storages.RDBStorage(storage)
+        try:  # each poll's connections are closed: PostgreSQL allows only so many
+            study = optuna.load_study(study_name=name, storage=opened)
             running = [t for t in study.get_trials(states=(TrialState.RUNNING,)) if "mlflow_run_id" in t.user_attrs
                        and number in (None, t.number)]
             if running:
                 return running[0]
         except KeyError:
             pass
-        time.sleep(0.2)
+        finally:
+            opened.engine.dispose()
+        time.sleep(0.3)
     raise AssertionError("no trial started")
 
 

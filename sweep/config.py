@@ -171,10 +171,28 @@ class DataConfig(_Strict):
         return self
 
 
+class PruneConfig(_Strict):
+    # regular expressions on layer names (re.search), e.g. include: "^conv", exclude: "logits";
+    # layers tfmot cannot prune (Rescaling, BatchNorm, custom layers) are never wrapped
+    include: str | None = None
+    exclude: str | None = None
+
+    @field_validator("include", "exclude")
+    @classmethod
+    def _is_regex(cls, pattern: str | None) -> str | None:
+        if pattern is not None:
+            try:
+                re.compile(pattern)
+            except re.error as error:
+                raise ValueError(f"not a regular expression ({error}), got {brief(pattern)}") from None
+        return pattern
+
+
 class ModelConfig(_Strict):
     # mlp | cnn | "pkg.module:function" | "path/to/file.py:function" (relative to the study file);
     # a custom builder is build(input_shape, num_classes) -> uncompiled tf_keras.Model
     builder: str = "cnn"
+    prune: PruneConfig = PruneConfig()  # which layers trials prune
 
     @field_validator("builder")
     @classmethod

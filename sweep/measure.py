@@ -16,13 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
-from sweep._tf import keras, tf, tfmot
+from sweep._tf import keras, tf
 from sweep.data import Dataset
 
-# tfmot's own table of which layers it prunes and which of their weights; not re-exported.
-from tensorflow_model_optimization.python.core.sparsity.keras.prune_registry import (  # noqa: E402
-    PruneRegistry,
-)
+from sweep.pruning import all_layers, prunable_variables
+
 
 def accuracy(model: keras.Model, x: np.ndarray, y: np.ndarray, batch_size: int = 2048) -> float:
     """Top-1 accuracy of `model` (logits or probabilities) on `x`, `y`."""
@@ -34,16 +32,11 @@ def accuracy(model: keras.Model, x: np.ndarray, y: np.ndarray, batch_size: int =
 
 
 def prunable_weights(model: keras.Model) -> dict[str, list[np.ndarray]]:
-    """The weights `prune_low_magnitude` prunes, by layer name (kernels, not biases)."""
+    """The weights `prune_low_magnitude` can prune, by layer name (kernels, not biases),
+    nested models' layers included."""
     weights: dict[str, list[np.ndarray]] = {}
-    for layer in model.layers:
-        if isinstance(layer, tfmot.sparsity.keras.PrunableLayer):
-            variables = layer.get_prunable_weights()
-        elif PruneRegistry.supports(layer):
-            variables = PruneRegistry.make_prunable(layer).get_prunable_weights()
-        else:
-            continue
-        if variables:
+    for layer in all_layers(model):
+        if variables := prunable_variables(layer):
             weights[layer.name] = [np.asarray(v) for v in variables]
     return weights
 

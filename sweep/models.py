@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from sweep._tf import keras
+from sweep.config import PruneConfig
 from sweep.errors import SweepError, UsageError
 
 Builder = Callable[[tuple[int, ...], int], "keras.Model"]
@@ -75,11 +76,14 @@ def build_model(builder: str, input_shape: tuple[int, ...], num_classes: int) ->
     return model
 
 
-def check_builder(builder: str, input_shape: tuple[int, ...], num_classes: int) -> None:
-    """Build the model once before a study writes anything, so a misfit builder is a
-    one-line `UsageError`. (In a trial, the builder's own exception fails the trial.)"""
+def check_builder(builder: str, input_shape: tuple[int, ...], num_classes: int, rules: PruneConfig) -> None:
+    """Build the model once before a study writes anything, so a misfit builder, or one
+    with nothing to prune, is a one-line `UsageError`. (In a trial, the builder's own
+    exception fails the trial.)"""
+    from sweep.pruning import check_prunable
+
     try:
-        build_model(builder, input_shape, num_classes)
+        check_prunable(build_model(builder, input_shape, num_classes), rules, f"model.builder {builder}")
     except SweepError:
         raise
     except Exception as error:  # the user's code: any exception is theirs to fix

@@ -24,7 +24,7 @@ from sweep.config import StudyConfig
 from sweep.data import Dataset
 from sweep.schedule_plan import SchedulePlan, plan_schedule
 from sweep.space import suggest_params
-from sweep.tracking import FEASIBLE, MAX_TAG_LENGTH, Tracker
+from sweep.tracking import FEASIBLE, MAX_TAG_LENGTH, PRUNED_LAYERS, Tracker
 from sweep.workers import Goal, check_not_surplus
 
 EpochHook = Callable[[int, int], None]  # (trial number, epochs done)
@@ -126,7 +126,8 @@ class PruningObjective:
             trial.set_user_attr("error", "interrupted")
             raise
 
-        tags = {}
+        trial.set_user_attr("pruned_layers", trained.pruned_layers)
+        tags = {PRUNED_LAYERS: ",".join(trained.pruned_layers)[:MAX_TAG_LENGTH]}
         if self.config.constraints.min_accuracy is not None:
             violation = self.config.constraints.min_accuracy - metrics["val_accuracy"]
             trial.set_constraint("min_accuracy", violation)
@@ -136,7 +137,8 @@ class PruningObjective:
         trial.set_user_attr("metrics", metrics)
         clock = time.perf_counter()
         if run_id is not None:
-            self._tracked(trial, lambda: self.tracker.log_results(run_id, metrics, curves=curves, tags=tags))
+            self._tracked(trial, lambda: self.tracker.log_results(
+                run_id, metrics, curves=curves, tags=tags, params={"pruned_layers": len(trained.pruned_layers)}))
         if TRACKING_ERROR in trial.user_attrs:
             trial.set_user_attr("curves", curves)  # for `sweep doctor --repair` to replay
         timings["mlflow_log"] = time.perf_counter() - clock

@@ -25,7 +25,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from sweep.config import StudyConfig, parse_study_config
 from sweep.data import Dataset
-from sweep.errors import Interrupted, StoreFailed, StudyAborted, SweepError, UsageError
+from sweep.errors import ConfigError, Interrupted, StoreFailed, StudyAborted, SweepError, UsageError
 from sweep.objective import FROZEN_SECTIONS, FinishRuns, PruningObjective, StaleTrials, study_user_attrs
 from sweep.space import start_points
 from sweep.stores import check_storage, check_tracking, existing_study_attrs, open_storage, setup_lock
@@ -82,7 +82,7 @@ def run_study(request: RunRequest, progress: Callable[[RunPlan], Progress] | Non
     configure_tensorflow(cpu_threads_per_worker(1))  # before the first op; explicit, so reruns match
     dataset = load_dataset(config.data)
     _check_same_data(stored.get(DATA_FINGERPRINT), dataset, config)
-    check_builder(config.model.builder, dataset.input_shape, dataset.num_classes)
+    check_builder(config.model.builder, dataset.input_shape, dataset.num_classes, config.model.prune)
 
     # --- from here on we write; Ctrl-C and SIGTERM stop at the next safe point ---
     interrupts.install()
@@ -310,6 +310,10 @@ def _check_compatible(stored: dict[str, Any] | None, config: StudyConfig) -> Non
     """A study can be resumed only with the sections that define its trials unchanged."""
     if not stored:
         return
+    try:  # keys added to the study file since the study began get their defaults
+        stored = parse_study_config(stored, source="stored study").model_dump(mode="json")
+    except ConfigError:  # e.g. a data file moved since: compare as stored
+        pass
     wanted = config.model_dump(mode="json")
     for key in FROZEN_SECTIONS:
         if key in stored and stored[key] != wanted[key]:

@@ -14,8 +14,8 @@ import fcntl
 import os
 import random
 import time
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sweep.errors import UsageError

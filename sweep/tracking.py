@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from sweep.errors import UsageError
@@ -30,6 +30,7 @@ from sweep.stores import error_summary, local_store_exists, mask_password
 
 ROLE, STUDY, TRIAL_NUMBER, ERROR = "sweep.role", "sweep.study", "sweep.trial_number", "sweep.error"
 PARETO, RERUN_OF, FEASIBLE = "sweep.pareto", "sweep.rerun_of", "sweep.feasible"
+PRUNED_LAYERS = "sweep.pruned_layers"  # comma-separated names of the layers a trial pruned
 PARENT = "mlflow.parentRunId"
 BASELINE_PREFIX = "baseline/"
 MAX_TAG_LENGTH = 5000  # MLflow's tag value limit is 8000; keep room for the rest
@@ -210,11 +211,12 @@ class Tracker:
         metrics: Mapping[str, float],
         curves: Mapping[str, Sequence[float]] = {},
         tags: Mapping[str, str] = {},
+        params: Mapping[str, Any] = {},
     ) -> None:
         """Curves at steps 0..epochs-1, final metrics after them (at step = epochs), so the
         latest value of `val_accuracy` is the stripped model's, and the curve stays whole."""
         final_step = max((len(v) for v in curves.values()), default=0)
-        self._log(run_id, metrics, curves=curves, tags=tags, step=final_step)
+        self._log(run_id, metrics, params=params, curves=curves, tags=tags, step=final_step)
 
     def run_status(self, run_id: str) -> str:
         return self.client.get_run(run_id).info.status

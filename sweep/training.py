@@ -20,6 +20,7 @@ from sweep.config import StudyConfig
 from sweep.data import Dataset
 from sweep.errors import SweepError
 from sweep.models import build_model
+from sweep.pruning import all_layers, layers_to_prune, wrap_for_pruning
 from sweep.schedule_plan import SchedulePlan
 from sweep.schedules import build_schedule
 
@@ -40,6 +41,7 @@ class TrainedModel:
     model: keras.Model  # pruning stripped: the deployable model
     history: dict[str, list[float]]  # per-epoch loss, accuracy, val_*, mask_sparsity
     timings: dict[str, float]  # seconds: build (model, wrapper, compile), train, strip
+    pruned_layers: list[str]  # names of the layers wrapped for pruning ([] for a dense model)
 
     @property
     def train_seconds(self) -> float:
@@ -51,7 +53,7 @@ class MaskSparsity(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         zeros = total = 0
-        for layer in self.model.layers:
+        for layer in all_layers(self.model):
             if isinstance(layer, PruneLowMagnitude):
                 for _, mask, _ in layer.pruning_vars:
                     values = mask.numpy()
@@ -102,8 +104,10 @@ def train(
     callbacks: list[keras.callbacks.Callback] = [keras.callbacks.TerminateOnNaN(), StopOnInterrupt()]
     if on_epoch is not None:
         callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=on_epoch))
+    pruned: list[str] = []
     if plan is not None:
-        model = tfmot.sparsity.keras.prune_low_magnitude(model, pruning_schedule=build_schedule(plan))
+        pruned = layers_to_prune(model, config.model.prune)
+        model = wrap_for_pruning(model, config.model.prune, pruning_schedule=build_schedule(plan))
         # UpdatePruningStep first: it re-applies the masks before anyone reads the weights.
         callbacks = [tfmot.sparsity.keras.UpdatePruningStep(), MaskSparsity(), *callbacks]
     model.compile(
@@ -131,7 +135,7 @@ def train(
     if plan is not None:
         model = tfmot.sparsity.keras.strip_pruning(model)
     timings = {"build": built - started, "train": trained - built, "strip": time.perf_counter() - trained}
-    return TrainedModel(model=model, history=history, timings=timings)
+    return TrainedModel(model=model, history=history, timings=timings, pruned_layers=pruned)
 
 
 def _single_device(optimizer: keras.optimizers.Optimizer) -> keras.optimizers.Optimizer:

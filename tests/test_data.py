@@ -379,10 +379,11 @@ def builders(tmp_path: Path) -> str:
     ],
 )
 def test_builder_that_does_not_fit_the_dataset_is_refused(builders: str, function: str, message: str) -> None:
+    from sweep.config import PruneConfig
     from sweep.models import check_builder
 
     with pytest.raises(UsageError) as caught:
-        check_builder(f"{builders}:{function}", (8, 8, 1), 10)
+        check_builder(f"{builders}:{function}", (8, 8, 1), 10, PruneConfig())
     text = str(caught.value)
     assert text.startswith("model.builder: ") and "\n" not in text and len(text) < 400, text
     assert re.search(message, text), text

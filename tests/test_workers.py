@@ -80,3 +80,16 @@ def test_max_failures_is_a_fraction_of_the_trials_wanted_or_a_count(value: str, 
     from sweep.workers import max_failures_allowed
 
     assert max_failures_allowed(value, 10) == allowed
+
+
+def test_a_study_stored_before_a_key_existed_resumes_with_its_default() -> None:
+    from sweep.config import parse_study_config
+    from sweep.runner import _check_compatible
+
+    config = parse_study_config({"name": "x"})
+    stored = config.model_dump(mode="json")
+    del stored["model"]["prune"]  # as stored by sweep before model.prune existed
+    _check_compatible(stored, config)
+    stored["model"]["builder"] = "mlp"
+    with pytest.raises(Exception, match="already exists with a different model"):
+        _check_compatible(stored, config)

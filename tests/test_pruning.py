@@ -1,0 +1,112 @@
+"""Layer-by-layer pruning: models with layers tfmot cannot wrap, nested models, and
+include/exclude, with real (short) training on digits."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sweep._tf import keras, tfmot
+from sweep.config import PruneConfig, parse_study_config
+from sweep.data import load_dataset
+from sweep.errors import UsageError
+from sweep.measure import measure
+from sweep.pruning import check_prunable, layers_to_prune, wrap_for_pruning
+from sweep.schedule_plan import SchedulePlan
+from sweep.schedules import build_schedule
+from sweep.training import train
+from tensorflow_model_optimization.python.core.sparsity.keras.pruning_wrapper import PruneLowMagnitude
+
+BUILDERS = '''
+import tf_keras as keras
+
+
+def with_preprocessing(input_shape, num_classes):
+    """Rescaling and BatchNorm (tfmot cannot wrap them) and a nested Sequential block."""
+    block = keras.Sequential([keras.layers.Conv2D(8, 3, padding="same", name="inner_conv"),
+                              keras.layers.BatchNormalization(name="inner_bn")], name="block")
+    inputs = keras.Input(input_shape)
+    x = keras.layers.Rescaling(2.0, offset=-1.0, name="rescale")(inputs)
+    x = block(x)
+    x = keras.layers.ReLU()(x)
+    x = keras.layers.Flatten()(x)
+    x = keras.layers.Dense(32, activation="relu", name="hidden")(x)
+    return keras.Model(inputs, keras.layers.Dense(num_classes, name="logits")(x))
+
+
+def nothing_to_prune(input_shape, num_classes):
+    return keras.Sequential([keras.Input(input_shape), keras.layers.Rescaling(1.0), keras.layers.Flatten(),
+                             keras.layers.Lambda(lambda x: x[:, :num_classes])])
+'''
+
+
+@pytest.fixture
+def builders(tmp_path) -> str:  # type: ignore[no-untyped-def]
+    path = tmp_path / "builders.py"
+    path.write_text(BUILDERS)
+    return str(path)
+
+
+def plan(total_steps: int, sparsity: float = 0.5) -> SchedulePlan:
+    return SchedulePlan(family="constant", total_steps=total_steps, begin_step=0, end_step=total_steps - 1,
+                        frequency=1, final_sparsity=sparsity)
+
+
+def study(builder: str, epochs: int = 2, **prune: str) -> object:
+    return parse_study_config({"name": "p", "model": {"builder": builder, "prune": prune},
+                               "train": {"epochs": epochs, "batch_size": 64}})
+
+
+def test_a_model_with_layers_tfmot_cannot_wrap_is_pruned_where_it_can_be(builders: str) -> None:
+    config = study(f"{builders}:with_preprocessing")
+    data = load_dataset(config.data)
+    steps = config.train.epochs * data.steps_per_epoch(config.train.batch_size)
+    trained = train(data, config, seed=1, plan=plan(steps))
+    assert trained.pruned_layers == ["inner_conv", "hidden", "logits"]
+    names = [layer.name for layer in trained.model.layers]
+    assert "rescale" in names and not any(isinstance(layer, PruneLowMagnitude) for layer in trained.model.layers)
+    metrics = measure(trained.model, data)
+    for layer in ("inner_conv", "hidden", "logits"):  # the nested conv is pruned too
+        assert metrics[f"sparsity/{layer}"] == pytest.approx(0.5, abs=0.01)
+    assert metrics["val_accuracy"] > 0.5
+    exported = keras.models.clone_model(trained.model)  # plain tf_keras, no tfmot scope needed
+    assert isinstance(exported.get_layer("rescale"), keras.layers.Rescaling)
+
+
+def test_include_and_exclude_narrow_the_pruned_layers(builders: str) -> None:
+    from sweep.models import build_model
+
+    built = build_model(f"{builders}:with_preprocessing", (8, 8, 1), 10)
+    assert layers_to_prune(built, PruneConfig(include="^(hidden|logits)$")) == ["hidden", "logits"]
+    assert layers_to_prune(built, PruneConfig(exclude="logits")) == ["inner_conv", "hidden"]
+    wrapped = wrap_for_pruning(built, PruneConfig(exclude="conv"), pruning_schedule=build_schedule(plan(10)))
+    inner = wrapped.get_layer("block")
+    assert not any(isinstance(layer, PruneLowMagnitude) for layer in inner.layers)
+    assert isinstance(wrapped.get_layer("prune_low_magnitude_hidden"), PruneLowMagnitude)
+
+
+def test_a_model_with_nothing_to_prune_is_bad_input(builders: str) -> None:
+    from sweep.models import build_model, check_builder
+
+    with pytest.raises(UsageError, match="no layer of model.builder .* can be pruned: it has no layer tfmot can prune"):
+        check_builder(f"{builders}:nothing_to_prune", (8, 8, 1), 10, PruneConfig())
+    with pytest.raises(UsageError, match="model.prune.include/exclude leave none of its prunable layers"):
+        check_prunable(build_model("mlp", (8, 8, 1), 10), PruneConfig(include="^nothing$"), "model.builder mlp")
+
+
+@pytest.mark.parametrize("builder", ["mlp", "cnn"])
+def test_layer_by_layer_wrapping_trains_exactly_like_tfmot_whole_model_wrapping(
+    builder: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Studies and reruns made before layer-by-layer wrapping replay bit for bit."""
+    import sweep.training
+
+    config = study(builder, epochs=1)
+    data = load_dataset(config.data)
+    steps = data.steps_per_epoch(config.train.batch_size)
+    ours = train(data, config, seed=3, plan=plan(steps, 0.7))
+    monkeypatch.setattr(sweep.training, "wrap_for_pruning",
+                        lambda model, rules, **pruning: tfmot.sparsity.keras.prune_low_magnitude(model, **pruning))
+    whole = train(data, config, seed=3, plan=plan(steps, 0.7))
+    for mine, theirs in zip(ours.model.get_weights(), whole.model.get_weights(), strict=True):
+        np.testing.assert_array_equal(mine, theirs)

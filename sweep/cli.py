@@ -460,7 +460,15 @@ def doctor(
     for problem in problems:
         where = f"trial {problem.trial}" if problem.trial is not None else "no trial"
         if repair and problem.repair is not None:
-            problem.repair()
+            try:
+                problem.repair()
+            except Exception as error:  # e.g. the tracking store is still down: the others may work
+                from sweep.stores import error_summary
+
+                remaining += 1
+                stdout.print(f"{where}, run {problem.run_id}: {problem.detail}: repair failed "
+                             f"({type(error).__name__}: {error_summary(error)})", highlight=False)
+                continue
             stdout.print(f"repaired {where}, run {problem.run_id}: {problem.detail} -> {problem.fix}", highlight=False)
         else:
             remaining += problem.repair is None or not repair

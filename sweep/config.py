@@ -63,7 +63,9 @@ class Span:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return isinstance(value, int) or math.isfinite(value)  # math.isfinite overflows on huge ints
 
 
 _BRIEF = reprlib.Repr()  # keyword arguments need Python 3.12
@@ -134,7 +136,7 @@ def _check_within(span: Span, low: float, high: float, *, closed_high: bool, wha
     too_high = span.high > high if closed_high else span.high >= high
     if span.low < low or too_high:
         bracket = "]" if closed_high else ")"
-        raise ValueError(f"{what} must be in [{low:g}, {high:g}{bracket}, got {_dump_span(span)}")
+        raise ValueError(f"{what} must be in [{low:g}, {high:g}{bracket}, got {brief(_dump_span(span))}")
     return span
 
 
@@ -257,7 +259,7 @@ class SearchConfig(_Strict):
     def _step_params_in_unit_interval(cls, params: dict[str, Span]) -> dict[str, Span]:
         for name, span in params.items():
             if span.low < 0 or span.high > 1:
-                raise _field_error(name, f"must be in [0, 1], got {_dump_span(span)}")
+                raise _field_error(name, f"must be in [0, 1], got {brief(_dump_span(span))}")
         return params
 
     @model_serializer(mode="wrap")
@@ -279,21 +281,21 @@ class SearchConfig(_Strict):
     @classmethod
     def _end_fraction(cls, span: Span) -> Span:
         if span.low <= 0:
-            raise ValueError(f"must be greater than 0, got {_dump_span(span)}")
+            raise ValueError(f"must be greater than 0, got {brief(_dump_span(span))}")
         return _check_within(span, 0.0, 1.0, closed_high=True, what="a fraction of training")
 
     @field_validator("power")
     @classmethod
     def _power_positive(cls, span: Span) -> Span:
         if span.low <= 0:
-            raise ValueError(f"must be greater than 0, got {_dump_span(span)}")
+            raise ValueError(f"must be greater than 0, got {brief(_dump_span(span))}")
         return span
 
     @field_validator("frequency")
     @classmethod
     def _frequency_positive(cls, span: Span) -> Span:
         if span.low < 1:
-            raise ValueError(f"must be at least 1 step, got {_dump_span(span)}")
+            raise ValueError(f"must be at least 1 step, got {brief(_dump_span(span))}")
         return span
 
     @field_validator("breakpoints")
@@ -302,7 +304,7 @@ class SearchConfig(_Strict):
         if span.low < 2:
             raise ValueError(
                 f"must be at least 2 sparsity levels (1 level is the constant schedule), "
-                f"got {_dump_span(span)}"
+                f"got {brief(_dump_span(span))}"
             )
         return span
 
@@ -310,11 +312,11 @@ class SearchConfig(_Strict):
     @classmethod
     def _weight_decay_log_scale(cls, span: Span) -> Span:
         if span.low < 0:
-            raise ValueError(f"must not be negative, got {_dump_span(span)}")
+            raise ValueError(f"must not be negative, got {brief(_dump_span(span))}")
         if not span.fixed and span.low == 0:
             raise ValueError(
                 f"a range is searched on a log scale, so its low end must be greater than 0, "
-                f"got {_dump_span(span)}; use e.g. [1.0e-6, {span.high:g}] or fix it to 0"
+                f"got {brief(_dump_span(span))}; use e.g. [1.0e-6, {span.high:g}] or fix it to 0"
             )
         return span
 
@@ -343,9 +345,12 @@ def _fitted_defaults(raw: dict[str, Any]) -> dict[str, Any]:
 
     def written(key: str) -> Span | None:
         try:
-            return _parse_span(raw[key], integer=False) if key in raw else None
+            span = _parse_span(raw[key], integer=False) if key in raw else None
         except ValueError:
             return None  # reported by the field's own validator
+        if span is None or not (0 <= span.low and span.high <= 1):
+            return None  # likewise: a default is fitted only to a value that can stand
+        return span
 
     default = {k: SearchConfig.model_fields[k].default for k in ("final_sparsity", "initial_sparsity",
                                                                   "begin_step", "end_step")}

@@ -20,7 +20,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from sweep.objective import trial_run_params
 from sweep.schedule_plan import SchedulePlan
-from sweep.tracking import TRIAL_NUMBER, Tracker
+from sweep.tracking import FEASIBLE, MAX_TAG_LENGTH, PRUNED_LAYERS, TRIAL_NUMBER, Tracker
 
 
 @dataclass
@@ -54,9 +54,10 @@ def diagnose(study: optuna.Study, tracker: Tracker, storage: optuna.storages.RDB
             continue
         run_id = run_of.get(trial.number)
         run = runs.get(run_id) if run_id else None
-        if run is None and run_id is not None and tracker.is_deleted(run_id):
-            problems.append(Problem(trial.number, run_id, "complete trial's MLflow run is deleted",
-                                    "restore the run", lambda r=run_id: tracker.restore_run(r)))
+        recorded = trial.user_attrs.get("mlflow_run_id")
+        if run is None and recorded and tracker.is_deleted(recorded):
+            problems.append(Problem(trial.number, recorded, "complete trial's MLflow run is deleted",
+                                    "restore the run", lambda r=recorded: tracker.restore_run(r)))
         elif run is None:
             problems.append(Problem(
                 trial.number, run_id, "complete trial has no MLflow run",
@@ -92,7 +93,7 @@ def diagnose(study: optuna.Study, tracker: Tracker, storage: optuna.storages.RDB
 def _runs_by_trial(trials: list[FrozenTrial], runs: dict[str, Any]) -> dict[int, str]:
     """Trial number -> its run: the recorded run id, else (the MLflow write that returns
     the id failed) the run tagged with the trial's number."""
-    run_of = {t.number: t.user_attrs["mlflow_run_id"] for t in trials if "mlflow_run_id" in t.user_attrs}
+    run_of = {t.number: t.user_attrs["mlflow_run_id"] for t in trials if t.user_attrs.get("mlflow_run_id") in runs}
     claimed = set(run_of.values())
     for run_id, run in sorted(runs.items(), key=lambda item: item[1].info.start_time):
         number = _number(run)
@@ -121,7 +122,13 @@ def _number(run: Any) -> int | None:
 
 
 def _finish_run(tracker: Tracker, trial: FrozenTrial, run_id: str) -> None:
-    tracker.log_results(run_id, trial.user_attrs.get("metrics", {}), curves=trial.user_attrs.get("curves", {}))
+    """Log what the trial's worker could not (metrics, curves, the tags set with them)."""
+    pruned = trial.user_attrs.get("pruned_layers") or []
+    tags = {PRUNED_LAYERS: ",".join(pruned)[:MAX_TAG_LENGTH]}
+    if constraints := trial.constraints:  # what the objective's set_constraint recorded
+        tags[FEASIBLE] = "true" if all(c <= 0 for c in constraints.values()) else "false"
+    tracker.log_results(run_id, trial.user_attrs.get("metrics", {}), curves=trial.user_attrs.get("curves", {}),
+                        tags=tags, params={"pruned_layers": len(pruned)})
     tracker.end_run(run_id, "FINISHED")
 
 

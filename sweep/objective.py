@@ -7,6 +7,7 @@ What a trial stores in Optuna, so every later command works from the storage alo
 
 from __future__ import annotations
 
+import copy
 import gc
 import os
 import sys
@@ -24,6 +25,7 @@ from sweep.config import StudyConfig
 from sweep.data import Dataset
 from sweep.schedule_plan import SchedulePlan, plan_schedule
 from sweep.space import suggest_params
+from sweep.stores import mask_passwords_in
 from sweep.tracking import FEASIBLE, MAX_TAG_LENGTH, PRUNED_LAYERS, Tracker
 from sweep.workers import Goal, check_not_surplus
 
@@ -126,8 +128,9 @@ class PruningObjective:
             trial.set_user_attr("error", "interrupted")
             raise
 
-        trial.set_user_attr("pruned_layers", trained.pruned_layers)
-        tags = {PRUNED_LAYERS: ",".join(trained.pruned_layers)[:MAX_TAG_LENGTH]}
+        pruned = trained.pruned_layers
+        trial.set_user_attr("pruned_layers", pruned)
+        tags = {PRUNED_LAYERS: ",".join(pruned)[:MAX_TAG_LENGTH]}
         if self.config.constraints.min_accuracy is not None:
             violation = self.config.constraints.min_accuracy - metrics["val_accuracy"]
             trial.set_constraint("min_accuracy", violation)
@@ -138,7 +141,7 @@ class PruningObjective:
         clock = time.perf_counter()
         if run_id is not None:
             self._tracked(trial, lambda: self.tracker.log_results(
-                run_id, metrics, curves=curves, tags=tags, params={"pruned_layers": len(trained.pruned_layers)}))
+                run_id, metrics, curves=curves, tags=tags, params={"pruned_layers": len(pruned)}))
         if TRACKING_ERROR in trial.user_attrs:
             trial.set_user_attr("curves", curves)  # for `sweep doctor --repair` to replay
         timings["mlflow_log"] = time.perf_counter() - clock
@@ -207,7 +210,11 @@ class StaleTrials:
             self.retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        self.retry(study, trial)  # first: the retry must not depend on MLflow
+        # First, so the retry does not depend on MLflow. Optuna copies the user attributes
+        # to the retry; it must start clean (no run id, metrics or tracking error of the lost one).
+        fresh = copy.deepcopy(trial)
+        fresh.user_attrs = {}
+        self.retry(study, fresh)
         run_id = trial.user_attrs.get("mlflow_run_id")
         if run_id:
             try:
@@ -231,7 +238,7 @@ def _reason(error: BaseException) -> str:
     """`ExceptionType: message` and where it was raised, short enough for a tag."""
     frames = traceback.extract_tb(error.__traceback__)
     where = f" (at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
-    return f"{type(error).__name__}: {error}{where}"
+    return mask_passwords_in(f"{type(error).__name__}: {error}{where}")
 
 
 # Sections that define what a trial means; a study cannot be resumed with them changed.

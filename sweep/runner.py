@@ -95,6 +95,9 @@ def run_study(request: RunRequest, progress: Callable[[RunPlan], Progress] | Non
             study = optuna.create_study(
                 study_name=config.name, storage=storage, directions=config.directions, load_if_exists=True
             )
+            # again, under the lock: another run may have created the study since the check
+            _check_compatible(study.user_attrs.get("config"), config)
+            _check_same_data(study.user_attrs.get(DATA_FINGERPRINT), dataset, config)
             if not study.trials and config.sampler == "tpe":
                 _enqueue_start(study, config)
             for key, value in study_user_attrs(config).items():
@@ -208,7 +211,10 @@ def _work_in_processes(request: RunRequest, study: optuna.Study, goal: Goal, dis
 def _report_new_trials(study: optuna.Study, goal: Goal, reported: set[int], display: Progress | None) -> None:
     if display is None:
         return
-    trials = study.get_trials(deepcopy=False)
+    try:
+        trials = study.get_trials(deepcopy=False)
+    except Exception:  # the storage failed: the workers report it (StoreFailed); show nothing new
+        return
     for trial in trials:
         if trial.number not in reported and trial.state in (TrialState.COMPLETE, TrialState.FAIL) \
                 and trial.datetime_start is not None and trial.datetime_start >= goal.started:

@@ -13,6 +13,7 @@ import contextlib
 import fcntl
 import os
 import random
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -66,11 +67,20 @@ def check_tracking(uri: str) -> None:
     """Reach the MLflow tracking store without writing to it."""
     fix = "--tracking-uri or MLFLOW_TRACKING_URI"
     if uri.startswith(("http://", "https://")):
+        import base64
         import http.client
+        import urllib.parse
         import urllib.request
 
+        # urllib takes no user:password in a URL (MLflow's client does): send it as a header
+        scheme, _, rest = uri.partition("://")
+        userinfo, at, host = rest.rpartition("@")
         try:
-            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=10) as response:
+            request = urllib.request.Request(f"{scheme}://{host if at else rest}".rstrip("/") + "/health")
+            if at:
+                credentials = base64.b64encode(urllib.parse.unquote(userinfo).encode()).decode()
+                request.add_header("Authorization", f"Basic {credentials}")
+            with urllib.request.urlopen(request, timeout=10) as response:
                 response.read()
         except (ValueError, http.client.InvalidURL):  # their messages quote pieces of the URL: never shown
             raise UsageError(
@@ -297,7 +307,16 @@ def mask_password(url: str) -> str:
 
 
 def error_summary(error: BaseException) -> str:
-    """The first line of an error (a store's driver error rather than SQLAlchemy's wrapper)."""
+    """The first line of an error (a store's driver error rather than SQLAlchemy's wrapper),
+    with any password in a URL it quotes masked."""
     cause = getattr(error, "orig", None) or error  # sqlalchemy wraps the driver's error
     lines = str(cause).strip().splitlines()
-    return lines[0] if lines else type(cause).__name__
+    return mask_passwords_in(lines[0]) if lines else type(cause).__name__
+
+
+_URL_PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^\s:/@]*):[^\s@]*@")
+
+
+def mask_passwords_in(text: str) -> str:
+    """Every `scheme://user:password@` in free text (an error message) as `scheme://user:***@`."""
+    return _URL_PASSWORD.sub(r"\1:***@", text)

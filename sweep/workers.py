@@ -28,7 +28,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from sweep import interrupts
-from sweep.errors import StoreFailed, StudyAborted, SweepError
+from sweep.errors import StoreFailed, StudyAborted
 from sweep.stores import error_summary
 
 POLL_SECONDS = 1.0
@@ -93,9 +93,9 @@ def work(
     with _one_line_thread_errors():
         try:
             _work(study, objective, goal, callbacks)
-        except SweepError:
-            raise
-        except Exception as error:  # the objective's own errors are caught: this is the storage
+        except Exception as error:  # the objective's own errors are caught by Optuna
+            if not _from_storage(error):
+                raise
             raise StoreFailed(
                 f"the Optuna storage failed: {_root_cause(error)}; fix it (disk space, database "
                 f"server) and run `sweep run` again: the trial in flight is retried"
@@ -150,6 +150,18 @@ def _work(
             time.sleep(POLL_SECONDS)
             continue
         study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=list(callbacks))
+
+
+def _from_storage(error: BaseException) -> bool:
+    """Whether a database error is in the chain (Optuna's own assertion may wrap it)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    chain: BaseException | None = error
+    while chain is not None:
+        if isinstance(chain, SQLAlchemyError | optuna.exceptions.StorageInternalError):
+            return True
+        chain = chain.__cause__ or chain.__context__
+    return False
 
 
 def _root_cause(error: BaseException) -> str:

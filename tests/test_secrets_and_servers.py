@@ -283,3 +283,31 @@ def test_ui_refuses_a_busy_ipv6_port_in_one_line(
     result = CliRunner().invoke(app, ["ui", "--host", host, "--port", str(ipv6_listener)])
     assert isinstance(result.exception, UsageError), result.output
     assert "already in use" in str(result.exception) and "--port" in str(result.exception)
+
+
+def test_check_tracking_sends_a_urls_user_and_password_as_basic_auth() -> None:
+    """MLflow's client accepts http://user:password@host; so must the reachability check."""
+    import base64
+    import http.server
+    import threading
+
+    expected = "Basic " + base64.b64encode(b"u:s3cr#et").decode()
+
+    class Health(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+            self.send_response(200 if self.headers.get("Authorization") == expected else 401)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Health)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        port = server.server_address[1]
+        check_tracking(f"http://u:s3cr%23et@127.0.0.1:{port}")  # percent-encoded, as in a URL
+        with pytest.raises(UsageError) as refused:
+            check_tracking(f"http://u:wrong@127.0.0.1:{port}")
+        assert "wrong" not in str(refused.value) and "u:***@" in str(refused.value)
+    finally:
+        server.shutdown()

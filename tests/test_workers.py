@@ -93,3 +93,37 @@ def test_a_study_stored_before_a_key_existed_resumes_with_its_default() -> None:
     stored["model"]["builder"] = "mlp"
     with pytest.raises(Exception, match="already exists with a different model"):
         _check_compatible(stored, config)
+
+
+class FakeTracker:
+    """Records what a Tracker would have been asked to do."""
+
+    def __init__(self) -> None:
+        self.failed: list[tuple[str, str]] = []
+
+    def fail_trial(self, run_id: str, error: str, curves: object = None, status: str = "FAILED") -> None:
+        self.failed.append((run_id, status))
+
+
+def test_a_lost_trials_retry_starts_clean_and_its_run_is_killed(tmp_path: Path) -> None:
+    """Optuna copies user attributes to a retry; a lost trial's run id, metrics or tracking
+    error must not make the retry look tracked, finished or broken."""
+    from sweep.objective import StaleTrials
+
+    tracker = FakeTracker()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 's.db'}", heartbeat_interval=1, grace_period=1,
+                                             heartbeat_stale_trial_callback=StaleTrials(tracker))  # type: ignore[arg-type]
+        study = optuna.create_study(study_name="s", storage=storage)
+        lost = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    for key, value in {"mlflow_run_id": "run-1", "tracking_error": "MLflow: down", "metrics": {"a": 1.0}}.items():
+        lost.set_user_attr(key, value)
+    storage.record_heartbeat(lost._trial_id)
+    time.sleep(2.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        optuna.storages.fail_stale_trials(study)
+    retry = study.trials[1]
+    assert retry.state == TrialState.WAITING and retry.params == lost.params and retry.user_attrs == {}
+    assert tracker.failed == [("run-1", "KILLED")]

@@ -440,13 +440,12 @@ def doctor(
     """
     from sweep.doctor import diagnose
     from sweep.objective import StaleTrials
-    from sweep.stores import load_study, local_store_exists, open_storage, storage_url
+    from sweep.stores import load_study, open_storage, require_storage, storage_url
     from sweep.stores import tracking_uri as resolve_tracking_uri
     from sweep.tracking import Tracker
 
     name = _study_name(study_file, study_name)
-    if not local_store_exists(storage_url(storage)):
-        load_study(name, storage_url(storage))  # the one-line error for a missing storage
+    require_storage(storage_url(storage))
     tracker = Tracker(resolve_tracking_uri(tracking_uri), name, create=False)  # reads only
     # heartbeats on, as `sweep run` has them: stale trials are found, and --repair fails and retries them
     opened = open_storage(storage_url(storage), stale_trial_callback=StaleTrials(tracker), heartbeat=True)

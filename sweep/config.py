@@ -15,7 +15,6 @@ import ast
 import importlib.util
 import math
 import re
-import reprlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -34,7 +33,7 @@ from pydantic import (
     model_validator,
 )
 
-from sweep.errors import ConfigError
+from sweep.errors import ConfigError, brief
 
 SCHEDULES = ("polynomial", "constant", "step")
 BUILTIN_BUILDERS = ("mlp", "cnn")
@@ -66,16 +65,6 @@ def _is_number(value: Any) -> bool:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return False
     return isinstance(value, int) or math.isfinite(value)  # math.isfinite overflows on huge ints
-
-
-_BRIEF = reprlib.Repr()  # keyword arguments need Python 3.12
-_BRIEF.maxlevel, _BRIEF.maxlist, _BRIEF.maxdict, _BRIEF.maxstring, _BRIEF.maxother = 2, 4, 4, 60, 60
-
-
-def brief(value: Any) -> str:
-    """`repr` cut short: an error message echoes a value, never a whole document (a YAML
-    alias bomb expands to millions of elements)."""
-    return _BRIEF.repr(value)
 
 
 def _parse_span(value: Any, integer: bool) -> Span:

@@ -23,7 +23,6 @@ import gzip
 import hashlib
 import os
 import pickle
-import reprlib
 import tarfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -33,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from sweep.config import DataConfig
-from sweep.errors import SweepError, UsageError
+from sweep.errors import SweepError, UsageError, brief
 
 SPLIT_SEED = 0  # fixed forever: studies stay comparable on the same validation data
 KERAS_DATASETS = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"
@@ -264,10 +263,6 @@ def _is_published(path: Path, name: str) -> bool:
         return hashlib.file_digest(file, "sha256").hexdigest() == expected
 
 
-_SHORT = reprlib.Repr()
-_SHORT.maxother = 160  # an exception from a damaged file can quote much of the file
-
-
 @contextlib.contextmanager
 def _reading(key: str, path: Path, fix: str, as_what: str = "") -> Iterator[None]:
     """Any failure to parse a data file means the file is wrong, not sweep: a file cut short
@@ -278,7 +273,7 @@ def _reading(key: str, path: Path, fix: str, as_what: str = "") -> Iterator[None
         raise
     except Exception as error:
         what = f" {as_what}" if as_what else ""
-        reason = _SHORT.repr(error)
+        reason = brief(error, 160)  # it can quote much of the file
         raise UsageError(f"{key}: cannot read {path}{what} ({reason}); {fix}") from error
 
 

@@ -10,7 +10,6 @@ each break (reading only) and `Problem.repair` mends it from what Optuna recorde
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -18,9 +17,10 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from sweep.objective import trial_run_params
+from sweep.objective import result_tags, trial_run_params
 from sweep.schedule_plan import SchedulePlan
-from sweep.tracking import FEASIBLE, MAX_TAG_LENGTH, PRUNED_LAYERS, TRIAL_NUMBER, Tracker
+from sweep.tracking import TRIAL_NUMBER, Tracker
+from sweep.workers import fail_stale_trials
 
 
 @dataclass
@@ -48,7 +48,7 @@ def diagnose(study: optuna.Study, tracker: Tracker, storage: optuna.storages.RDB
                 trial.number, run_of.get(trial.number),
                 "RUNNING trial whose worker stopped sending heartbeats (killed or lost)",
                 "fail the trial, end its run KILLED and queue a retry",
-                lambda: _fail_stale_trials(study),
+                lambda: fail_stale_trials(study),
             ))
         if trial.state != TrialState.COMPLETE:
             continue
@@ -110,12 +110,6 @@ def _stale_trial_ids(study: optuna.Study, storage: optuna.storages.RDBStorage) -
     return storage._get_stale_trial_ids(study._study_id)
 
 
-def _fail_stale_trials(study: optuna.Study) -> None:
-    with warnings.catch_warnings():  # "experimental" since Optuna 2.9
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna.storages.fail_stale_trials(study)  # calls the storage's StaleTrials callback
-
-
 def _number(run: Any) -> int | None:
     value = run.data.tags.get(TRIAL_NUMBER)
     return int(value) if value is not None and value.isdigit() else None
@@ -124,11 +118,8 @@ def _number(run: Any) -> int | None:
 def _finish_run(tracker: Tracker, trial: FrozenTrial, run_id: str) -> None:
     """Log what the trial's worker could not (metrics, curves, the tags set with them)."""
     pruned = trial.user_attrs.get("pruned_layers") or []
-    tags = {PRUNED_LAYERS: ",".join(pruned)[:MAX_TAG_LENGTH]}
-    if constraints := trial.constraints:  # what the objective's set_constraint recorded
-        tags[FEASIBLE] = "true" if all(c <= 0 for c in constraints.values()) else "false"
     tracker.log_results(run_id, trial.user_attrs.get("metrics", {}), curves=trial.user_attrs.get("curves", {}),
-                        tags=tags, params={"pruned_layers": len(pruned)})
+                        tags=result_tags(pruned, trial.constraints), params={"pruned_layers": len(pruned)})
     tracker.end_run(run_id, "FINISHED")
 
 

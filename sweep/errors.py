@@ -6,6 +6,18 @@ exits with `exit_code`; anything else is a bug and shows a traceback.
 
 from __future__ import annotations
 
+import reprlib
+from typing import Any
+
+
+def brief(value: Any, limit: int = 60) -> str:
+    """`repr` cut to about `limit` characters per item: an error message echoes a value (a
+    YAML alias bomb expands to millions of elements, an exception can quote a whole file),
+    and stays one short line."""
+    short = reprlib.Repr()  # keyword arguments need Python 3.12
+    short.maxlevel, short.maxlist, short.maxdict, short.maxstring, short.maxother = 2, 4, 4, limit, limit
+    return short.repr(value)
+
 
 class SweepError(Exception):
     """Base class: an error whose message is meant for the user, not a traceback."""

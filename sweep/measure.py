@@ -18,9 +18,7 @@ import numpy as np
 
 from sweep._tf import keras, tf
 from sweep.data import Dataset
-
 from sweep.pruning import all_layers, prunable_variables
-
 
 def accuracy(model: keras.Model, x: np.ndarray, y: np.ndarray, batch_size: int = 2048) -> float:
     """Top-1 accuracy of `model` (logits or probabilities) on `x`, `y`."""

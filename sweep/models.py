@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import reprlib
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from sweep._tf import keras
 from sweep.config import PruneConfig
-from sweep.errors import SweepError, UsageError
+from sweep.errors import SweepError, UsageError, brief
 
 Builder = Callable[[tuple[int, ...], int], "keras.Model"]
 
@@ -59,10 +58,6 @@ def cnn(input_shape: tuple[int, ...], num_classes: int) -> keras.Model:
 BUILTIN: dict[str, Builder] = {"mlp": mlp, "cnn": cnn}
 
 
-_SHORT = reprlib.Repr()
-_SHORT.maxother = 160  # a builder's exception can be any size; the message stays one line
-
-
 def build_model(builder: str, input_shape: tuple[int, ...], num_classes: int) -> keras.Model:
     """Call the named builder and check it returned a tf-keras model with one output of
     `num_classes` logits (or probabilities).
@@ -88,7 +83,7 @@ def check_builder(builder: str, input_shape: tuple[int, ...], num_classes: int, 
         raise
     except Exception as error:  # the user's code: any exception is theirs to fix
         raise UsageError(
-            f"model.builder: {builder} raised {_SHORT.repr(error)} when called with "
+            f"model.builder: {builder} raised {brief(error, 160)} when called with "
             f"{(input_shape, num_classes)}; fix the builder"
         ) from error
 

@@ -130,11 +130,11 @@ class PruningObjective:
 
         pruned = trained.pruned_layers
         trial.set_user_attr("pruned_layers", pruned)
-        tags = {PRUNED_LAYERS: ",".join(pruned)[:MAX_TAG_LENGTH]}
+        violations = {}
         if self.config.constraints.min_accuracy is not None:
-            violation = self.config.constraints.min_accuracy - metrics["val_accuracy"]
-            trial.set_constraint("min_accuracy", violation)
-            tags[FEASIBLE] = "true" if violation <= 0 else "false"
+            violations["min_accuracy"] = self.config.constraints.min_accuracy - metrics["val_accuracy"]
+            trial.set_constraint("min_accuracy", violations["min_accuracy"])
+        tags = result_tags(pruned, violations)
         # Optuna keeps the results first: a trained trial survives a failing tracking store,
         # and `sweep doctor --repair` replays them to MLflow later.
         trial.set_user_attr("metrics", metrics)
@@ -173,6 +173,15 @@ class PruningObjective:
         except Exception as error:
             trial.set_user_attr(TRACKING_ERROR, f"MLflow: {_reason(error)}"[:MAX_TAG_LENGTH])
             return None
+
+
+def result_tags(pruned_layers: list[str], violations: Mapping[str, float]) -> dict[str, str]:
+    """The tags a trial's run gets with its results (also used by `sweep doctor` to log
+    them later): which layers were pruned and, with constraints, whether it is feasible."""
+    tags = {PRUNED_LAYERS: ",".join(pruned_layers)[:MAX_TAG_LENGTH]}
+    if violations:
+        tags[FEASIBLE] = "true" if all(v <= 0 for v in violations.values()) else "false"
+    return tags
 
 
 def trial_run_params(params: Mapping[str, Any], plan: SchedulePlan, seed: int) -> dict[str, Any]:

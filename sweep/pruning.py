@@ -72,16 +72,19 @@ def check_prunable(model: keras.Model, rules: PruneConfig, what: str) -> None:
     raise UsageError(f"model: no layer of {what} can be pruned: {reason}; check the model or model.prune")
 
 
-def wrap_for_pruning(model: keras.Model, rules: PruneConfig, **pruning: object) -> keras.Model:
+def wrap_for_pruning(model: keras.Model, rules: PruneConfig, **pruning: object) -> tuple[keras.Model, list[str]]:
     """A clone of `model` whose selected layers are wrapped with `PruneLowMagnitude`
-    (`pruning`: tfmot's keyword arguments, such as `pruning_schedule`); the other layers
-    are the very same objects, so they keep their weights and state."""
+    (`pruning`: tfmot's keyword arguments, such as `pruning_schedule`), and the names of
+    those layers; the other layers are the very same objects, so they keep their weights
+    and state."""
+    wrapped: list[str] = []
 
     def wrap(layer: keras.layers.Layer) -> keras.layers.Layer:
         if isinstance(layer, keras.Model):
             return keras.models.clone_model(layer, input_tensors=None, clone_function=wrap)
         if selected(layer, rules):
+            wrapped.append(layer.name)
             return tfmot.sparsity.keras.prune_low_magnitude(layer, **pruning)
         return layer
 
-    return keras.models.clone_model(model, input_tensors=None, clone_function=wrap)
+    return keras.models.clone_model(model, input_tensors=None, clone_function=wrap), wrapped

@@ -58,6 +58,13 @@ def local_store_exists(uri: str) -> bool:
     return True
 
 
+def require_storage(url: str) -> None:
+    """For commands that read a study: a `UsageError` if a local storage is not there
+    (opening it would create an empty database)."""
+    if not local_store_exists(url):
+        raise UsageError(f"no Optuna storage at {mask_password(url)}; run `sweep run` first or pass the right --storage")
+
+
 def check_storage(url: str) -> None:
     """Reach the Optuna storage without writing to it (nothing is created on failure)."""
     _check_database(url, what="Optuna storage", fix="--storage or SWEEP_STORAGE")
@@ -267,9 +274,9 @@ def load_study(name: str, url: str, storage: optuna.storages.RDBStorage | None =
     naming the fix if there is none of that name."""
     import optuna
 
-    if storage is None and not local_store_exists(url):  # reading must not create a database
-        raise UsageError(f"no Optuna storage at {mask_password(url)}; run `sweep run` first or pass the right --storage")
-    storage = storage or open_storage(url)
+    if storage is None:
+        require_storage(url)
+        storage = open_storage(url)
     try:
         return optuna.load_study(study_name=name, storage=storage)
     except KeyError:

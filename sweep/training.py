@@ -20,7 +20,7 @@ from sweep.config import StudyConfig
 from sweep.data import Dataset
 from sweep.errors import SweepError
 from sweep.models import build_model
-from sweep.pruning import all_layers, layers_to_prune, wrap_for_pruning
+from sweep.pruning import all_layers, wrap_for_pruning
 from sweep.schedule_plan import SchedulePlan
 from sweep.schedules import build_schedule
 
@@ -106,8 +106,7 @@ def train(
         callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=on_epoch))
     pruned: list[str] = []
     if plan is not None:
-        pruned = layers_to_prune(model, config.model.prune)
-        model = wrap_for_pruning(model, config.model.prune, pruning_schedule=build_schedule(plan))
+        model, pruned = wrap_for_pruning(model, config.model.prune, pruning_schedule=build_schedule(plan))
         # UpdatePruningStep first: it re-applies the masks before anyone reads the weights.
         callbacks = [tfmot.sparsity.keras.UpdatePruningStep(), MaskSparsity(), *callbacks]
     model.compile(

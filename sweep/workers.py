@@ -128,12 +128,9 @@ def _work(
 ) -> None:
     while goal.deadline is None or time.time() < goal.deadline:
         interrupts.stop_if_requested()
-        # Every pass, waiting ones included: a trial whose worker died fails here once its
-        # heartbeat is stale, and its retry is queued. (`study.optimize` does this too, but
-        # only when a new trial may start.) A no-op on storages without heartbeats.
-        with warnings.catch_warnings():  # "experimental" since Optuna 2.9
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            optuna.storages.fail_stale_trials(study)
+        # Every pass, waiting ones included. (`study.optimize` does this too, but only when a
+        # new trial may start.)
+        fail_stale_trials(study)
         trials = study.get_trials(deepcopy=False)
         failures = goal.failures(trials)
         if len(failures) > goal.max_failures:
@@ -152,24 +149,34 @@ def _work(
         study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=list(callbacks))
 
 
+def fail_stale_trials(study: optuna.Study) -> None:
+    """Fail the trials whose worker died (heartbeat stale), calling the storage's callback
+    (`objective.StaleTrials`: run KILLED, retry queued). A no-op without heartbeats."""
+    with warnings.catch_warnings():  # "experimental" since Optuna 2.9
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+
+
+def _chain(error: BaseException) -> Iterator[BaseException]:
+    """`error` and the errors it was raised from or during, first to last."""
+    current: BaseException | None = error
+    while current is not None:
+        yield current
+        current = current.__cause__ or current.__context__
+
+
 def _from_storage(error: BaseException) -> bool:
     """Whether a database error is in the chain (Optuna's own assertion may wrap it)."""
     from sqlalchemy.exc import SQLAlchemyError
 
-    chain: BaseException | None = error
-    while chain is not None:
-        if isinstance(chain, SQLAlchemyError | optuna.exceptions.StorageInternalError):
-            return True
-        chain = chain.__cause__ or chain.__context__
-    return False
+    return any(isinstance(e, SQLAlchemyError | optuna.exceptions.StorageInternalError) for e in _chain(error))
 
 
 def _root_cause(error: BaseException) -> str:
     """The first error of a chain (Optuna's "Should not reach" assertion hides the
     storage's own error in `__context__`), on one line."""
-    while (error.__cause__ or error.__context__) is not None:
-        error = error.__cause__ or error.__context__  # type: ignore[assignment]
-    return error_summary(error)[:300]
+    *_, first = _chain(error)
+    return error_summary(first)[:300]
 
 
 def cpu_threads_per_worker(jobs: int) -> int:

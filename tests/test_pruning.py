@@ -79,7 +79,8 @@ def test_include_and_exclude_narrow_the_pruned_layers(builders: str) -> None:
     built = build_model(f"{builders}:with_preprocessing", (8, 8, 1), 10)
     assert layers_to_prune(built, PruneConfig(include="^(hidden|logits)$")) == ["hidden", "logits"]
     assert layers_to_prune(built, PruneConfig(exclude="logits")) == ["inner_conv", "hidden"]
-    wrapped = wrap_for_pruning(built, PruneConfig(exclude="conv"), pruning_schedule=build_schedule(plan(10)))
+    wrapped, names = wrap_for_pruning(built, PruneConfig(exclude="conv"), pruning_schedule=build_schedule(plan(10)))
+    assert names == layers_to_prune(built, PruneConfig(exclude="conv"))
     inner = wrapped.get_layer("block")
     assert not any(isinstance(layer, PruneLowMagnitude) for layer in inner.layers)
     assert isinstance(wrapped.get_layer("prune_low_magnitude_hidden"), PruneLowMagnitude)
@@ -106,7 +107,7 @@ def test_layer_by_layer_wrapping_trains_exactly_like_tfmot_whole_model_wrapping(
     steps = data.steps_per_epoch(config.train.batch_size)
     ours = train(data, config, seed=3, plan=plan(steps, 0.7))
     monkeypatch.setattr(sweep.training, "wrap_for_pruning",
-                        lambda model, rules, **pruning: tfmot.sparsity.keras.prune_low_magnitude(model, **pruning))
+                        lambda model, rules, **pruning: (tfmot.sparsity.keras.prune_low_magnitude(model, **pruning), []))
     whole = train(data, config, seed=3, plan=plan(steps, 0.7))
     for mine, theirs in zip(ours.model.get_weights(), whole.model.get_weights(), strict=True):
         np.testing.assert_array_equal(mine, theirs)

@@ -17,7 +17,7 @@ import yaml
 from matplotlib.figure import Figure
 
 from sweep import plots
-from sweep.config import StudyConfig, parse_study_config
+from sweep.config import StudyConfig, parse_stored_config
 from sweep.pareto import completed_trials, hypervolume_history_of, pareto_front, trial_table
 from sweep.schedule_plan import SchedulePlan, plan_schedule
 from sweep.space import suggest_params
@@ -72,7 +72,7 @@ def load_runs(tracking_uri: str, study_name: str) -> StudyResults:
         raise LookupError(f"no sweep study named {study_name!r} in {tracking_uri}")
     parent = parents[0]
     config_text = mlflow.artifacts.load_text(f"{parent.info.artifact_uri}/study.yaml")
-    config = parse_study_config(yaml.safe_load(config_text), source=f"{study_name} study.yaml")
+    config = parse_stored_config(yaml.safe_load(config_text), source=f"{study_name} study.yaml")
     baseline = {k.removeprefix(BASELINE_PREFIX): v for k, v in parent.data.metrics.items()
                 if k.startswith(BASELINE_PREFIX)}
     return StudyResults(study_name, config, baseline, _runs_table(runs), parent.info.run_id)

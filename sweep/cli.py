@@ -339,11 +339,15 @@ def _print_comparison(result) -> None:  # type: ignore[no-untyped-def]
     table = Table(title=f"trial {result.trial}: original vs rerun", box=box.SIMPLE_HEAD)
     for column in ("metric", "original", "rerun", ""):
         table.add_column(column, justify="right")
+    close = "same" if result.tolerance == 0 else f"within {result.tolerance:.0%}"
     for name in COMPARED:
         before, after = result.original.get(name), result.reproduced.get(name)
-        same = before == after
-        table.add_row(name, _cell(before), _cell(after), "[green]same[/]" if same else "[red]DIFFERS[/]")
+        verdict = "[red]DIFFERS[/]" if name in result.differences else f"[green]{close}[/]"
+        table.add_row(name, _cell(before), _cell(after), verdict)
     stdout.print(table)
+    if result.tolerance:
+        stderr.print(f"the study trains with train.deterministic: false, so a rerun is compared within "
+                     f"{result.tolerance:.0%}, not exactly")
     if result.differences:
         stderr.print(f"[red]warning:[/] the rerun differs in {', '.join(result.differences)} "
                      f"(another machine, TensorFlow version or thread settings?)")

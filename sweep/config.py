@@ -136,12 +136,32 @@ class _Strict(BaseModel):
 # --- sections ------------------------------------------------------------------------
 
 
+DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "npz", "directory", "loader")
+
+
 class DataConfig(_Strict):
-    dataset: Literal["digits", "mnist", "fashion_mnist", "cifar10", "npz"] = "digits"
-    # npz only: a file with x_train, y_train, x_test, y_test; relative to the study file
+    # digits | mnist | fashion_mnist | cifar10 | npz (path: a file with x_train, y_train,
+    # x_test, y_test) | directory (path: an image folder) | loader (set by `loader:`)
+    dataset: Literal["digits", "mnist", "fashion_mnist", "cifar10", "npz", "directory", "loader"] = "digits"
+    # npz: the file; directory: a folder of class subfolders, or with train/ and test/ (and
+    # optionally validation/) folders of them. Relative to the study file.
     path: str | None = None
-    # fraction of the training data held out for validation; objectives never see the test set
+    # "file.py:function" | "pkg.module:function" returning {"train": ..., "test": ...,
+    # optional "validation": ...}, each (x, y) arrays or an unbatched tf.data.Dataset of (x, y)
+    loader: str | None = None
+    image_size: list[int] | None = None  # directory only: [height, width] images are resized to
+    color_mode: Literal["rgb", "grayscale"] = "rgb"  # directory only
+    num_classes: int | None = Field(None, ge=2)  # default: the largest label + 1
+    # fraction of the training data held out for validation when the data has no validation
+    # split; objectives never see the test set
     validation_split: float = Field(0.2, gt=0.0, lt=1.0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _loader_implies_dataset(cls, raw: Any) -> Any:
+        if isinstance(raw, dict) and raw.get("loader") is not None and "dataset" not in raw:
+            return {**raw, "dataset": "loader"}
+        return raw
 
     @field_validator("path")
     @classmethod
@@ -149,16 +169,40 @@ class DataConfig(_Strict):
         if path is None:
             return None
         resolved = _resolve(path, info)
-        if not resolved.is_file():
+        if info.data.get("dataset") == "directory":
+            if not resolved.is_dir():
+                raise ValueError(f"no such folder: {resolved}")
+        elif not resolved.is_file():
             raise ValueError(f"no such file: {resolved}")
         return str(resolved)
 
+    @field_validator("loader")
+    @classmethod
+    def _loader_exists(cls, loader: str | None, info: ValidationInfo) -> str | None:
+        return None if loader is None else _code_spec(loader, info)
+
+    @field_validator("image_size")
+    @classmethod
+    def _two_positive_sizes(cls, size: list[int] | None) -> list[int] | None:
+        if size is not None and (len(size) != 2 or min(size) < 1):
+            raise ValueError(f"expected [height, width] in pixels, got {brief(size)}")
+        return size
+
     @model_validator(mode="after")
-    def _path_matches_dataset(self) -> DataConfig:
-        if self.dataset == "npz" and self.path is None:
-            raise _field_error("path", "dataset 'npz' needs a path to a .npz file")
-        if self.dataset != "npz" and self.path is not None:
-            raise _field_error("path", f"only used with dataset 'npz', not {self.dataset!r}")
+    def _keys_match_dataset(self) -> DataConfig:
+        needs_path = {"npz": "a path to a .npz file", "directory": "a path to an image folder"}
+        if self.dataset in needs_path and self.path is None:
+            raise _field_error("path", f"dataset {self.dataset!r} needs {needs_path[self.dataset]}")
+        if self.dataset not in needs_path and self.path is not None:
+            raise _field_error("path", f"only used with dataset 'npz' or 'directory', not {self.dataset!r}")
+        if self.dataset == "loader" and self.loader is None:
+            raise _field_error("loader", "dataset 'loader' needs loader: 'file.py:function'")
+        if self.dataset != "loader" and self.loader is not None:
+            raise _field_error("loader", f"replaces the dataset; remove dataset: {self.dataset}")
+        if self.dataset == "directory" and self.image_size is None:
+            raise _field_error("image_size", "dataset 'directory' needs image_size: [height, width]")
+        if self.dataset != "directory" and self.image_size is not None:
+            raise _field_error("image_size", f"only used with dataset 'directory', not {self.dataset!r}")
         return self
 
 
@@ -182,39 +226,64 @@ class PruneConfig(_Strict):
 class ModelConfig(_Strict):
     # mlp | cnn | "pkg.module:function" | "path/to/file.py:function" (relative to the study file);
     # a custom builder is build(input_shape, num_classes) -> uncompiled tf_keras.Model
-    builder: str = "cnn"
+    builder: str | None = "cnn"
+    # or a trained model (.keras, .h5 or a SavedModel folder; relative to the study file): its
+    # own weights are the baseline, and every trial prunes and fine-tunes it
+    pretrained: str | None = None
+    # "file.py" | "pkg.module" imported before loading `pretrained`: registers its custom layers
+    custom_objects: str | None = None
+    # builder models: trials prune the dense baseline's trained weights (baseline) or train
+    # from newly initialised weights (scratch)
+    start: Literal["scratch", "baseline"] = "baseline"
     prune: PruneConfig = PruneConfig()  # which layers trials prune
+
+    @model_validator(mode="before")
+    @classmethod
+    def _builder_or_pretrained(cls, raw: Any) -> Any:
+        if not isinstance(raw, dict) or raw.get("pretrained") is None:
+            return raw
+        if raw.get("builder") is not None:
+            raise ValueError("builder: give either builder or pretrained, not both")
+        if raw.get("start", "baseline") != "baseline":
+            raise ValueError("start: a pretrained model always starts from its own weights; remove start")
+        return {**raw, "builder": None}
 
     @field_validator("builder")
     @classmethod
-    def _builder_exists(cls, builder: str, info: ValidationInfo) -> str:
-        if builder in BUILTIN_BUILDERS:
+    def _builder_exists(cls, builder: str | None, info: ValidationInfo) -> str | None:
+        if builder is None or builder in BUILTIN_BUILDERS:
             return builder
-        target, sep, function = builder.rpartition(":")
-        if not sep or not target or not function.isidentifier():
-            raise ValueError(
-                f"expected mlp, cnn, 'pkg.module:function' or 'file.py:function', got {builder!r}"
-            )
-        if target.endswith(".py"):
-            path = _resolve(target, info)
-            if not path.is_file():
-                raise ValueError(f"no such file: {path}")
-            if not _defines(path, function):
-                raise ValueError(f"{path} defines no top-level function {function!r}")
-            return f"{path}:{function}"
-        try:
-            found = importlib.util.find_spec(target) is not None
-        except (ImportError, ValueError):
-            found = False
-        if not found:
-            raise ValueError(f"cannot find module {target!r}; is it installed or on PYTHONPATH?")
-        return builder
+        return _code_spec(builder, info, also="mlp, cnn, ")
+
+    @field_validator("pretrained")
+    @classmethod
+    def _model_exists(cls, pretrained: str | None, info: ValidationInfo) -> str | None:
+        if pretrained is None:
+            return None
+        path = _resolve(pretrained, info)
+        if not path.exists():
+            raise ValueError(f"no such file or SavedModel folder: {path}")
+        return str(path)
+
+    @field_validator("custom_objects")
+    @classmethod
+    def _module_exists(cls, target: str | None, info: ValidationInfo) -> str | None:
+        return None if target is None else _code_target(target, info)
+
+    @model_validator(mode="after")
+    def _custom_objects_need_pretrained(self) -> ModelConfig:
+        if self.custom_objects is not None and self.pretrained is None:
+            raise _field_error("custom_objects", "only used with pretrained; a builder imports its own layers")
+        return self
 
 
 class TrainConfig(_Strict):
     epochs: int = Field(10, ge=1)
     batch_size: int = Field(32, ge=1)
     learning_rate: float = Field(0.001, gt=0.0)
+    # TensorFlow op determinism: a rerun reproduces a trial exactly. Some GPU ops have no
+    # deterministic kernel; set false to use them, and reruns compare within a tolerance.
+    deterministic: bool = True
 
 
 class SearchConfig(_Strict):
@@ -457,6 +526,21 @@ def parse_study_config(raw: Any, base_dir: Path = Path("."), source: str = "stud
         raise ConfigError(f"{source}: {_format_error(error)}") from None
 
 
+# Keys added since a study could have been stored, with the value such a study ran with:
+# a stored study file has every key, so a missing one means an older sweep wrote it.
+STORED_BEFORE = {("model", "start"): "scratch"}
+
+
+def parse_stored_config(raw: Any, source: str) -> StudyConfig:
+    """A study file as `sweep run` stored it, read with the values it ran with."""
+    if isinstance(raw, dict):
+        raw = {**raw}
+        for (section, key), value in STORED_BEFORE.items():
+            if isinstance(raw.get(section), dict) and key not in raw[section]:
+                raw[section] = {**raw[section], key: value}
+    return parse_study_config(raw, source=source)
+
+
 def _format_error(error: ValidationError) -> str:
     first = error.errors()[0]
     location = [str(part) for part in first["loc"] if part != "step_params"]  # flat in the file
@@ -490,6 +574,34 @@ def _allowed_keys(section: list[str]) -> list[str]:
 def _resolve(path: str, info: ValidationInfo) -> Path:
     base_dir = (info.context or {}).get("base_dir", Path("."))
     return (Path(base_dir) / Path(path).expanduser()).resolve()
+
+
+def _code_spec(spec: str, info: ValidationInfo, also: str = "") -> str:
+    """A "pkg.module:function" or "file.py:function" spec whose module or file exists and,
+    for a file, defines the function (checked without running it); file paths made absolute."""
+    target, sep, function = spec.rpartition(":")
+    if not sep or not target or not function.isidentifier():
+        raise ValueError(f"expected {also}'pkg.module:function' or 'file.py:function', got {brief(spec)}")
+    target = _code_target(target, info)
+    if target.endswith(".py") and not _defines(Path(target), function):
+        raise ValueError(f"{target} defines no top-level function {function!r}")
+    return f"{target}:{function}"
+
+
+def _code_target(target: str, info: ValidationInfo) -> str:
+    """An importable module name, or an existing .py file made absolute."""
+    if target.endswith(".py"):
+        path = _resolve(target, info)
+        if not path.is_file():
+            raise ValueError(f"no such file: {path}")
+        return str(path)
+    try:
+        found = importlib.util.find_spec(target) is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        raise ValueError(f"cannot find module {target!r}; is it installed or on PYTHONPATH?")
+    return target
 
 
 def _defines(path: Path, name: str) -> bool:

@@ -1,9 +1,11 @@
-"""Datasets: the bundled offline `digits`, the classic downloads, and user `.npz` files.
+"""Datasets: the bundled offline `digits`, the classic downloads, and user `.npz` files,
+held in memory; your own loader and image folders are streamed (`sweep.user_data`).
 
-Every loader returns the same `Dataset`: float32 images in [0, 1] with a channel axis,
-integer labels, and a validation split carved from the training data with a fixed
-seed, so every trial and every study on a dataset sees the same split. Objectives use
-validation accuracy only; the test set is reported, never optimised.
+Every source gives the same `Dataset`: train, validation and test `Split`s with integer
+labels. The in-memory datasets here are float32 images in [0, 1] with a channel axis. The
+validation split is carved from the training data with a fixed seed, so every trial and
+every study on a dataset sees the same split. Objectives use validation accuracy only;
+the test set is reported, never optimised.
 
 Downloads (`mnist`, `fashion_mnist`, `cifar10`) go to `$KERAS_HOME/datasets`
 (default `~/.keras/datasets`) and are read from there afterwards, so a machine without
@@ -49,31 +51,78 @@ CACHED_FIX = "delete it to download it again"
 
 
 @dataclass(frozen=True, eq=False)
+class Split:
+    """One split of a dataset: `x`, `y` arrays in memory, or `stream`, an unbatched
+    `tf.data.Dataset` of (x, y) pairs that is read anew on every pass and never held whole."""
+
+    size: int  # examples
+    x: np.ndarray | None = None
+    y: np.ndarray | None = None
+    stream: Any = None  # tf.data.Dataset
+    example_bytes: int = 0  # streams: bytes of one x, to size the shuffle buffer
+
+    @classmethod
+    def arrays(cls, x: np.ndarray, y: np.ndarray) -> Split:
+        return cls(len(x), x=x, y=y)
+
+    def batches(self, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(x, y) numpy batches in order; y as 1-D labels."""
+        if self.stream is None:
+            assert self.x is not None and self.y is not None
+            for start in range(0, self.size, batch_size):
+                yield self.x[start : start + batch_size], self.y[start : start + batch_size]
+            return
+        for x, y in self.stream.batch(batch_size).as_numpy_iterator():
+            yield x, np.reshape(y, -1)
+
+    def first_inputs(self, count: int) -> np.ndarray:
+        return next(self.batches(count))[0]
+
+    def fit_arguments(self, batch_size: int, shuffle_seed: int) -> dict[str, Any]:
+        """The training data as `model.fit` keywords, shuffled anew each epoch. Arrays are
+        shuffled by Keras from the global seed; a stream through a buffer of up to
+        `SHUFFLE_BUFFER_BYTES` seeded with `shuffle_seed`, and prefetched."""
+        if self.stream is None:
+            return {"x": self.x, "y": self.y, "batch_size": batch_size, "shuffle": True}
+        buffer = max(1, min(self.size, SHUFFLE_BUFFER_BYTES // max(self.example_bytes, 1)))
+        stream = self.stream.shuffle(buffer, seed=shuffle_seed, reshuffle_each_iteration=True)
+        return {"x": stream.batch(batch_size).prefetch(-1)}  # -1: tf.data.AUTOTUNE
+
+    def validation_data(self, batch_size: int) -> Any:
+        """This split as `model.fit(validation_data=...)`."""
+        if self.stream is None:
+            return self.x, self.y
+        return self.stream.batch(batch_size).prefetch(-1)
+
+
+SHUFFLE_BUFFER_BYTES = 256 * 2**20
+
+
+@dataclass(frozen=True, eq=False)
 class Dataset:
     name: str
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_val: np.ndarray
-    y_val: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
+    train: Split
+    val: Split
+    test: Split
     num_classes: int
-
-    @property
-    def input_shape(self) -> tuple[int, ...]:
-        return tuple(self.x_train.shape[1:])
+    input_shape: tuple[int, ...]
+    streamed_digest: str | None = None  # streams: SHA-256 taken while they were first read
 
     def steps_per_epoch(self, batch_size: int) -> int:
-        return -(-len(self.x_train) // batch_size)
+        return -(-self.train.size // batch_size)
 
     @functools.cached_property
     def fingerprint(self) -> str:
         """SHA-256 of every split as the trials see it (shapes, dtypes, values): a study
         resumes only on the data it started with, whatever the file is called."""
+        if self.streamed_digest is not None:
+            return self.streamed_digest
         digest = hashlib.sha256()
-        for array in (self.x_train, self.y_train, self.x_val, self.y_val, self.x_test, self.y_test):
-            digest.update(f"{array.dtype.str}{array.shape}".encode())
-            digest.update(np.ascontiguousarray(array).data)
+        for split in (self.train, self.val, self.test):
+            for array in (split.x, split.y):
+                assert array is not None
+                digest.update(f"{array.dtype.str}{array.shape}".encode())
+                digest.update(np.ascontiguousarray(array).data)
         return digest.hexdigest()
 
 
@@ -85,28 +134,54 @@ def load_dataset(config: DataConfig) -> Dataset:
     >>> data.input_shape, data.num_classes
     ((8, 8, 1), 10)
     """
+    if config.dataset in ("loader", "directory"):
+        from sweep.user_data import load_user_dataset
+
+        return load_user_dataset(config)
     x_train, y_train, x_test, y_test = _LOADERS[config.dataset](config)
     x_train, x_test = _as_images(x_train, "x_train"), _as_images(x_test, "x_test")
-    y_train, y_test = _as_labels(y_train, "y_train"), _as_labels(y_test, "y_test")
+    y_train, y_test = as_labels(y_train, "y_train"), as_labels(y_test, "y_test")
     _check_consistent(x_train, y_train, x_test, y_test)
-    order = np.random.default_rng(SPLIT_SEED).permutation(len(x_train))
-    n_val = round(len(x_train) * config.validation_split)
-    if n_val < 1 or n_val >= len(x_train):
-        raise UsageError(
-            f"data.validation_split: {config.validation_split} of {len(x_train)} training "
-            f"examples leaves no validation or no training data; choose a value between them"
-        )
-    val, train = order[:n_val], order[n_val:]
+    held_out, kept = split_indices(len(x_train), config.validation_split, "training")
+    num_classes = check_labels(config, {"y_train": y_train, "y_test": y_test})
     return Dataset(
         name=config.dataset,
-        x_train=x_train[train],
-        y_train=y_train[train],
-        x_val=x_train[val],
-        y_val=y_train[val],
-        x_test=x_test,
-        y_test=y_test,
-        num_classes=int(max(y_train.max(), y_test.max())) + 1,
+        train=Split.arrays(x_train[kept], y_train[kept]),
+        val=Split.arrays(x_train[held_out], y_train[held_out]),
+        test=Split.arrays(x_test, y_test),
+        num_classes=num_classes,
+        input_shape=tuple(x_train.shape[1:]),
     )
+
+
+def split_indices(
+    size: int, fraction: float, what: str, seed: int = SPLIT_SEED, key: str = "data.validation_split"
+) -> tuple[np.ndarray, np.ndarray]:
+    """A fixed random `fraction` of `range(size)` held out, and the rest: the same split in
+    every trial and study."""
+    order = np.random.default_rng(seed).permutation(size)
+    count = round(size * fraction)
+    if count < 1 or count >= size:
+        raise UsageError(
+            f"{key}: {fraction} of {size} {what} examples leaves nothing to hold out or nothing to "
+            f"train on; {'choose a value between them' if key == 'data.validation_split' else 'add examples'}"
+        )
+    return order[:count], order[count:]
+
+
+def check_labels(config: DataConfig, largest: dict[str, np.ndarray | int]) -> int:
+    """The number of classes (`data.num_classes`, or the largest label + 1), after checking
+    that every split's labels fit it; `largest` maps a split to its labels or largest one."""
+    tops = {name: int(np.max(v)) if isinstance(v, np.ndarray) else v for name, v in largest.items()}
+    if config.num_classes is None:
+        return max(tops.values()) + 1
+    for name, top in tops.items():
+        if top >= config.num_classes:
+            raise UsageError(
+                f"data: {name} has label {top}, out of range for num_classes: {config.num_classes} "
+                f"(labels are 0..{config.num_classes - 1}); fix the labels or data.num_classes"
+            )
+    return config.num_classes
 
 
 Arrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
@@ -310,7 +385,7 @@ def _as_images(x: np.ndarray, name: str) -> np.ndarray:
     return x[..., np.newaxis] if x.ndim == 3 else x  # greyscale images get a channel axis
 
 
-def _as_labels(y: np.ndarray, name: str) -> np.ndarray:
+def as_labels(y: np.ndarray, name: str) -> np.ndarray:
     y = np.asarray(y)
     if y.ndim == 2 and y.shape[1] == 1:  # CIFAR-style column of labels
         y = y[:, 0]

@@ -17,16 +17,16 @@ from pathlib import Path
 import numpy as np
 
 from sweep._tf import keras, tf
-from sweep.data import Dataset
+from sweep.data import Dataset, Split
 from sweep.pruning import all_layers, prunable_variables
 
-def accuracy(model: keras.Model, x: np.ndarray, y: np.ndarray, batch_size: int = 2048) -> float:
-    """Top-1 accuracy of `model` (logits or probabilities) on `x`, `y`."""
+
+def accuracy(model: keras.Model, split: Split, batch_size: int = 2048) -> float:
+    """Top-1 accuracy of `model` (logits or probabilities) on `split`."""
     correct = 0
-    for start in range(0, len(x), batch_size):
-        outputs = model(x[start : start + batch_size], training=False)
-        correct += int(np.sum(np.argmax(outputs, axis=-1) == y[start : start + batch_size]))
-    return correct / len(x)
+    for x, y in split.batches(batch_size):
+        correct += int(np.sum(np.argmax(model(x, training=False), axis=-1) == y))
+    return correct / split.size
 
 
 def prunable_weights(model: keras.Model) -> dict[str, list[np.ndarray]]:
@@ -86,8 +86,8 @@ def measure(model: keras.Model, dataset: Dataset, timings: dict[str, float] | No
 
     weights = [np.asarray(w) for w in model.weights]
     metrics: dict[str, float] = {
-        "val_accuracy": accuracy(model, dataset.x_val, dataset.y_val),
-        "test_accuracy": accuracy(model, dataset.x_test, dataset.y_test),
+        "val_accuracy": accuracy(model, dataset.val),
+        "test_accuracy": accuracy(model, dataset.test),
         **sparsity(model),
         "params": sum(w.size for w in weights),
         "nonzero_params": sum(int(np.count_nonzero(w)) for w in weights),

@@ -1,5 +1,6 @@
-"""Model builders: `build(input_shape, num_classes) -> uncompiled tf_keras.Model`.
+"""The model a study prunes: built by a builder, or a trained model loaded from a file.
 
+A builder is `build(input_shape, num_classes) -> uncompiled tf_keras.Model`.
 `mlp` and `cnn` are small defaults sized for digits/MNIST; `model.builder` can name your
 own function as "pkg.module:function" or "path/to/file.py:function". Layers get fixed
 names, so metrics such as `sparsity/dense1` mean the same layer in every trial.
@@ -7,15 +8,13 @@ names, so metrics such as `sparsity/dense1` mean the same layer in every trial.
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from sweep._tf import keras
-from sweep.config import PruneConfig
+from sweep.config import ModelConfig
 from sweep.errors import SweepError, UsageError, brief
+from sweep.user_code import import_target, resolve_function
 
 Builder = Callable[[tuple[int, ...], int], "keras.Model"]
 
@@ -65,84 +64,98 @@ def build_model(builder: str, input_shape: tuple[int, ...], num_classes: int) ->
     >>> build_model("mlp", (8, 8, 1), 10).output_shape
     (None, 10)
     """
-    model = resolve_builder(builder)(input_shape, num_classes)
-    _check_is_tf_keras(model, builder)
-    _check_output(model, builder, num_classes)
+    builder_function = BUILTIN.get(builder) or resolve_function(builder, "model.builder")
+    model = builder_function(input_shape, num_classes)
+    if not isinstance(model, keras.Model):
+        raise UsageError(f"model.builder: {builder} returned {type(model).__name__}{_keras3_hint(model)}; "
+                         f"it must return an uncompiled tf_keras.Model")
+    _check_output(model, f"model.builder: {builder}'s model", num_classes)
     return model
 
 
-def check_builder(builder: str, input_shape: tuple[int, ...], num_classes: int, rules: PruneConfig) -> None:
-    """Build the model once before a study writes anything, so a misfit builder, or one
-    with nothing to prune, is a one-line `UsageError`. (In a trial, the builder's own
-    exception fails the trial.)"""
+def load_pretrained(config: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> keras.Model:
+    """The trained model `model.pretrained` names, after importing `model.custom_objects`,
+    checked to fit the data. Always loaded anew: a trial must not see another's weights."""
+    assert config.pretrained is not None
+    what = f"model.pretrained: {config.pretrained}"
+    if config.custom_objects is not None:
+        import_target(config.custom_objects, "model.custom_objects")
+    try:
+        model = keras.models.load_model(config.pretrained, compile=False)
+    except Exception as error:
+        unknown = "Unknown layer" in str(error) or "custom_objects" in str(error)
+        fix = ("name the module that defines its custom layers (registered with "
+               "register_keras_serializable) in model.custom_objects") if unknown else \
+            "save it with tf_keras (import tf_keras as keras) as .keras, .h5 or a SavedModel folder"
+        raise UsageError(f"{what}: cannot load it ({brief(error, 160)}); {fix}") from error
+    if not isinstance(model, keras.Model):
+        raise UsageError(f"{what} is a {type(model).__name__}, not a Keras model{_keras3_hint(model)}; "
+                         f"save it with tf_keras model.save()")
+    _check_output(model, what, num_classes)
+    expected = tuple(model.inputs[0].shape[1:]) if len(model.inputs) == 1 else None
+    if expected is None or len(expected) != len(input_shape) or any(
+        want is not None and want != have for want, have in zip(expected, input_shape, strict=True)
+    ):
+        inputs = [tuple(i.shape) for i in model.inputs]
+        raise UsageError(f"{what} takes inputs of shape {brief(inputs)}, but the data's examples have shape "
+                         f"{input_shape}; give data of the shape the model was trained on")
+    return model
+
+
+def starting_model(
+    config: ModelConfig, input_shape: tuple[int, ...], num_classes: int, start_weights: Path | None = None
+) -> keras.Model:
+    """The dense model a trial prunes, or the baseline measures: the pretrained model, or
+    the builder's, newly initialised or with the weights `start_weights` holds."""
+    if config.pretrained is not None:
+        return load_pretrained(config, input_shape, num_classes)
+    assert config.builder is not None  # guaranteed by ModelConfig
+    model = build_model(config.builder, input_shape, num_classes)
+    if start_weights is not None:
+        model.load_weights(start_weights)
+    return model
+
+
+def check_model(config: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> None:
+    """Build or load the model once before a study writes anything, so a misfit builder or
+    file, or a model with nothing to prune, is a one-line `UsageError`. (In a trial, the
+    builder's own exception fails the trial.)"""
     from sweep.pruning import check_prunable
 
+    what = f"model.pretrained {config.pretrained}" if config.pretrained else f"model.builder {config.builder}"
     try:
-        check_prunable(build_model(builder, input_shape, num_classes), rules, f"model.builder {builder}")
+        check_prunable(starting_model(config, input_shape, num_classes), config.prune, what)
     except SweepError:
         raise
     except Exception as error:  # the user's code: any exception is theirs to fix
         raise UsageError(
-            f"model.builder: {builder} raised {brief(error, 160)} when called with "
+            f"model.builder: {config.builder} raised {brief(error, 160)} when called with "
             f"{(input_shape, num_classes)}; fix the builder"
         ) from error
 
 
-def _check_is_tf_keras(model: object, builder: str) -> None:
-    if not isinstance(model, keras.Model):
-        hint = (
-            " (a Keras 3 model: build it with `import tf_keras as keras`, tfmot needs Keras 2)"
-            if type(model).__module__.startswith("keras")
-            else ""
-        )
-        raise UsageError(
-            f"model.builder: {builder} returned {type(model).__name__}{hint}; "
-            f"it must return an uncompiled tf_keras.Model"
-        )
+def _keras3_hint(model: object) -> str:
+    if type(model).__module__.startswith("keras"):
+        return " (a Keras 3 model: build it with `import tf_keras as keras`, tfmot needs Keras 2)"
+    return ""
 
 
-def _check_output(model: keras.Model, builder: str, num_classes: int) -> None:
+def _check_output(model: keras.Model, what: str, num_classes: int) -> None:
     """Training uses sparse categorical cross-entropy on integer labels: one output of
     shape (batch, num_classes). Too few units fail in training, too many train silently."""
     if not model.outputs:  # only subclassed models lack them, and tfmot cannot prune those
         raise UsageError(
-            f"model.builder: {builder} returned a subclassed {type(model).__name__} model "
-            f"without defined outputs; build a Sequential or functional model "
-            f"(tfmot prunes only those)"
+            f"{what} is a subclassed {type(model).__name__} model without defined outputs; "
+            f"build a Sequential or functional model (tfmot prunes only those)"
         )
     if len(model.outputs) != 1:
         raise UsageError(
-            f"model.builder: {builder} returned a model with {len(model.outputs)} outputs; sweep "
-            f"trains a classifier with one output of {num_classes} logits"
+            f"{what} has {len(model.outputs)} outputs; sweep trains a classifier with one output "
+            f"of {num_classes} logits"
         )
     shape = tuple(model.outputs[0].shape)
     if len(shape) != 2 or shape[-1] != num_classes:
         raise UsageError(
-            f"model.builder: {builder} returns outputs of shape {shape}, but the dataset's "
-            f"{num_classes} classes need (batch, {num_classes}); "
-            f"end the model with Dense(num_classes)"
+            f"{what} has outputs of shape {shape}, but the dataset's {num_classes} classes need "
+            f"(batch, {num_classes}); end the model with Dense(num_classes)"
         )
-
-
-def resolve_builder(builder: str) -> Builder:
-    if builder in BUILTIN:
-        return BUILTIN[builder]
-    target, _, name = builder.rpartition(":")
-    try:
-        if target.endswith(".py"):
-            module_name = f"sweep_user_builder_{abs(hash(target))}"
-            module = sys.modules.get(module_name)
-            if module is None:
-                spec = importlib.util.spec_from_file_location(module_name, Path(target))
-                assert spec is not None and spec.loader is not None
-                module = importlib.util.module_from_spec(spec)
-                spec.loader.exec_module(module)
-                sys.modules[module_name] = module
-        else:
-            module = importlib.import_module(target)
-    except Exception as error:
-        raise UsageError(f"model.builder: importing {target} failed: {error!r}") from error
-    function = getattr(module, name, None)
-    if not callable(function):
-        raise UsageError(f"model.builder: {target} has no function {name!r}")
-    return function

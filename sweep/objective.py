@@ -16,6 +16,7 @@ import traceback
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
@@ -59,6 +60,7 @@ class PruningObjective:
         baseline: Mapping[str, float],
         goal: Goal,
         tf_threads: int,
+        start_weights: Path | None = None,
         on_epoch: EpochHook | None = None,
     ) -> None:
         self.config = config
@@ -68,6 +70,7 @@ class PruningObjective:
         self.baseline = baseline
         self.goal = goal
         self.tf_threads = tf_threads
+        self.start_weights = start_weights
         self.on_epoch = on_epoch
         self.total_steps = config.train.epochs * dataset.steps_per_epoch(config.train.batch_size)
         self.last_run_id: str | None = None  # the MLflow run of the trial started last
@@ -108,6 +111,7 @@ class PruningObjective:
                 plan=plan,
                 weight_decay=params.weight_decay,
                 on_epoch=record_epoch,
+                start_weights=self.start_weights,
             )
             timings.update(trained.timings)
             metrics = measure(trained.model, self.dataset, timings)

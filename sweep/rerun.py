@@ -1,7 +1,8 @@
-"""`sweep rerun`: retrain one trial from scratch and export the deployable model.
+"""`sweep rerun`: train one trial again and export the deployable model.
 
-The trial's stored parameters, seed and resolved study file replay it exactly (with
-TensorFlow op determinism on, the same machine gives the same weights). The export is
+The trial's stored parameters, seed, starting weights and resolved study file replay it
+exactly (with TensorFlow op determinism on, the same machine gives the same weights; a
+study with `train.deterministic: false` is compared within a tolerance instead). The export is
 written to a temporary sibling folder and renamed into place at the end, so an
 interrupted rerun never leaves a half-written output folder; the MLflow run ends FINISHED
 only once the export is in place, and FAILED (its staging folder removed) otherwise.
@@ -12,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -21,6 +23,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import FrozenTrial
 
+from sweep.baseline import start_weights
 from sweep.config import StudyConfig
 from sweep.errors import SweepError, UsageError
 from sweep.objective import derived_metrics
@@ -30,6 +33,8 @@ from sweep.tracking import Tracker
 
 # Compared between the original trial and its rerun; the first three must match exactly.
 COMPARED = ("val_accuracy", "sparsity", "compressed_bytes", "test_accuracy", "tflite_gzip_bytes")
+# `train.deterministic: false`: a rerun differs by GPU float round-off, not by results
+NONDETERMINISTIC_TOLERANCE = 0.02
 
 
 @dataclass
@@ -40,6 +45,7 @@ class RerunResult:
     run_id: str
     output: Path
     differences: list[str] = field(default_factory=list)
+    tolerance: float = 0.0  # relative; 0: the study is deterministic, so a rerun must match exactly
 
 
 def trial_study_config(config: StudyConfig, trial: FrozenTrial) -> StudyConfig:
@@ -73,13 +79,13 @@ def rerun_trial(
     """Retrain `trial`, compare its metrics with the original's, export and log the model."""
     from sweep.data import load_dataset
     from sweep.measure import measure, tflite_bytes
-    from sweep.training import configure_tensorflow
-    from sweep.training import train
+    from sweep.training import configure_tensorflow, train
 
     check_output_folder(output)
     original_run_id = trial.user_attrs.get("mlflow_run_id", "")
     seed = int(trial.user_attrs["seed"])
-    configure_tensorflow(trial.user_attrs.get("tf_threads"))  # the trial's thread count: exact replay
+    # the trial's thread count: exact replay
+    configure_tensorflow(trial.user_attrs.get("tf_threads"), config.train.deterministic)
     dataset = load_dataset(config.data)
     params = suggest_params(optuna.trial.FixedTrial(trial.params), config.search)
     total_steps = config.train.epochs * dataset.steps_per_epoch(config.train.batch_size)
@@ -91,7 +97,9 @@ def rerun_trial(
     )
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}-", dir=output.parent))
     try:
-        trained = train(dataset, config, seed, plan=plan, weight_decay=params.weight_decay)
+        with tempfile.TemporaryDirectory(prefix="sweep-") as folder:
+            trained = train(dataset, config, seed, plan=plan, weight_decay=params.weight_decay,
+                            start_weights=start_weights(study, tracker, config, folder))
         reproduced = measure(trained.model, dataset)
         reproduced["train_seconds"] = trained.train_seconds
         reproduced.update(derived_metrics(reproduced, study.user_attrs["baseline"]))
@@ -113,7 +121,7 @@ def rerun_trial(
         }
         (staging / "metrics.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
 
-        _log_keras_model(tracker, run_id, trained.model, dataset.x_test[:1], register)
+        _log_keras_model(tracker, run_id, trained.model, dataset.test.first_inputs(1), register)
         for name in ("model.tflite", "study.yaml", "metrics.json"):
             tracker.log_artifact(run_id, str(staging / name), "export")
         tracker.log_results(run_id, reproduced, curves=trained.history)
@@ -129,10 +137,12 @@ def rerun_trial(
         tracker.fail_trial(run_id, reason, status=_status(error))
         shutil.rmtree(staging, ignore_errors=True)  # gone already if the export was moved
         raise
+    tolerance = 0.0 if config.train.deterministic else NONDETERMINISTIC_TOLERANCE
     differences = [
-        name for name in COMPARED if name in original and original[name] != reproduced.get(name)
+        name for name in COMPARED
+        if name in original and not math.isclose(original[name], reproduced.get(name, math.nan), rel_tol=tolerance)
     ]
-    return RerunResult(trial.number, original, reproduced, run_id, output, differences)
+    return RerunResult(trial.number, original, reproduced, run_id, output, differences, tolerance)
 
 
 def _move_into_place(staging: Path, output: Path) -> str | None:

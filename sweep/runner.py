@@ -13,17 +13,20 @@ import gc
 import multiprocessing
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from sweep.config import StudyConfig, parse_study_config
+from sweep.baseline import ensure_baseline, start_weights
+from sweep.config import StudyConfig, parse_stored_config, parse_study_config
 from sweep.data import Dataset
 from sweep.errors import ConfigError, Interrupted, StoreFailed, StudyAborted, SweepError, UsageError
 from sweep.objective import FROZEN_SECTIONS, FinishRuns, PruningObjective, StaleTrials, study_user_attrs
@@ -76,13 +79,14 @@ def run_study(request: RunRequest, progress: Callable[[RunPlan], Progress] | Non
     max_failures_allowed(request.max_failures, 1)  # validates the flag before any work
 
     from sweep.data import load_dataset
-    from sweep.models import check_builder
+    from sweep.models import check_model
     from sweep.training import configure_tensorflow
 
-    configure_tensorflow(cpu_threads_per_worker(1))  # before the first op; explicit, so reruns match
+    # before the first op; the thread count explicit, so reruns match
+    configure_tensorflow(cpu_threads_per_worker(1), config.train.deterministic)
     dataset = load_dataset(config.data)
     _check_same_data(stored.get(DATA_FINGERPRINT), dataset, config)
-    check_builder(config.model.builder, dataset.input_shape, dataset.num_classes, config.model.prune)
+    check_model(config.model, dataset.input_shape, dataset.num_classes)
 
     # --- from here on we write; Ctrl-C and SIGTERM stop at the next safe point ---
     interrupts.install()
@@ -117,7 +121,9 @@ def run_study(request: RunRequest, progress: Callable[[RunPlan], Progress] | Non
         )
         display = progress(plan) if progress else None
         if plan.n_trials and request.jobs == 1:
-            _run_worker(study, config, dataset, tracker, goal, cpu_threads_per_worker(1), worker=0, display=display)
+            with tempfile.TemporaryDirectory(prefix="sweep-") as folder:
+                _run_worker(study, config, dataset, tracker, goal, cpu_threads_per_worker(1), worker=0,
+                            start=start_weights(study, tracker, config, folder), display=display)
         elif plan.n_trials:
             _work_in_processes(request, study, goal, display)
     except KeyboardInterrupt:
@@ -129,15 +135,16 @@ def run_study(request: RunRequest, progress: Callable[[RunPlan], Progress] | Non
 
 def _run_worker(  # type: ignore[no-untyped-def]
     study: optuna.Study, config: StudyConfig, dataset, tracker: Tracker, goal: Goal, threads: int,
-    worker: int, display: Progress | None = None,
+    worker: int, start: Path | None, display: Progress | None = None,
 ) -> None:
     """One worker's trials, in this process or in a `--jobs` process: its own sampler
-    seed, the objective, and the loop that stops at the goal."""
+    seed, the objective (trials start from the weights in `start`, if given), and the
+    loop that stops at the goal."""
     started = study.get_trials(deepcopy=False, states=tuple(set(TrialState) - {TrialState.WAITING}))
     study.sampler = make_sampler(config.sampler, config.seed, offset=len(started), worker=worker)
     objective = PruningObjective(
         config, dataset, tracker, study.user_attrs["mlflow_study_run_id"], study.user_attrs["baseline"],
-        goal, threads, on_epoch=getattr(display, "epoch", None),
+        goal, threads, start, on_epoch=getattr(display, "epoch", None),
     )
     callbacks: list[Any] = [FinishRuns(tracker)] + ([display] if display else [])
     # Garbage collection happens once per trial, at its end (PruningObjective), instead of
@@ -228,16 +235,17 @@ def _worker_main(config_json: dict, storage_url: str, tracking_uri: str, goal: G
     os.setpgid(0, 0)  # out of the terminal's group: Ctrl-C reaches us once, forwarded by the parent
     interrupts.install()
     try:
+        from sweep.data import load_dataset
         from sweep.training import configure_tensorflow
 
-        configure_tensorflow(threads)  # before any TensorFlow op runs in this process
         config = parse_study_config(config_json)
-        from sweep.data import load_dataset
-
+        configure_tensorflow(threads, config.train.deterministic)  # before any TensorFlow op runs here
         tracker = Tracker(tracking_uri, config.name)
         storage = open_storage(storage_url, stale_trial_callback=StaleTrials(tracker), heartbeat=True)
         study = optuna.load_study(study_name=config.name, storage=storage)
-        _run_worker(study, config, load_dataset(config.data), tracker, goal, threads, worker=index)
+        with tempfile.TemporaryDirectory(prefix="sweep-") as folder:
+            _run_worker(study, config, load_dataset(config.data), tracker, goal, threads, worker=index,
+                        start=start_weights(study, tracker, config, folder))
     except KeyboardInterrupt:
         sys.exit(interrupts.exit_code())
     except SweepError as error:
@@ -291,33 +299,12 @@ def make_sampler(name: str, seed: int, offset: int = 0, worker: int = 0) -> optu
     raise UsageError(f"sampler: unknown sampler {name!r}")
 
 
-def ensure_baseline(
-    study: optuna.Study,
-    tracker: Tracker,
-    study_run_id: str,
-    config: StudyConfig,
-    dataset: Dataset,
-) -> dict[str, float]:
-    """The dense model's metrics, trained once per study with the trials' budget."""
-    if "baseline" in study.user_attrs:
-        return study.user_attrs["baseline"]
-    from sweep.measure import measure
-    from sweep.training import train
-
-    trained = train(dataset, config, config.seed)
-    baseline = measure(trained.model, dataset)
-    baseline["train_seconds"] = trained.train_seconds
-    study.set_user_attr("baseline", baseline)
-    tracker.log_baseline(study_run_id, baseline)
-    return baseline
-
-
 def _check_compatible(stored: dict[str, Any] | None, config: StudyConfig) -> None:
     """A study can be resumed only with the sections that define its trials unchanged."""
     if not stored:
         return
     try:  # keys added to the study file since the study began get their defaults
-        stored = parse_study_config(stored, source="stored study").model_dump(mode="json")
+        stored = parse_stored_config(stored, source="stored study").model_dump(mode="json")
     except ConfigError:  # e.g. a data file moved since: compare as stored
         pass
     wanted = config.model_dump(mode="json")

@@ -290,11 +290,11 @@ def load_study(name: str, url: str, storage: optuna.storages.RDBStorage | None =
 
 def stored_config(study: optuna.Study) -> StudyConfig:
     """The resolved study file the study was run with (recorded by `sweep run`)."""
-    from sweep.config import parse_study_config
+    from sweep.config import parse_stored_config
 
     if "config" not in study.user_attrs:
         raise UsageError(f"study {study.study_name!r} was not created by sweep run (no stored config)")
-    return parse_study_config(study.user_attrs["config"], source=f"study {study.study_name!r}")
+    return parse_stored_config(study.user_attrs["config"], source=f"study {study.study_name!r}")
 
 
 def mask_password(url: str) -> str:

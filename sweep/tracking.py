@@ -7,7 +7,8 @@ trials or worker threads.
 Layout in the tracking store (experiment = study name):
 
 * parent run, tags `sweep.role=study`, `sweep.study=<name>`: the resolved study file
-  (`study.yaml`) and the dense baseline's metrics as `baseline/<metric>`;
+  (`study.yaml`), the dense baseline's metrics as `baseline/<metric>` and, when trials
+  start from it, its weights (`baseline/weights.h5`);
 * child run per trial, tags `sweep.role=trial`, `sweep.study`, `sweep.trial_number`,
   `mlflow.parentRunId`: every sampled hyperparameter and derived step as params,
   the trial's metrics, and per-epoch curves with step = epoch. A failed trial's run
@@ -204,6 +205,9 @@ class Tracker:
 
     def log_artifact(self, run_id: str, path: str, folder: str | None = None) -> None:
         self.client.log_artifact(run_id, path, folder)
+
+    def download_artifact(self, run_id: str, path: str, folder: str) -> Path:
+        return Path(self.client.download_artifacts(run_id, path, folder))
 
     def log_results(
         self,

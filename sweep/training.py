@@ -11,6 +11,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -18,8 +19,8 @@ from sweep import interrupts
 from sweep._tf import keras, tf, tfmot
 from sweep.config import StudyConfig
 from sweep.data import Dataset
-from sweep.errors import SweepError
-from sweep.models import build_model
+from sweep.errors import SweepError, brief
+from sweep.models import starting_model
 from sweep.pruning import all_layers, wrap_for_pruning
 from sweep.schedule_plan import SchedulePlan
 from sweep.schedules import build_schedule
@@ -29,7 +30,7 @@ from tensorflow_model_optimization.python.core.sparsity.keras.pruning_wrapper im
     PruneLowMagnitude,
 )
 
-_determinism_enabled = False
+_configured = False
 
 
 class TrainingDiverged(SweepError):
@@ -70,11 +71,12 @@ class StopOnInterrupt(keras.callbacks.Callback):
         interrupts.stop_if_requested()
 
 
-def configure_tensorflow(threads: int | None = None) -> None:
-    """Once per process, before the first op: determinism on, and at most `threads`
-    cores, so parallel workers on one machine do not oversubscribe it."""
-    global _determinism_enabled
-    if _determinism_enabled:
+def configure_tensorflow(threads: int | None = None, deterministic: bool = True) -> None:
+    """Once per process, before the first op: op determinism (`train.deterministic`), and
+    at most `threads` cores, so parallel workers on one machine do not oversubscribe it.
+    TensorFlow places ops on a GPU when it sees one."""
+    global _configured
+    if _configured:
         return
     if threads:
         try:
@@ -82,8 +84,9 @@ def configure_tensorflow(threads: int | None = None) -> None:
             tf.config.threading.set_inter_op_parallelism_threads(min(threads, 2))
         except RuntimeError:  # TensorFlow already ran ops in this process (used as a library): keep its settings
             pass
-    tf.config.experimental.enable_op_determinism()
-    _determinism_enabled = True
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
+    _configured = True
 
 
 def train(
@@ -94,13 +97,15 @@ def train(
     plan: SchedulePlan | None = None,
     weight_decay: float = 0.0,
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+    start_weights: Path | None = None,
 ) -> TrainedModel:
-    """Train `config.model` on `dataset`: pruned along `plan`, or dense without one."""
-    configure_tensorflow()  # no-op if the caller already chose the threads
+    """Train `config.model` on `dataset`: pruned along `plan`, or dense without one,
+    starting from the weights `sweep.models.starting_model` gives."""
+    configure_tensorflow(deterministic=config.train.deterministic)  # no-op if the caller did it
     started = time.perf_counter()
     keras.backend.clear_session()
     keras.utils.set_random_seed(seed)
-    model = build_model(config.model.builder, dataset.input_shape, dataset.num_classes)
+    model = starting_model(config.model, dataset.input_shape, dataset.num_classes, start_weights)
     callbacks: list[keras.callbacks.Callback] = [keras.callbacks.TerminateOnNaN(), StopOnInterrupt()]
     if on_epoch is not None:
         callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=on_epoch))
@@ -115,15 +120,21 @@ def train(
         metrics=["accuracy"],
     )
     built = time.perf_counter()
-    history = model.fit(
-        dataset.x_train,
-        dataset.y_train,
-        batch_size=config.train.batch_size,
-        epochs=config.train.epochs,
-        validation_data=(dataset.x_val, dataset.y_val),
-        callbacks=callbacks,
-        verbose=0,
-    ).history
+    try:
+        history = model.fit(
+            **dataset.train.fit_arguments(config.train.batch_size, shuffle_seed=seed),
+            epochs=config.train.epochs,
+            validation_data=dataset.val.validation_data(config.train.batch_size),
+            callbacks=callbacks,
+            verbose=0,
+        ).history
+    except tf.errors.OpError as error:
+        if config.train.deterministic and "determinis" in str(error).lower():
+            raise SweepError(
+                f"an op has no deterministic kernel on this device ({brief(error, 200)}); set "
+                f"train.deterministic: false to train with it (reruns then compare within a tolerance)"
+            ) from error
+        raise
     trained = time.perf_counter()
     losses = history.get("loss", [])
     if len(losses) < config.train.epochs or not all(math.isfinite(v) for v in losses):

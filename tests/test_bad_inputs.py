@@ -97,7 +97,7 @@ CASES = [
     ("max-failures nan", {"search": {"schedule": "constant"}}, ["--max-failures", "nan"], "--max-failures: give a fraction below 1 (0.5) or a whole count (3), got 'nan'"),
     ("NaN in a range", {"name": "fresh", "search": {"final_sparsity": [0.5, float("nan")]}}, [], "search.final_sparsity: expected a finite number or a [low, high] range, got [0.5, nan]"),
     ("builder output size", {"name": "fresh", "model": {"builder": "builders.py:three_classes"}}, [],
-     "returns outputs of shape (None, 3), but the dataset's 10 classes need (batch, 10); end the model with Dense(num_classes)"),
+     "'s model has outputs of shape (None, 3), but the dataset's 10 classes need (batch, 10); end the model with Dense(num_classes)"),
     ("builder raises", {"name": "fresh", "model": {"builder": "builders.py:broken"}}, [],
      "builders.py:broken raised RuntimeError('no layers\\nfor you') when called with ((8, 8, 1), 10); fix the builder"),
     ("test shape differs", npz("test_shape.npz"), [], "data: x_test images have shape (5, 5, 1) but x_train images (4, 4, 1)"),

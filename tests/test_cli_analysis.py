@@ -133,12 +133,12 @@ from sweep.config import DataConfig
 from sweep.data import load_dataset
 data = load_dataset(DataConfig())
 model = tf_keras.models.load_model("{out / 'model.keras'}")
-keras_accuracy = float(np.mean(np.argmax(model.predict(data.x_test, verbose=0), -1) == data.y_test))
+keras_accuracy = float(np.mean(np.argmax(model.predict(data.test.x, verbose=0), -1) == data.test.y))
 interpreter = tf.lite.Interpreter(model_path="{out / 'model.tflite'}")
 runner = interpreter.get_signature_runner()
 name = list(runner.get_input_details())[0]
-outputs = runner(**{{name: data.x_test}})
-tflite_accuracy = float(np.mean(np.argmax(list(outputs.values())[0], -1) == data.y_test))
+outputs = runner(**{{name: data.test.x}})
+tflite_accuracy = float(np.mean(np.argmax(list(outputs.values())[0], -1) == data.test.y))
 print(keras_accuracy, tflite_accuracy, "tensorflow_model_optimization" in sys.modules)
 """], capture_output=True, text=True, cwd=study_dir)
     assert check.returncode == 0, check.stderr
@@ -170,7 +170,7 @@ def load_dataset_x(folder: Path):  # type: ignore[no-untyped-def]
     from sweep.config import DataConfig
     from sweep.data import load_dataset
 
-    return load_dataset(DataConfig()).x_test[:3]
+    return load_dataset(DataConfig()).test.x[:3]
 
 
 def test_studies_lists_trial_counts(study_dir: Path) -> None:

@@ -25,10 +25,10 @@ from sweep.errors import UsageError
 def test_digits_is_offline_split_and_scaled() -> None:
     data = load_dataset(DataConfig())
     assert data.input_shape == (8, 8, 1) and data.num_classes == 10
-    assert len(data.x_train) + len(data.x_val) + len(data.x_test) == 1797
-    assert len(data.x_val) == round(0.2 * (len(data.x_train) + len(data.x_val)))
-    assert 0.0 <= data.x_train.min() and data.x_train.max() <= 1.0
-    assert data.x_train.dtype == np.float32
+    assert len(data.train.x) + len(data.val.x) + len(data.test.x) == 1797
+    assert len(data.val.x) == round(0.2 * (len(data.train.x) + len(data.val.x)))
+    assert 0.0 <= data.train.x.min() and data.train.x.max() <= 1.0
+    assert data.train.x.dtype == np.float32
     assert load_dataset(DataConfig()) is data  # loaded once per process
 
 
@@ -36,7 +36,7 @@ def test_validation_split_is_fixed_across_calls() -> None:
     a = load_dataset(DataConfig(validation_split=0.3))
     load_dataset.cache_clear()
     b = load_dataset(DataConfig(validation_split=0.3))
-    np.testing.assert_array_equal(a.y_val, b.y_val)
+    np.testing.assert_array_equal(a.val.y, b.val.y)
 
 
 def write_npz(path: Path, **arrays: np.ndarray) -> Path:
@@ -52,8 +52,8 @@ def test_npz_greyscale_uint8_gets_a_channel_and_is_scaled(tmp_path: Path) -> Non
         x_test=rng.integers(0, 256, (10, 6, 6), dtype=np.uint8), y_test=rng.integers(0, 3, 10),
     )
     data = load_dataset(DataConfig(dataset="npz", path=str(path), validation_split=0.2))
-    assert data.input_shape == (6, 6, 1) and len(data.x_val) == 10 and len(data.x_train) == 40
-    assert data.x_train.max() <= 1.0 and data.num_classes == 3
+    assert data.input_shape == (6, 6, 1) and len(data.val.x) == 10 and len(data.train.x) == 40
+    assert data.train.x.max() <= 1.0 and data.num_classes == 3
 
 
 @pytest.mark.parametrize(
@@ -174,7 +174,7 @@ def fake_mnist(keras_home: Path) -> Path:
 def test_mnist_reads_the_cached_keras_file(keras_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     publish(monkeypatch, fake_mnist(keras_home))
     data = load_dataset(DataConfig(dataset="mnist", validation_split=0.1))
-    assert data.input_shape == (28, 28, 1) and len(data.x_val) == 3 and len(data.x_test) == 5
+    assert data.input_shape == (28, 28, 1) and len(data.val.x) == 3 and len(data.test.x) == 5
 
 
 def test_mnist_cache_that_is_not_the_published_file_is_refused(keras_home: Path) -> None:
@@ -192,8 +192,8 @@ def test_fashion_mnist_reads_idx_files(keras_home: Path) -> None:
     idx_gz(folder / "t10k-labels-idx1-ubyte.gz", np.arange(4), 8)
     idx_gz(folder / "t10k-images-idx3-ubyte.gz", np.zeros((4, 28, 28)), 16)
     data = load_dataset(DataConfig(dataset="fashion_mnist"))
-    assert data.input_shape == (28, 28, 1) and data.x_train.max() == 1.0 and data.num_classes == 10
-    np.testing.assert_array_equal(data.y_test, np.arange(4))
+    assert data.input_shape == (28, 28, 1) and data.train.x.max() == 1.0 and data.num_classes == 10
+    np.testing.assert_array_equal(data.test.y, np.arange(4))
 
 
 def cifar_batch(n: int) -> bytes:
@@ -214,7 +214,7 @@ def fake_cifar(keras_home: Path, test_batch: bytes | None = None) -> Path:
 def test_cifar10_reads_the_pickled_batches(keras_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     publish(monkeypatch, fake_cifar(keras_home))
     data = load_dataset(DataConfig(dataset="cifar10", validation_split=0.25))
-    assert data.input_shape == (32, 32, 3) and len(data.x_train) == 15 and len(data.x_test) == 3
+    assert data.input_shape == (32, 32, 3) and len(data.train.x) == 15 and len(data.test.x) == 3
 
 
 class MakesMarker:
@@ -305,7 +305,7 @@ def test_download_is_checked_against_the_published_checksum(
         load_dataset(DataConfig(dataset="mnist"))
     assert not list((keras_home / "datasets").iterdir())  # neither kept nor left half-written
     publish(monkeypatch, served / "mnist.npz")
-    assert len(load_dataset(DataConfig(dataset="mnist")).x_test) == 5
+    assert len(load_dataset(DataConfig(dataset="mnist")).test.x) == 5
     assert (keras_home / "datasets" / "mnist.npz").is_file()
 
 
@@ -369,21 +369,21 @@ def builders(tmp_path: Path) -> str:
 @pytest.mark.parametrize(
     ("function", "message"),
     [
-        ("three_classes", (r"returns outputs of shape \(None, 3\), but the dataset's 10 classes need "
+        ("three_classes", (r"'s model has outputs of shape \(None, 3\), but the dataset's 10 classes need "
                           r"\(batch, 10\); end the model with Dense\(num_classes\)")),
-        ("per_pixel", r"returns outputs of shape \(None, 8, 8, 10\), but the dataset's 10 classes need \(batch, 10\)"),
-        ("two_heads", r"returned a model with 2 outputs; sweep trains a classifier with one output of 10 logits"),
-        ("subclassed", r"returned a subclassed Subclassed model .*build a Sequential or functional model"),
+        ("per_pixel", r"'s model has outputs of shape \(None, 8, 8, 10\), but the dataset's 10 classes need \(batch, 10\)"),
+        ("two_heads", r"'s model has 2 outputs; sweep trains a classifier with one output of 10 logits"),
+        ("subclassed", r"'s model is a subclassed Subclassed model .*build a Sequential or functional model"),
         ("broken", (r"builders.py:broken raised RuntimeError\('layer sizes\\nmust be positive: x+\.\.\.x+'\) "
                    r"when called with \(\(8, 8, 1\), 10\); fix the builder")),
     ],
 )
 def test_builder_that_does_not_fit_the_dataset_is_refused(builders: str, function: str, message: str) -> None:
-    from sweep.config import PruneConfig
-    from sweep.models import check_builder
+    from sweep.config import ModelConfig
+    from sweep.models import check_model
 
     with pytest.raises(UsageError) as caught:
-        check_builder(f"{builders}:{function}", (8, 8, 1), 10, PruneConfig())
+        check_model(ModelConfig(builder=f"{builders}:{function}"), (8, 8, 1), 10)
     text = str(caught.value)
     assert text.startswith("model.builder: ") and "\n" not in text and len(text) < 400, text
     assert re.search(message, text), text

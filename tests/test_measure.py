@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from sweep._tf import keras
-from sweep.data import Dataset
+from sweep.data import Dataset, Split
 from sweep.measure import accuracy, gzip_size, keras_h5_bytes, measure, sparsity, tflite_bytes
 
 
@@ -62,17 +62,18 @@ def test_gzip_size_is_gzip_level_9_and_deterministic() -> None:
 def test_accuracy_on_known_predictions() -> None:
     model = keras.Sequential([keras.layers.Input((3,)), keras.layers.Lambda(lambda x: x)])
     x = np.eye(3, dtype=np.float32)[[0, 1, 2, 0]]
-    assert accuracy(model, x, np.array([0, 1, 2, 1]), batch_size=3) == 0.75
+    assert accuracy(model, Split.arrays(x, np.array([0, 1, 2, 1])), batch_size=3) == 0.75
 
 
 def test_measure_reports_every_metric_of_a_model() -> None:
     model = model_with_zeros(20, 0)
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(10, 4)).astype(np.float32), rng.integers(0, 3, 10)
-    data = Dataset("t", x, y, x, y, x, y, num_classes=3)
+    split = Split.arrays(x, y)
+    data = Dataset("t", split, split, split, num_classes=3, input_shape=(4,))
     metrics = measure(model, data)
     assert metrics["params"] == 40 + 10 + 30 + 3
     assert metrics["nonzero_params"] == 83 - 20
     assert metrics["tflite_bytes"] == len(tflite_bytes(model)) > 0
     assert 0 < metrics["tflite_gzip_bytes"] < metrics["tflite_bytes"]
-    assert metrics["val_accuracy"] == metrics["test_accuracy"] == accuracy(model, x, y)
+    assert metrics["val_accuracy"] == metrics["test_accuracy"] == accuracy(model, split)

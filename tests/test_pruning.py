@@ -87,10 +87,11 @@ def test_include_and_exclude_narrow_the_pruned_layers(builders: str) -> None:
 
 
 def test_a_model_with_nothing_to_prune_is_bad_input(builders: str) -> None:
-    from sweep.models import build_model, check_builder
+    from sweep.config import ModelConfig
+    from sweep.models import build_model, check_model
 
     with pytest.raises(UsageError, match="no layer of model.builder .* can be pruned: it has no layer tfmot can prune"):
-        check_builder(f"{builders}:nothing_to_prune", (8, 8, 1), 10, PruneConfig())
+        check_model(ModelConfig(builder=f"{builders}:nothing_to_prune"), (8, 8, 1), 10)
     with pytest.raises(UsageError, match="model.prune.include/exclude leave none of its prunable layers"):
         check_prunable(build_model("mlp", (8, 8, 1), 10), PruneConfig(include="^nothing$"), "model.builder mlp")
 

@@ -1,0 +1,87 @@
+"""The dense baseline: the model before pruning, measured once per study.
+
+A pretrained model is the baseline as it is: measured on the study's data, never
+retrained. A builder's model is trained once with the trials' budget. With `model.start:
+baseline` its trained weights are where every trial starts; they are kept as an artifact
+of the study's MLflow run, found again on resume, by every `--jobs` or remote worker and
+by `sweep rerun`, and checked against the SHA-256 the study recorded, so every trial and
+rerun starts from the very same weights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from pathlib import Path
+
+import optuna
+
+from sweep.config import StudyConfig
+from sweep.data import Dataset
+from sweep.errors import SweepError
+from sweep.tracking import Tracker
+
+WEIGHTS_ARTIFACT = "baseline/weights.h5"
+WEIGHTS_SHA256 = "baseline_weights_sha256"  # study user_attrs key
+
+
+def starts_from_baseline(config: StudyConfig) -> bool:
+    """Whether trials start from the trained baseline's weights (a pretrained model's
+    trials start from the file instead)."""
+    return config.model.pretrained is None and config.model.start == "baseline"
+
+
+def ensure_baseline(
+    study: optuna.Study, tracker: Tracker, study_run_id: str, config: StudyConfig, dataset: Dataset
+) -> dict[str, float]:
+    """The dense model's metrics (and, when trials start from it, its weights), once per study."""
+    if "baseline" in study.user_attrs:
+        return study.user_attrs["baseline"]
+    from sweep.measure import measure
+    from sweep.models import starting_model
+    from sweep.training import train
+
+    if config.model.pretrained is not None:
+        baseline = measure(starting_model(config.model, dataset.input_shape, dataset.num_classes), dataset)
+        baseline["train_seconds"] = 0.0
+    else:
+        trained = train(dataset, config, config.seed)
+        baseline = measure(trained.model, dataset)
+        baseline["train_seconds"] = trained.train_seconds
+        if starts_from_baseline(config):
+            with tempfile.TemporaryDirectory() as folder:
+                weights = Path(folder) / Path(WEIGHTS_ARTIFACT).name
+                trained.model.save_weights(weights)
+                tracker.log_artifact(study_run_id, str(weights), str(Path(WEIGHTS_ARTIFACT).parent))
+                study.set_user_attr(WEIGHTS_SHA256, _sha256(weights))
+    study.set_user_attr("baseline", baseline)  # last: a crash before it trains the baseline again
+    tracker.log_baseline(study_run_id, baseline)
+    return baseline
+
+
+def start_weights(study: optuna.Study, tracker: Tracker, config: StudyConfig, folder: str) -> Path | None:
+    """The baseline's weights downloaded into `folder`, if trials start from them."""
+    if not starts_from_baseline(config):
+        return None
+    expected = study.user_attrs.get(WEIGHTS_SHA256)
+    run_id = study.user_attrs.get("mlflow_study_run_id")
+    if expected is None or run_id is None:
+        raise SweepError(f"study {study.study_name!r} has no baseline weights recorded; run `sweep run` again")
+    try:
+        path = tracker.download_artifact(run_id, WEIGHTS_ARTIFACT, folder)
+    except Exception as error:
+        raise SweepError(
+            f"cannot download the baseline weights ({WEIGHTS_ARTIFACT} of MLflow run {run_id}): {error}; "
+            f"trials start from them: check the tracking store"
+        ) from error
+    if _sha256(path) != expected:
+        raise SweepError(
+            f"the baseline weights in MLflow run {run_id} are not the ones the study trained (SHA-256 "
+            f"mismatch): the artifact was changed; give the study a new name to start again"
+        )
+    return path
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()

@@ -1,0 +1,198 @@
+"""Your own data: `data.loader` (a function returning arrays or tf.data datasets) and
+`dataset: directory` (an image folder read with `image_dataset_from_directory`).
+
+What a loader returns is given to the model as it is: sweep does not rescale it, so a
+model with its own preprocessing (a `Rescaling` layer) sees the values it was trained on.
+A `tf.data.Dataset` stays a stream. It is read once when the dataset is loaded (once per
+worker): that pass counts its examples (a generator has no length, and the pruning
+schedule needs the real number of steps), checks every example's shape and label, and
+takes the fingerprint. Training then reads it batch by batch; it is never made one array.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sweep.config import DataConfig
+from sweep.data import Dataset, Split, as_labels, check_labels, split_indices
+from sweep.errors import SweepError, UsageError, brief
+from sweep.user_code import resolve_function
+
+LOADER_KEYS = ("train", "validation", "test")
+READ_BATCH = 256  # examples per batch while a stream is first read
+TEST_FRACTION = 0.2  # held out for testing from an image folder without train/ and test/
+TEST_SPLIT_SEED = 1  # differs from the validation split's seed
+
+
+def load_user_dataset(config: DataConfig) -> Dataset:
+    if config.dataset == "loader":
+        key, sources = "data.loader", _call_loader(config)
+    else:
+        key, sources = "data.path", _read_directory(config)
+    digest = hashlib.sha256()
+    splits: dict[str, Split] = {}
+    largest: dict[str, int] = {}
+    shapes: dict[str, tuple[int, ...]] = {}
+    for name, source in sources.items():
+        splits[name], largest[name], shapes[name] = _read(name, source, digest, key)
+    if len(set(shapes.values())) > 1:
+        raise UsageError(f"{key}: the splits' examples differ in shape ({_describe(shapes)}); give them one shape")
+    if "test" not in splits:  # an image folder of class folders only
+        splits["train"], splits["test"] = _carve(splits["train"], TEST_FRACTION, "data.path", TEST_SPLIT_SEED)
+    if "validation" not in splits:
+        splits["train"], splits["validation"] = _carve(splits["train"], config.validation_split, "data.validation_split")
+    return Dataset(
+        name=config.dataset,
+        train=splits["train"],
+        val=splits["validation"],
+        test=splits["test"],
+        num_classes=check_labels(config, largest),
+        input_shape=shapes["train"],
+        streamed_digest=digest.hexdigest(),
+    )
+
+
+# --- sources ---------------------------------------------------------------------------
+
+
+def _call_loader(config: DataConfig) -> dict[str, Any]:
+    assert config.loader is not None  # guaranteed by DataConfig
+    function = resolve_function(config.loader, "data.loader")
+    try:
+        returned = function()
+    except Exception as error:  # the user's code
+        raise UsageError(f"data.loader: {config.loader} raised {brief(error, 160)}; fix the loader") from error
+    expected = "a dict with 'train' and 'test' (and optionally 'validation')"
+    if not isinstance(returned, Mapping):
+        raise UsageError(f"data.loader: {config.loader} returned {type(returned).__name__}; return {expected}")
+    keys = [str(k) for k in returned]
+    if set(keys) - set(LOADER_KEYS) or not {"train", "test"} <= set(keys):
+        raise UsageError(f"data.loader: {config.loader} returned keys {brief(keys)}; return {expected}")
+    return {name: returned[name] for name in LOADER_KEYS if name in returned}
+
+
+def _read_directory(config: DataConfig) -> dict[str, Any]:
+    """`path/train`, `path/test` (and `path/validation`) if there is a `train` folder, else
+    `path` itself: each holds one folder of images per class."""
+    from sweep._tf import keras
+
+    assert config.path is not None and config.image_size is not None  # guaranteed by DataConfig
+    root = Path(config.path)
+    folders = {"train": root}
+    if (root / "train").is_dir():
+        folders = {name: root / name for name in LOADER_KEYS if (root / name).is_dir()}
+        if "test" not in folders:
+            raise UsageError(f"data.path: {root} has a train/ folder but no test/ folder; add one")
+    streams: dict[str, Any] = {}
+    classes: dict[str, list[str]] = {}
+    for name, folder in folders.items():
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):  # Keras prints "Found N files..."
+                stream = keras.utils.image_dataset_from_directory(
+                    folder, labels="inferred", label_mode="int", color_mode=config.color_mode,
+                    image_size=tuple(config.image_size), batch_size=None, shuffle=False,
+                )
+        except Exception as error:
+            raise UsageError(
+                f"data.path: cannot read images from {folder} ({brief(error, 160)}); it needs one "
+                f"folder of images per class"
+            ) from error
+        streams[name], classes[name] = stream, stream.class_names
+    if any(names != classes["train"] for names in classes.values()):
+        raise UsageError(f"data.path: the class folders differ between {', '.join(folders)} "
+                         f"({_describe(classes)}); give each the same class folders")
+    return streams
+
+
+# --- reading and checking ----------------------------------------------------------------
+
+
+def _read(name: str, source: Any, digest: Any, key: str) -> tuple[Split, int, tuple[int, ...]]:
+    """`source` as a checked `Split`, with its largest label and the shape of one example;
+    its contents go into `digest`."""
+    from sweep._tf import tf
+
+    if isinstance(source, tf.data.Dataset):
+        return _read_stream(name, source, digest, key)
+    if not (isinstance(source, tuple | list) and len(source) == 2):
+        raise UsageError(
+            f"{key}: {name} is {type(source).__name__}; give (x, y) numpy arrays or an unbatched "
+            f"tf.data.Dataset of (x, y) pairs"
+        )
+    x, y = np.asarray(source[0]), source[1]
+    if x.dtype.kind not in "biuf" or x.ndim < 2:
+        raise UsageError(f"{key}: {name} x must be numbers with one row per example, got shape "
+                         f"{x.shape} and dtype {x.dtype}")
+    y = as_labels(y, f"{name} y")
+    if len(x) != len(y) or not len(x):
+        raise UsageError(f"{key}: {name} x and y differ in length ({len(x)} vs {len(y)}) or are empty; "
+                         f"give one label per example")
+    for array in (x, y):
+        digest.update(f"{name}{array.dtype.str}{array.shape}".encode())
+        digest.update(np.ascontiguousarray(array).data)
+    return Split.arrays(x, y), int(y.max()), tuple(x.shape[1:])
+
+
+def _read_stream(name: str, stream: Any, digest: Any, key: str) -> tuple[Split, int, tuple[int, ...]]:
+    from sweep._tf import tf
+
+    spec = stream.element_spec
+    if not (isinstance(spec, tuple) and len(spec) == 2 and all(isinstance(s, tf.TensorSpec) for s in spec)):
+        raise UsageError(f"{key}: {name} yields {brief(spec, 120)}, not (x, y) pairs; map it to (x, y)")
+    if not spec[1].dtype.is_integer:
+        raise UsageError(f"{key}: {name} labels are {spec[1].dtype.name}; give integer class labels")
+    size, largest, shape, example_bytes = 0, 0, None, 0
+    try:
+        for x, y in stream.batch(READ_BATCH).as_numpy_iterator():
+            if shape is None:
+                shape, example_bytes = x.shape[1:], x[0].nbytes
+            if y.ndim > 2 or (y.ndim == 2 and y.shape[1] != 1):
+                raise UsageError(f"{key}: {name} labels have shape {y.shape[1:]}; give one integer label "
+                                 f"per example (is the dataset batched? call .unbatch())")
+            if y.min() < 0:
+                raise UsageError(f"{key}: {name} has a negative label ({y.min()}); labels are 0..classes-1")
+            size += len(x)
+            largest = max(largest, int(y.max()))
+            digest.update(f"{name}{x.dtype.str}{x.shape}{y.dtype.str}{y.shape}".encode())
+            digest.update(np.ascontiguousarray(x).data)
+            digest.update(np.ascontiguousarray(y).data)
+    except SweepError:
+        raise
+    except Exception as error:  # the user's pipeline: a generator raising, examples of different shapes
+        raise UsageError(f"{key}: reading {name} failed: {brief(error, 160)}; fix the dataset") from error
+    if shape is None:
+        raise UsageError(f"{key}: {name} is empty; it needs at least one example")
+    if x.dtype.kind not in "biuf":
+        raise UsageError(f"{key}: {name} x must be numbers, got dtype {x.dtype}")
+    return Split(size, stream=stream, example_bytes=example_bytes), largest, tuple(shape)
+
+
+def _carve(split: Split, fraction: float, key: str, seed: int = 0) -> tuple[Split, Split]:
+    """`split` without a fixed random `fraction` of its examples, and that fraction."""
+    held_out, kept = split_indices(split.size, fraction, "training", seed=seed, key=key)
+    if split.stream is None:
+        assert split.x is not None and split.y is not None
+        return Split.arrays(split.x[kept], split.y[kept]), Split.arrays(split.x[held_out], split.y[held_out])
+    mask = np.zeros(split.size, dtype=bool)
+    mask[held_out] = True
+    return _filtered(split, ~mask), _filtered(split, mask)
+
+
+def _filtered(split: Split, keep: np.ndarray) -> Split:
+    """The examples of a stream whose position is marked in `keep`, in order."""
+    from sweep._tf import tf
+
+    marks = tf.constant(keep)
+    stream = split.stream.enumerate().filter(lambda i, pair: tf.gather(marks, i)).map(lambda i, pair: pair)
+    return Split(int(keep.sum()), stream=stream, example_bytes=split.example_bytes)
+
+
+def _describe(values: Mapping[str, object]) -> str:
+    return ", ".join(f"{name} {brief(value)}" for name, value in values.items())

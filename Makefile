@@ -1,7 +1,7 @@
 # The two set-up commands of the README. Both create .venv/ on first use.
 #   make quickstart   install, then run studies/quickstart.yaml (offline, ~2 min on 2 cores)
 #   make test         install with test extras, start the local PostgreSQL if it is down,
-#                     then run the whole test suite
+#                     then run the whole test suite, in two processes (pytest-xdist)
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -13,10 +13,10 @@ quickstart: $(VENV)/.installed
 
 test: $(VENV)/.installed-test
 	-scripts/start-postgres
-	$(BIN)/pytest --durations=15
+	$(BIN)/pytest -n 2 --durations=15
 
 test-fast: $(VENV)/.installed-test
-	$(BIN)/pytest -m "not slow"
+	$(BIN)/pytest -n 2 -m "not slow"
 
 install: $(VENV)/.installed
 

@@ -13,7 +13,11 @@ storage, like a user would. Sections:
 3. worker scaling: trials per minute with --jobs 1 and --jobs 2;
 4. memory: a worker's resident memory after 5 and after 50 trials;
 5. start-up: `sweep --help`, and `sweep run` until its first trial starts;
-6. sample efficiency: hypervolume of the default sampler vs random search.
+6. sample efficiency: hypervolume of the default sampler vs random search;
+7. where trials start: `model.start: scratch` vs `baseline`.
+
+Sections 1-6 were measured with trials training from scratch (the default before
+`model.start` existed) and pin `start: scratch`, so they stay comparable.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from optuna.trial import TrialState
 HERE = Path(__file__).resolve().parent
 SWEEP = [sys.executable, "-m", "sweep"]
 QUICKSTART = yaml.safe_load((HERE.parent / "studies" / "quickstart.yaml").read_text())
+QUICKSTART["model"] = {**QUICKSTART.get("model", {}), "start": "scratch"}  # sections 1-6: see above
 
 
 def sweep(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -192,6 +197,45 @@ def sample_efficiency(work: Path, seeds: list[int], trials: int) -> dict:
     return {s: {b: statistics.median(v) for b, v in by.items()} for s, by in results.items()} | {"raw": results}
 
 
+# --- 7: where trials start: newly initialised weights, or the trained baseline ------------
+
+
+def start_comparison(work: Path, seeds: list[int], trials: int) -> dict:
+    """The quickstart study with `model.start: scratch` and `baseline`, seeds interleaved:
+    hypervolume, the best test accuracy within 1/3 and 1/6 of the dense model's size, and
+    the whole run's wall time (the baseline's training included)."""
+    from sweep.pareto import hypervolume
+
+    results: dict[str, dict[str, list[float]]] = {}
+    for seed in seeds:
+        for start in ("scratch", "baseline"):
+            folder = work / f"{start}-{seed}"
+            folder.mkdir()
+            name = f"start-{start}-{seed}"
+            path = study_file(folder, name, n_trials=trials, seed=seed, model={"builder": "cnn", "start": start})
+            clock = time.perf_counter()
+            sweep("run", str(path), cwd=folder)
+            seconds = time.perf_counter() - clock
+            study = load(folder, name)
+            baseline = study.user_attrs["baseline"]
+            done = [t for t in study.trials if t.state == TrialState.COMPLETE]
+
+            def best_within(fraction: float) -> float:
+                fitting = [t.user_attrs["metrics"]["test_accuracy"] for t in done
+                           if t.user_attrs["metrics"]["compressed_bytes"] <= baseline["compressed_bytes"] * fraction]
+                return max(fitting, default=0.0)
+
+            row = results.setdefault(start, {})
+            row.setdefault("hypervolume", []).append(hypervolume(done, QUICKSTART["objectives"], baseline))
+            row.setdefault("test_accuracy_at_third", []).append(best_within(1 / 3))
+            row.setdefault("test_accuracy_at_sixth", []).append(best_within(1 / 6))
+            row.setdefault("run_seconds", []).append(seconds)
+            row.setdefault("baseline_train_seconds", []).append(baseline["train_seconds"])
+            row.setdefault("baseline_test_accuracy", []).append(baseline["test_accuracy"])
+    return {"seeds": seeds, "trials": trials, "raw": results,
+            "median": {start: {k: statistics.median(v) for k, v in row.items()} for start, row in results.items()}}
+
+
 # --- report ---------------------------------------------------------------------------
 
 
@@ -208,7 +252,7 @@ def machine() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="few trials: checks the script, not the figures")
-    parser.add_argument("--only", help="rerun one section (startup, overhead, scaling, memory, efficiency; "
+    parser.add_argument("--only", help="rerun one section (startup, overhead, scaling, memory, efficiency, start; "
                                        "none: just rewrite README.md) "
                                        "and update results.json and README.md with it")
     args = parser.parse_args()
@@ -223,6 +267,7 @@ def main() -> None:
             ("scaling", lambda: scaling(work / "scaling", n(16, 2))),
             ("memory", lambda: memory(work / "memory", n(50, 6))),
             ("efficiency", lambda: sample_efficiency(work / "efficiency", n([0, 1, 2], [0]), n(40, 4))),
+            ("start", lambda: start_comparison(work / "start", n([0, 1, 2], [0]), n(20, 3))),
         ]:
             if args.only and section != args.only:
                 continue
@@ -342,7 +387,39 @@ baseline's size) of the quickstart study after 20 and 40 trials, median over see
 
 Per seed (0, 1, 2): the default after 20 trials {', '.join(f'{v:.4f}' for v in e['raw']['tpe']['20'])};
 random search after 40 trials {', '.join(f'{v:.4f}' for v in e['raw']['random']['40'])}.
-{sampler_notes(e)}"""
+{sampler_notes(e)}
+{start_notes(f.get("start"))}"""
+
+
+def start_notes(r: dict | None) -> str:
+    if r is None:
+        return ""
+    rows = []
+    for key, label in [("hypervolume", "hypervolume (higher is better)"),
+                       ("test_accuracy_at_third", "best test accuracy within 1/3 of the dense size"),
+                       ("test_accuracy_at_sixth", "best test accuracy within 1/6 of the dense size"),
+                       ("run_seconds", "wall time of the whole `sweep run` (s)"),
+                       ("baseline_train_seconds", "of which training the baseline (s)")]:
+        cells = " | ".join(f"{r['median'][start][key]:.4g} ({', '.join(f'{v:.4g}' for v in r['raw'][start][key])})"
+                           for start in ("scratch", "baseline"))
+        rows.append(f"| {label} | {cells} |")
+    table = "\n".join(rows)
+    return f"""
+## 7. Where trials start: `model.start: scratch` vs `baseline`
+
+The quickstart study ({r['trials']} trials, 8 epochs each) with trials training newly initialised
+weights (`scratch`) or fine-tuning the trained dense baseline (`baseline`), seeds {', '.join(map(str, r['seeds']))}
+run interleaved; median (per seed). Both train the baseline once (scratch needs it as the reference);
+the dense model's test accuracy is {', '.join(f'{v:.4f}' for v in r['raw']['baseline']['baseline_test_accuracy'])}.
+
+```bash
+.venv/bin/python benchmarks/run.py --only start
+```
+
+| figure | scratch | baseline |
+| --- | --- | --- |
+{table}
+"""
 
 
 def sampler_row(r: dict) -> str:

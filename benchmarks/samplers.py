@@ -98,6 +98,7 @@ def main() -> None:
 
         runner.optuna.create_study = create_with_start  # type: ignore[attr-defined]
     quickstart = yaml.safe_load((HERE.parent / "studies" / "quickstart.yaml").read_text())
+    quickstart["model"] = {**quickstart.get("model", {}), "start": "scratch"}  # as measured before model.start
     budgets = [n for n in (10, 20, 40) if n <= args.trials]
     volumes: dict[int, list[float]] = {}
     for seed in args.seeds:

@@ -149,7 +149,8 @@ class DataConfig(_Strict):
     # "file.py:function" | "pkg.module:function" returning {"train": ..., "test": ...,
     # optional "validation": ...}, each (x, y) arrays or an unbatched tf.data.Dataset of (x, y)
     loader: str | None = None
-    image_size: list[int] | None = None  # directory only: [height, width] images are resized to
+    # directory only: [height, width] the images are resized to
+    image_size: Annotated[tuple[int, int], BeforeValidator(lambda v: tuple(v) if isinstance(v, list) else v)] | None = None
     color_mode: Literal["rgb", "grayscale"] = "rgb"  # directory only
     num_classes: int | None = Field(None, ge=2)  # default: the largest label + 1
     # fraction of the training data held out for validation when the data has no validation
@@ -183,9 +184,9 @@ class DataConfig(_Strict):
 
     @field_validator("image_size")
     @classmethod
-    def _two_positive_sizes(cls, size: list[int] | None) -> list[int] | None:
-        if size is not None and (len(size) != 2 or min(size) < 1):
-            raise ValueError(f"expected [height, width] in pixels, got {brief(size)}")
+    def _positive_sizes(cls, size: tuple[int, int] | None) -> tuple[int, int] | None:
+        if size is not None and min(size) < 1:
+            raise ValueError(f"expected [height, width] in pixels, got {brief(list(size))}")
         return size
 
     @model_validator(mode="after")

@@ -83,10 +83,12 @@ def load_pretrained(config: ModelConfig, input_shape: tuple[int, ...], num_class
     try:
         model = keras.models.load_model(config.pretrained, compile=False)
     except Exception as error:
-        unknown = "Unknown layer" in str(error) or "custom_objects" in str(error)
-        fix = ("name the module that defines its custom layers (registered with "
-               "register_keras_serializable) in model.custom_objects") if unknown else \
-            "save it with tf_keras (import tf_keras as keras) as .keras, .h5 or a SavedModel folder"
+        # A missing custom class shows as many different errors ("Unknown layer", "The added
+        # layer must be an instance of class Layer", ...): name both fixes unless one is ruled out.
+        fix = "save it with tf_keras (import tf_keras as keras) as .keras, .h5 or a SavedModel folder"
+        if config.custom_objects is None:
+            fix = (f"if it has custom layers, name the module that registers them (register_keras_serializable) "
+                   f"in model.custom_objects; else {fix}")
         raise UsageError(f"{what}: cannot load it ({brief(error, 160)}); {fix}") from error
     if not isinstance(model, keras.Model):
         raise UsageError(f"{what} is a {type(model).__name__}, not a Keras model{_keras3_hint(model)}; "

@@ -10,12 +10,13 @@ MLflow parent run and the dense baseline are set up once, and one or more worker
 from __future__ import annotations
 
 import gc
+import hashlib
 import multiprocessing
 import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -85,7 +86,8 @@ def run_study(request: RunRequest, progress: Callable[[RunPlan], Progress] | Non
     # before the first op; the thread count explicit, so reruns match
     configure_tensorflow(cpu_threads_per_worker(1), config.train.deterministic)
     dataset = load_dataset(config.data)
-    _check_same_data(stored.get(DATA_FINGERPRINT), dataset, config)
+    fingerprints = input_fingerprints(config, dataset)
+    _check_same_inputs(stored, fingerprints, config)
     check_model(config.model, dataset.input_shape, dataset.num_classes)
 
     # --- from here on we write; Ctrl-C and SIGTERM stop at the next safe point ---
@@ -101,12 +103,13 @@ def run_study(request: RunRequest, progress: Callable[[RunPlan], Progress] | Non
             )
             # again, under the lock: another run may have created the study since the check
             _check_compatible(study.user_attrs.get("config"), config)
-            _check_same_data(study.user_attrs.get(DATA_FINGERPRINT), dataset, config)
+            _check_same_inputs(study.user_attrs, fingerprints, config)
             if not study.trials and config.sampler == "tpe":
                 _enqueue_start(study, config)
             for key, value in study_user_attrs(config).items():
                 study.set_user_attr(key, value)
-            study.set_user_attr(DATA_FINGERPRINT, dataset.fingerprint)
+            for key, fingerprint in fingerprints.items():
+                study.set_user_attr(key, fingerprint)
             study_run_id = tracker.study_run(config.to_yaml())
             study.set_user_attr("mlflow_study_run_id", study_run_id)
             ensure_baseline(study, tracker, study_run_id, config, dataset)
@@ -318,16 +321,43 @@ def _check_compatible(stored: dict[str, Any] | None, config: StudyConfig) -> Non
 
 
 DATA_FINGERPRINT = "data_fingerprint"  # study user_attrs key: `Dataset.fingerprint`
+MODEL_FINGERPRINT = "model_fingerprint"  # study user_attrs key: SHA-256 of model.pretrained
 
 
-def _check_same_data(stored: str | None, dataset: Dataset, config: StudyConfig) -> None:
-    """A study resumes only on the data its trials were measured on."""
-    if stored is not None and stored != dataset.fingerprint:
-        source = f"data.path {config.data.path}" if config.data.path else f"data.dataset {config.data.dataset}"
+def input_fingerprints(config: StudyConfig, dataset: Dataset) -> dict[str, str]:
+    """What a study's trials were measured on, beyond its study file: the data's values
+    and, for a pretrained model, the file's bytes."""
+    fingerprints = {DATA_FINGERPRINT: dataset.fingerprint}
+    if config.model.pretrained is not None:
+        fingerprints[MODEL_FINGERPRINT] = file_fingerprint(Path(config.model.pretrained))
+    return fingerprints
+
+
+def file_fingerprint(path: Path) -> str:
+    """SHA-256 of a file, or of a folder's files (names and bytes; a SavedModel)."""
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]:
+        digest.update(str(file.relative_to(path)).encode() if path.is_dir() else b"")
+        with open(file, "rb") as opened:
+            digest.update(hashlib.file_digest(opened, "sha256").digest())
+    return digest.hexdigest()
+
+
+def _check_same_inputs(stored: Mapping[str, Any], fingerprints: Mapping[str, str], config: StudyConfig) -> None:
+    """A study resumes only on the data and the pretrained model its trials were measured on."""
+    for key, fingerprint in fingerprints.items():
+        before = stored.get(key)
+        if before is None or before == fingerprint:
+            continue
+        data = config.data
+        source = (f"model.pretrained {config.model.pretrained} now holds another model" if key == MODEL_FINGERPRINT
+                  else f"data.path {data.path} now holds other data" if data.path
+                  else f"data.loader {data.loader} now returns other data" if data.loader
+                  else f"data.dataset {data.dataset} now holds other data")
+        what = "model" if key == MODEL_FINGERPRINT else "data"
         raise UsageError(
-            f"study {config.name!r} was run on different data: {source} now holds other arrays "
-            f"(fingerprint {dataset.fingerprint[:12]}, stored {stored[:12]}); give the study a new "
-            f"name, or restore the original data"
+            f"study {config.name!r} was run on different {what}: {source} (fingerprint {fingerprint[:12]}, "
+            f"stored {before[:12]}); give the study a new name, or restore the original {what}"
         )
 
 

@@ -97,7 +97,7 @@ def _read_directory(config: DataConfig) -> dict[str, Any]:
             with contextlib.redirect_stdout(io.StringIO()):  # Keras prints "Found N files..."
                 stream = keras.utils.image_dataset_from_directory(
                     folder, labels="inferred", label_mode="int", color_mode=config.color_mode,
-                    image_size=tuple(config.image_size), batch_size=None, shuffle=False,
+                    image_size=config.image_size, batch_size=None, shuffle=False,
                 )
         except Exception as error:
             raise UsageError(

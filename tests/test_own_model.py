@@ -1,0 +1,165 @@
+"""Pruning the model you already have: a pretrained file (the studies/pretrained example),
+custom layers, and builder models starting from the trained baseline's weights."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from conftest import REPO
+from sweep.config import ModelConfig, load_study_config, parse_study_config
+from sweep.errors import SweepError, UsageError
+
+
+def run(study: Path, **overrides: object):  # type: ignore[no-untyped-def]
+    """`sweep run` in-process on a copy of the study file with `overrides`, stores beside it."""
+    from sweep.runner import RunRequest, run_study
+
+    raw = yaml.safe_load(study.read_text())
+    for key, value in overrides.items():
+        raw[key] = {**raw[key], **value} if isinstance(value, dict) and isinstance(raw.get(key), dict) else value
+    path = study.with_name(f"{raw['name']}.yaml")
+    path.write_text(yaml.safe_dump(raw))
+    config = load_study_config(path)
+    folder = study.parent
+    return config, run_study(RunRequest(config, f"sqlite:///{folder}/sweep.db", f"sqlite:///{folder}/mlflow.db"))
+
+
+@pytest.fixture(scope="module")
+def example(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of studies/pretrained with its model trained by its own script."""
+    folder = tmp_path_factory.mktemp("pretrained")
+    for name in ("loader.py", "train_model.py", "study.yaml"):
+        shutil.copy(REPO / "studies" / "pretrained" / name, folder)
+    result = subprocess.run([sys.executable, "train_model.py"], cwd=folder, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (folder / "nets.py").write_text("from train_model import build as _build\n\n\n"
+                                    "def build(input_shape, num_classes):\n    return _build()\n")
+    return folder
+
+
+ONE_EPOCH_AT_HALF = {"train": {"epochs": 1}, "search": {"schedule": "constant", "final_sparsity": 0.5, "begin_step": 0.0}}
+
+
+@pytest.mark.slow
+def test_a_pretrained_model_is_the_baseline_as_it_is_and_every_trial_starts_from_it(
+    example: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sweep._tf import keras
+    from sweep.rerun import rerun_trial
+    from sweep.tracking import Tracker
+
+    monkeypatch.syspath_prepend(str(example))  # nets.py imports train_model
+    config, study = run(example / "study.yaml", name="given", n_trials=1, **ONE_EPOCH_AT_HALF)
+    given = keras.models.load_model(example / "model.keras", compile=False)
+    sys.path.insert(0, str(example))
+    from loader import load  # the example's own loader
+
+    x_val, y_val = (np.stack(v) for v in zip(*load()["validation"].as_numpy_iterator(), strict=True))
+    own_accuracy = float(np.mean(np.argmax(given.predict(x_val, verbose=0), -1) == y_val))
+    assert study.user_attrs["baseline"]["val_accuracy"] == own_accuracy
+    assert study.user_attrs["baseline"]["train_seconds"] == 0.0
+
+    trial = study.trials[0]
+    assert trial.user_attrs["pruned_layers"] == ["conv1", "conv2", "dense1"]  # not Rescaling, BN, logits
+    _, scratch = run(example / "study.yaml", name="scratch", n_trials=1,
+                     model={"pretrained": None, "builder": "nets.py:build", "start": "scratch"}, **ONE_EPOCH_AT_HALF)
+    fine_tuned = trial.user_attrs["metrics"]["val_accuracy"]
+    from_scratch = scratch.trials[0].user_attrs["metrics"]["val_accuracy"]
+    assert fine_tuned > own_accuracy - 0.05 and fine_tuned > from_scratch + 0.1, (own_accuracy, fine_tuned, from_scratch)
+
+    tracker = Tracker(f"sqlite:///{example}/mlflow.db", "given")
+    result = rerun_trial(study, trial, config, tracker, example / "export")
+    assert result.differences == [], (result.original, result.reproduced)
+    exported = keras.models.load_model(example / "export" / "model.keras")  # plain tf_keras, no tfmot
+    kinds = [type(layer).__name__ for layer in exported.layers]
+    assert kinds[:3] == ["Rescaling", "Conv2D", "BatchNormalization"], kinds
+
+    shutil.copy(example / "model.keras", example / "model.keras.orig")
+    shutil.copy(example / "export" / "model.keras", example / "model.keras")  # another model, same name
+    try:
+        with pytest.raises(UsageError, match="study 'given' was run on different model: model.pretrained .* now "
+                                             "holds another model"):
+            run(example / "study.yaml", name="given", n_trials=2, **ONE_EPOCH_AT_HALF)
+    finally:
+        shutil.move(example / "model.keras.orig", example / "model.keras")
+
+
+@pytest.mark.slow
+def test_builder_trials_start_from_the_stored_baseline_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sweep.baseline import WEIGHTS_ARTIFACT, start_weights
+    from sweep.data import load_dataset
+    from sweep.models import starting_model
+    from sweep.tracking import Tracker
+    from sweep.training import train
+
+    from conftest import write_study
+
+    monkeypatch.chdir(tmp_path)  # MLflow's default artifact folder, ./mlruns
+    config, study = run(write_study(tmp_path, name="warm", n_trials=1, search={"schedule": "constant"}))
+    assert config.model.start == "baseline"  # the default
+    tracker = Tracker(f"sqlite:///{tmp_path}/mlflow.db", "warm")
+    dataset = load_dataset(config.data)
+    weights = start_weights(study, tracker, config, str(tmp_path / "download"))
+    assert weights is not None
+    started = starting_model(config.model, dataset.input_shape, dataset.num_classes, weights)
+    baseline = train(dataset, config, config.seed).model  # deterministic: the baseline again
+    for a, b in zip(started.get_weights(), baseline.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+    stored = tracker.local_artifact_store()
+    assert stored is not None
+    artifact = stored / study.user_attrs["mlflow_study_run_id"] / "artifacts" / WEIGHTS_ARTIFACT
+    assert artifact.is_relative_to(tmp_path)
+    artifact.write_bytes(artifact.read_bytes()[:-10] + b"x" * 10)  # someone changed it
+    with pytest.raises(SweepError, match="not the ones the study trained .SHA-256 mismatch"):
+        start_weights(study, tracker, config, str(tmp_path / "again"))
+
+
+CUSTOM_LAYER = """
+import tensorflow as tf
+import tf_keras as keras
+
+
+@keras.saving.register_keras_serializable(package="{package}")
+class Scale(keras.layers.Layer):
+    def call(self, inputs):
+        return inputs * 0.5
+"""
+
+
+def test_custom_layers_load_with_custom_objects_and_stay_unwrapped(tmp_path: Path) -> None:
+    import uuid
+
+    from sweep._tf import keras
+    from sweep.models import check_model, starting_model
+    from sweep.pruning import layers_to_prune
+
+    package = f"demo{uuid.uuid4().hex[:8]}"
+    (tmp_path / "custom.py").write_text(CUSTOM_LAYER.format(package=package))
+    namespace: dict[str, object] = {}
+    exec(CUSTOM_LAYER.format(package=package), namespace)  # registers Scale while we save
+    model = keras.Sequential([keras.Input((8, 8, 1)), namespace["Scale"](), keras.layers.Flatten(),
+                              keras.layers.Dense(10, name="logits")])
+    model.save(tmp_path / "model.keras")
+    keras.saving.get_custom_objects().pop(f"{package}>Scale")  # as in a fresh process
+
+    without = parse_study_config({"name": "c", "model": {"pretrained": "model.keras"}}, base_dir=tmp_path).model
+    with pytest.raises(UsageError, match="cannot load it .* if it has custom layers, name the module "
+                                         "that registers them .* in model.custom_objects"):
+        check_model(without, (8, 8, 1), 10)
+    given = ModelConfig.model_validate({"pretrained": "model.keras", "custom_objects": "custom.py"},
+                                       context={"base_dir": tmp_path})
+    check_model(given, (8, 8, 1), 10)
+    loaded = starting_model(given, (8, 8, 1), 10)
+    assert type(loaded.layers[0]).__name__ == "Scale"
+    assert layers_to_prune(loaded, given.prune) == ["logits"]
+    with pytest.raises(UsageError, match=r"takes inputs of shape \[\(None, 8, 8, 1\)\], but the data's examples "
+                                         r"have shape \(28, 28, 1\)"):
+        check_model(given, (28, 28, 1), 10)

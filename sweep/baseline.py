@@ -10,7 +10,6 @@ rerun starts from the very same weights.
 
 from __future__ import annotations
 
-import hashlib
 import tempfile
 from pathlib import Path
 
@@ -18,11 +17,14 @@ import optuna
 
 from sweep.config import StudyConfig
 from sweep.data import Dataset
-from sweep.errors import SweepError
+from sweep.errors import SweepError, brief
+from sweep.inputs import file_fingerprint
 from sweep.tracking import Tracker
 
 WEIGHTS_ARTIFACT = "baseline/weights.h5"
-WEIGHTS_SHA256 = "baseline_weights_sha256"  # study user_attrs key
+# study user_attrs keys: the weights' fingerprint, and the MLflow run holding them (the study's
+# run when they were logged; a study run deleted since is replaced, the weights' run is not)
+WEIGHTS_SHA256, WEIGHTS_RUN = "baseline_weights_sha256", "baseline_weights_run_id"
 
 
 def starts_from_baseline(config: StudyConfig) -> bool:
@@ -53,7 +55,8 @@ def ensure_baseline(
                 weights = Path(folder) / Path(WEIGHTS_ARTIFACT).name
                 trained.model.save_weights(weights)
                 tracker.log_artifact(study_run_id, str(weights), str(Path(WEIGHTS_ARTIFACT).parent))
-                study.set_user_attr(WEIGHTS_SHA256, _sha256(weights))
+                study.set_user_attr(WEIGHTS_SHA256, file_fingerprint(weights))
+                study.set_user_attr(WEIGHTS_RUN, study_run_id)
     study.set_user_attr("baseline", baseline)  # last: a crash before it trains the baseline again
     tracker.log_baseline(study_run_id, baseline)
     return baseline
@@ -64,24 +67,19 @@ def start_weights(study: optuna.Study, tracker: Tracker, config: StudyConfig, fo
     if not starts_from_baseline(config):
         return None
     expected = study.user_attrs.get(WEIGHTS_SHA256)
-    run_id = study.user_attrs.get("mlflow_study_run_id")
+    run_id = study.user_attrs.get(WEIGHTS_RUN)
     if expected is None or run_id is None:
         raise SweepError(f"study {study.study_name!r} has no baseline weights recorded; run `sweep run` again")
     try:
         path = tracker.download_artifact(run_id, WEIGHTS_ARTIFACT, folder)
     except Exception as error:
         raise SweepError(
-            f"cannot download the baseline weights ({WEIGHTS_ARTIFACT} of MLflow run {run_id}): {error}; "
-            f"trials start from them: check the tracking store"
+            f"cannot download the baseline weights ({WEIGHTS_ARTIFACT} of MLflow run {run_id}): "
+            f"{brief(str(error), 200)}; trials start from them: check the tracking store"
         ) from error
-    if _sha256(path) != expected:
+    if file_fingerprint(path) != expected:
         raise SweepError(
             f"the baseline weights in MLflow run {run_id} are not the ones the study trained (SHA-256 "
             f"mismatch): the artifact was changed; give the study a new name to start again"
         )
     return path
-
-
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as file:
-        return hashlib.file_digest(file, "sha256").hexdigest()

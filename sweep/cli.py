@@ -298,7 +298,7 @@ def rerun(
     storage: StorageOption = None,
     tracking_uri: TrackingOption = None,
 ) -> None:
-    """Retrain one trial from scratch with its stored seed and export the deployable model.
+    """Train one trial again (same seed, same starting weights) and export the deployable model.
 
     Writes to --output: model.keras (stripped, loads with plain tf_keras.models.load_model),
     model.tflite, study.yaml (fixes the trial's values) and metrics.json, and logs them to a new
@@ -342,7 +342,7 @@ def _print_comparison(result) -> None:  # type: ignore[no-untyped-def]
     close = "same" if result.tolerance == 0 else f"within {result.tolerance:.0%}"
     for name in COMPARED:
         before, after = result.original.get(name), result.reproduced.get(name)
-        verdict = "[red]DIFFERS[/]" if name in result.differences else f"[green]{close}[/]"
+        verdict = "" if before is None else "[red]DIFFERS[/]" if name in result.differences else f"[green]{close}[/]"
         table.add_row(name, _cell(before), _cell(after), verdict)
     stdout.print(table)
     if result.tolerance:

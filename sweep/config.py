@@ -136,9 +136,6 @@ class _Strict(BaseModel):
 # --- sections ------------------------------------------------------------------------
 
 
-DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "npz", "directory", "loader")
-
-
 class DataConfig(_Strict):
     # digits | mnist | fashion_mnist | cifar10 | npz (path: a file with x_train, y_train,
     # x_test, y_test) | directory (path: an image folder) | loader (set by `loader:`)
@@ -151,7 +148,7 @@ class DataConfig(_Strict):
     loader: str | None = None
     # directory only: [height, width] the images are resized to
     image_size: Annotated[tuple[int, int], BeforeValidator(lambda v: tuple(v) if isinstance(v, list) else v)] | None = None
-    color_mode: Literal["rgb", "grayscale"] = "rgb"  # directory only
+    color_mode: Literal["rgb", "grayscale"] | None = None  # directory only; default rgb
     num_classes: int | None = Field(None, ge=2)  # default: the largest label + 1
     # fraction of the training data held out for validation when the data has no validation
     # split; objectives never see the test set
@@ -170,11 +167,12 @@ class DataConfig(_Strict):
         if path is None:
             return None
         resolved = _resolve(path, info)
-        if info.data.get("dataset") == "directory":
-            if not resolved.is_dir():
-                raise ValueError(f"no such folder: {resolved}")
-        elif not resolved.is_file():
-            raise ValueError(f"no such file: {resolved}")
+        if _checks_files(info):
+            if info.data.get("dataset") == "directory":
+                if not resolved.is_dir():
+                    raise ValueError(f"no such folder: {resolved}")
+            elif not resolved.is_file():
+                raise ValueError(f"no such file: {resolved}")
         return str(resolved)
 
     @field_validator("loader")
@@ -202,8 +200,9 @@ class DataConfig(_Strict):
             raise _field_error("loader", f"replaces the dataset; remove dataset: {self.dataset}")
         if self.dataset == "directory" and self.image_size is None:
             raise _field_error("image_size", "dataset 'directory' needs image_size: [height, width]")
-        if self.dataset != "directory" and self.image_size is not None:
-            raise _field_error("image_size", f"only used with dataset 'directory', not {self.dataset!r}")
+        for key in ("image_size", "color_mode"):
+            if self.dataset != "directory" and getattr(self, key) is not None:
+                raise _field_error(key, f"only used with dataset 'directory', not {self.dataset!r}")
         return self
 
 
@@ -262,7 +261,7 @@ class ModelConfig(_Strict):
         if pretrained is None:
             return None
         path = _resolve(pretrained, info)
-        if not path.exists():
+        if _checks_files(info) and not path.exists():
             raise ValueError(f"no such file or SavedModel folder: {path}")
         return str(path)
 
@@ -272,7 +271,9 @@ class ModelConfig(_Strict):
         return None if target is None else _code_target(target, info)
 
     @model_validator(mode="after")
-    def _custom_objects_need_pretrained(self) -> ModelConfig:
+    def _one_model(self) -> ModelConfig:
+        if self.builder is None and self.pretrained is None:
+            raise _field_error("builder", "give a builder (mlp, cnn, 'file.py:function') or a pretrained model file")
         if self.custom_objects is not None and self.pretrained is None:
             raise _field_error("custom_objects", "only used with pretrained; a builder imports its own layers")
         return self
@@ -517,12 +518,15 @@ def load_study_config(path: str | Path) -> StudyConfig:
     return parse_study_config(raw, base_dir=path.parent, source=str(path))
 
 
-def parse_study_config(raw: Any, base_dir: Path = Path("."), source: str = "study") -> StudyConfig:
-    """Validate an already-parsed study mapping (see `load_study_config`)."""
+def parse_study_config(
+    raw: Any, base_dir: Path = Path("."), source: str = "study", check_files: bool = True
+) -> StudyConfig:
+    """Validate an already-parsed study mapping (see `load_study_config`). `check_files`
+    False accepts files that no longer exist (a stored study's, read for its values)."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping of keys like 'name:', got {brief(raw)}")
     try:
-        return StudyConfig.model_validate(raw, context={"base_dir": base_dir})
+        return StudyConfig.model_validate(raw, context={"base_dir": base_dir, "check_files": check_files})
     except ValidationError as error:
         raise ConfigError(f"{source}: {_format_error(error)}") from None
 
@@ -533,13 +537,27 @@ STORED_BEFORE = {("model", "start"): "scratch"}
 
 
 def parse_stored_config(raw: Any, source: str) -> StudyConfig:
-    """A study file as `sweep run` stored it, read with the values it ran with."""
+    """A study file as `sweep run` stored it, read with the values it ran with (its data
+    and model files may have moved since: reading its values does not need them)."""
     if isinstance(raw, dict):
         raw = {**raw}
         for (section, key), value in STORED_BEFORE.items():
             if isinstance(raw.get(section), dict) and key not in raw[section]:
                 raw[section] = {**raw[section], key: value}
-    return parse_study_config(raw, source=source)
+    return parse_study_config(raw, source=source, check_files=False)
+
+
+def inherit_stored_values(config: StudyConfig, stored: Any) -> StudyConfig:
+    """`config` resuming a study an older sweep stored: a key added since, which the study
+    file leaves out, keeps the value the study ran with (`STORED_BEFORE`), not the new
+    default, so the unchanged study file still resumes its study."""
+    if not isinstance(stored, dict):
+        return config
+    for (section, key), value in STORED_BEFORE.items():
+        part = getattr(config, section)
+        if isinstance(stored.get(section), dict) and key not in stored[section] and key not in part.model_fields_set:
+            config = config.model_copy(update={section: part.model_copy(update={key: value})})
+    return config
 
 
 def _format_error(error: ValidationError) -> str:
@@ -572,6 +590,10 @@ def _allowed_keys(section: list[str]) -> list[str]:
     return keys
 
 
+def _checks_files(info: ValidationInfo) -> bool:
+    return bool((info.context or {}).get("check_files", True))
+
+
 def _resolve(path: str, info: ValidationInfo) -> Path:
     base_dir = (info.context or {}).get("base_dir", Path("."))
     return (Path(base_dir) / Path(path).expanduser()).resolve()
@@ -584,7 +606,7 @@ def _code_spec(spec: str, info: ValidationInfo, also: str = "") -> str:
     if not sep or not target or not function.isidentifier():
         raise ValueError(f"expected {also}'pkg.module:function' or 'file.py:function', got {brief(spec)}")
     target = _code_target(target, info)
-    if target.endswith(".py") and not _defines(Path(target), function):
+    if target.endswith(".py") and _checks_files(info) and not _defines(Path(target), function):
         raise ValueError(f"{target} defines no top-level function {function!r}")
     return f"{target}:{function}"
 
@@ -593,9 +615,11 @@ def _code_target(target: str, info: ValidationInfo) -> str:
     """An importable module name, or an existing .py file made absolute."""
     if target.endswith(".py"):
         path = _resolve(target, info)
-        if not path.is_file():
+        if _checks_files(info) and not path.is_file():
             raise ValueError(f"no such file: {path}")
         return str(path)
+    if not _checks_files(info):
+        return target
     try:
         found = importlib.util.find_spec(target) is not None
     except (ImportError, ValueError):

@@ -130,6 +130,9 @@ def check_model(config: ModelConfig, input_shape: tuple[int, ...], num_classes: 
     except SweepError:
         raise
     except Exception as error:  # the user's code: any exception is theirs to fix
+        if config.pretrained is not None:
+            raise UsageError(f"model.pretrained: {config.pretrained} raised {brief(error, 160)} when "
+                             f"checked for layers to prune; check the model") from error
         raise UsageError(
             f"model.builder: {config.builder} raised {brief(error, 160)} when called with "
             f"{(input_shape, num_classes)}; fix the builder"

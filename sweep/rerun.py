@@ -26,6 +26,7 @@ from optuna.trial import FrozenTrial
 from sweep.baseline import start_weights
 from sweep.config import StudyConfig
 from sweep.errors import SweepError, UsageError
+from sweep.inputs import check_same_inputs, input_fingerprints
 from sweep.objective import derived_metrics
 from sweep.schedule_plan import plan_schedule
 from sweep.space import fixed_search, suggest_params
@@ -90,6 +91,10 @@ def rerun_trial(
     params = suggest_params(optuna.trial.FixedTrial(trial.params), config.search)
     total_steps = config.train.epochs * dataset.steps_per_epoch(config.train.batch_size)
     plan = plan_schedule(params, total_steps)
+    # Before anything is written: the trial's data, model and starting weights, unchanged.
+    check_same_inputs(study.user_attrs, input_fingerprints(config, dataset), config)
+    downloads = tempfile.TemporaryDirectory(prefix="sweep-")
+    weights = start_weights(study, tracker, config, downloads.name)
 
     study_run_id = study.user_attrs.get("mlflow_study_run_id") or tracker.study_run(config.to_yaml())
     run_id = tracker.start_rerun(
@@ -97,9 +102,8 @@ def rerun_trial(
     )
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}-", dir=output.parent))
     try:
-        with tempfile.TemporaryDirectory(prefix="sweep-") as folder:
-            trained = train(dataset, config, seed, plan=plan, weight_decay=params.weight_decay,
-                            start_weights=start_weights(study, tracker, config, folder))
+        trained = train(dataset, config, seed, plan=plan, weight_decay=params.weight_decay, start_weights=weights)
+        downloads.cleanup()
         reproduced = measure(trained.model, dataset)
         reproduced["train_seconds"] = trained.train_seconds
         reproduced.update(derived_metrics(reproduced, study.user_attrs["baseline"]))
@@ -136,6 +140,7 @@ def rerun_trial(
         reason = str(error) if isinstance(error, SweepError) else f"{type(error).__name__}: {error}"
         tracker.fail_trial(run_id, reason, status=_status(error))
         shutil.rmtree(staging, ignore_errors=True)  # gone already if the export was moved
+        downloads.cleanup()
         raise
     tolerance = 0.0 if config.train.deterministic else NONDETERMINISTIC_TOLERANCE
     differences = [

@@ -9,14 +9,14 @@ MLflow parent run and the dense baseline are set up once, and one or more worker
 
 from __future__ import annotations
 
+import dataclasses
 import gc
-import hashlib
 import multiprocessing
 import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -27,8 +27,9 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from sweep.baseline import ensure_baseline, start_weights
-from sweep.config import StudyConfig, parse_stored_config, parse_study_config
+from sweep.config import StudyConfig, inherit_stored_values, parse_stored_config, parse_study_config
 from sweep.data import Dataset
+from sweep.inputs import check_same_inputs, input_fingerprints
 from sweep.errors import ConfigError, Interrupted, StoreFailed, StudyAborted, SweepError, UsageError
 from sweep.objective import FROZEN_SECTIONS, FinishRuns, PruningObjective, StaleTrials, study_user_attrs
 from sweep.space import start_points
@@ -76,6 +77,8 @@ def run_study(request: RunRequest, progress: Callable[[RunPlan], Progress] | Non
     check_storage(request.storage_url)
     check_tracking(request.tracking_uri)
     stored = existing_study_attrs(request.storage_url, config.name) or {}
+    config = inherit_stored_values(config, stored.get("config"))
+    request = dataclasses.replace(request, config=config)  # what --jobs workers run
     _check_compatible(stored.get("config"), config)
     max_failures_allowed(request.max_failures, 1)  # validates the flag before any work
 
@@ -87,7 +90,7 @@ def run_study(request: RunRequest, progress: Callable[[RunPlan], Progress] | Non
     configure_tensorflow(cpu_threads_per_worker(1), config.train.deterministic)
     dataset = load_dataset(config.data)
     fingerprints = input_fingerprints(config, dataset)
-    _check_same_inputs(stored, fingerprints, config)
+    check_same_inputs(stored, fingerprints, config)
     check_model(config.model, dataset.input_shape, dataset.num_classes)
 
     # --- from here on we write; Ctrl-C and SIGTERM stop at the next safe point ---
@@ -103,7 +106,7 @@ def run_study(request: RunRequest, progress: Callable[[RunPlan], Progress] | Non
             )
             # again, under the lock: another run may have created the study since the check
             _check_compatible(study.user_attrs.get("config"), config)
-            _check_same_inputs(study.user_attrs, fingerprints, config)
+            check_same_inputs(study.user_attrs, fingerprints, config)
             if not study.trials and config.sampler == "tpe":
                 _enqueue_start(study, config)
             for key, value in study_user_attrs(config).items():
@@ -246,8 +249,10 @@ def _worker_main(config_json: dict, storage_url: str, tracking_uri: str, goal: G
         tracker = Tracker(tracking_uri, config.name)
         storage = open_storage(storage_url, stale_trial_callback=StaleTrials(tracker), heartbeat=True)
         study = optuna.load_study(study_name=config.name, storage=storage)
+        dataset = load_dataset(config.data)  # the data or model may have changed since `sweep run` checked
+        check_same_inputs(study.user_attrs, input_fingerprints(config, dataset), config)
         with tempfile.TemporaryDirectory(prefix="sweep-") as folder:
-            _run_worker(study, config, load_dataset(config.data), tracker, goal, threads, worker=index,
+            _run_worker(study, config, dataset, tracker, goal, threads, worker=index,
                         start=start_weights(study, tracker, config, folder))
     except KeyboardInterrupt:
         sys.exit(interrupts.exit_code())
@@ -318,47 +323,6 @@ def _check_compatible(stored: dict[str, Any] | None, config: StudyConfig) -> Non
                 f"({_describe_difference(stored[key], wanted[key])}); "
                 f"give the study a new name, or restore the original {key}"
             )
-
-
-DATA_FINGERPRINT = "data_fingerprint"  # study user_attrs key: `Dataset.fingerprint`
-MODEL_FINGERPRINT = "model_fingerprint"  # study user_attrs key: SHA-256 of model.pretrained
-
-
-def input_fingerprints(config: StudyConfig, dataset: Dataset) -> dict[str, str]:
-    """What a study's trials were measured on, beyond its study file: the data's values
-    and, for a pretrained model, the file's bytes."""
-    fingerprints = {DATA_FINGERPRINT: dataset.fingerprint}
-    if config.model.pretrained is not None:
-        fingerprints[MODEL_FINGERPRINT] = file_fingerprint(Path(config.model.pretrained))
-    return fingerprints
-
-
-def file_fingerprint(path: Path) -> str:
-    """SHA-256 of a file, or of a folder's files (names and bytes; a SavedModel)."""
-    digest = hashlib.sha256()
-    for file in sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]:
-        digest.update(str(file.relative_to(path)).encode() if path.is_dir() else b"")
-        with open(file, "rb") as opened:
-            digest.update(hashlib.file_digest(opened, "sha256").digest())
-    return digest.hexdigest()
-
-
-def _check_same_inputs(stored: Mapping[str, Any], fingerprints: Mapping[str, str], config: StudyConfig) -> None:
-    """A study resumes only on the data and the pretrained model its trials were measured on."""
-    for key, fingerprint in fingerprints.items():
-        before = stored.get(key)
-        if before is None or before == fingerprint:
-            continue
-        data = config.data
-        source = (f"model.pretrained {config.model.pretrained} now holds another model" if key == MODEL_FINGERPRINT
-                  else f"data.path {data.path} now holds other data" if data.path
-                  else f"data.loader {data.loader} now returns other data" if data.loader
-                  else f"data.dataset {data.dataset} now holds other data")
-        what = "model" if key == MODEL_FINGERPRINT else "data"
-        raise UsageError(
-            f"study {config.name!r} was run on different {what}: {source} (fingerprint {fingerprint[:12]}, "
-            f"stored {before[:12]}); give the study a new name, or restore the original {what}"
-        )
 
 
 def _describe_difference(stored: object, wanted: object) -> str:

@@ -25,6 +25,9 @@ from sweep.pruning import all_layers, wrap_for_pruning
 from sweep.schedule_plan import SchedulePlan
 from sweep.schedules import build_schedule
 
+# Not in TensorFlow's public API (only enabling is), but there since TF 2.9.
+from tensorflow.python.framework.config import disable_op_determinism  # noqa: E402
+
 # The wrapper class is not re-exported by tfmot's public API.
 from tensorflow_model_optimization.python.core.sparsity.keras.pruning_wrapper import (  # noqa: E402
     PruneLowMagnitude,
@@ -72,21 +75,22 @@ class StopOnInterrupt(keras.callbacks.Callback):
 
 
 def configure_tensorflow(threads: int | None = None, deterministic: bool = True) -> None:
-    """Once per process, before the first op: op determinism (`train.deterministic`), and
-    at most `threads` cores, so parallel workers on one machine do not oversubscribe it.
-    TensorFlow places ops on a GPU when it sees one."""
+    """Before the first op, once per process: at most `threads` cores, so parallel workers
+    on one machine do not oversubscribe it. On every call: op determinism on or off
+    (`train.deterministic`; one process may run studies of both kinds). TensorFlow places
+    ops on a GPU when it sees one."""
     global _configured
-    if _configured:
-        return
-    if threads:
+    if not _configured and threads:
         try:
             tf.config.threading.set_intra_op_parallelism_threads(threads)
             tf.config.threading.set_inter_op_parallelism_threads(min(threads, 2))
         except RuntimeError:  # TensorFlow already ran ops in this process (used as a library): keep its settings
             pass
+    _configured = True
     if deterministic:
         tf.config.experimental.enable_op_determinism()
-    _configured = True
+    else:
+        disable_op_determinism()
 
 
 def train(
@@ -101,7 +105,7 @@ def train(
 ) -> TrainedModel:
     """Train `config.model` on `dataset`: pruned along `plan`, or dense without one,
     starting from the weights `sweep.models.starting_model` gives."""
-    configure_tensorflow(deterministic=config.train.deterministic)  # no-op if the caller did it
+    configure_tensorflow(deterministic=config.train.deterministic)  # threads: as the caller chose
     started = time.perf_counter()
     keras.backend.clear_session()
     keras.utils.set_random_seed(seed)

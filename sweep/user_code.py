@@ -35,11 +35,14 @@ def import_target(target: str, key: str) -> ModuleType:
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
         sys.modules[module_name] = module
+        writes_bytecode, sys.dont_write_bytecode = sys.dont_write_bytecode, True  # no __pycache__ in their folder
         try:
             spec.loader.exec_module(module)
         except BaseException:
             del sys.modules[module_name]
             raise
+        finally:
+            sys.dont_write_bytecode = writes_bytecode
         return module
     except Exception as error:
         raise UsageError(f"{key}: importing {target} failed: {brief(error, 160)}; fix that code") from error

@@ -6,7 +6,8 @@ model with its own preprocessing (a `Rescaling` layer) sees the values it was tr
 A `tf.data.Dataset` stays a stream. It is read once when the dataset is loaded (once per
 worker): that pass counts its examples (a generator has no length, and the pruning
 schedule needs the real number of steps), checks every example's shape and label, and
-takes the fingerprint. Training then reads it batch by batch; it is never made one array.
+takes the fingerprint. (A training stream that sweep splits is read twice, to check it
+comes in the same order.) Training then reads it batch by batch; it is never one array.
 """
 
 from __future__ import annotations
@@ -40,10 +41,14 @@ def load_user_dataset(config: DataConfig) -> Dataset:
     splits: dict[str, Split] = {}
     largest: dict[str, int] = {}
     shapes: dict[str, tuple[int, ...]] = {}
+    contents: dict[str, bytes] = {}
     for name, source in sources.items():
-        splits[name], largest[name], shapes[name] = _read(name, source, digest, key)
+        splits[name], largest[name], shapes[name], contents[name] = _read(name, source, key)
+        digest.update(name.encode() + contents[name])
     if len(set(shapes.values())) > 1:
         raise UsageError(f"{key}: the splits' examples differ in shape ({_describe(shapes)}); give them one shape")
+    if ("test" not in splits or "validation" not in splits) and splits["train"].stream is not None:
+        _check_same_order(splits["train"], contents["train"], key)
     if "test" not in splits:  # an image folder of class folders only
         splits["train"], splits["test"] = _carve(splits["train"], TEST_FRACTION, "data.path", TEST_SPLIT_SEED)
     if "validation" not in splits:
@@ -96,7 +101,7 @@ def _read_directory(config: DataConfig) -> dict[str, Any]:
         try:
             with contextlib.redirect_stdout(io.StringIO()):  # Keras prints "Found N files..."
                 stream = keras.utils.image_dataset_from_directory(
-                    folder, labels="inferred", label_mode="int", color_mode=config.color_mode,
+                    folder, labels="inferred", label_mode="int", color_mode=config.color_mode or "rgb",
                     image_size=config.image_size, batch_size=None, shuffle=False,
                 )
         except Exception as error:
@@ -114,19 +119,23 @@ def _read_directory(config: DataConfig) -> dict[str, Any]:
 # --- reading and checking ----------------------------------------------------------------
 
 
-def _read(name: str, source: Any, digest: Any, key: str) -> tuple[Split, int, tuple[int, ...]]:
-    """`source` as a checked `Split`, with its largest label and the shape of one example;
-    its contents go into `digest`."""
+def _read(name: str, source: Any, key: str) -> tuple[Split, int, tuple[int, ...], bytes]:
+    """`source` as a checked `Split`, with its largest label, the shape of one example and
+    the SHA-256 of its contents."""
     from sweep._tf import tf
 
     if isinstance(source, tf.data.Dataset):
-        return _read_stream(name, source, digest, key)
+        return _read_stream(name, source, key)
     if not (isinstance(source, tuple | list) and len(source) == 2):
         raise UsageError(
             f"{key}: {name} is {type(source).__name__}; give (x, y) numpy arrays or an unbatched "
             f"tf.data.Dataset of (x, y) pairs"
         )
-    x, y = np.asarray(source[0]), source[1]
+    try:
+        x, y = np.asarray(source[0]), np.asarray(source[1])
+    except ValueError as error:  # ragged: examples of different shapes
+        raise UsageError(f"{key}: {name} is not a pair of arrays ({brief(error, 120)}); give every example "
+                         f"one shape") from None
     if x.dtype.kind not in "biuf" or x.ndim < 2:
         raise UsageError(f"{key}: {name} x must be numbers with one row per example, got shape "
                          f"{x.shape} and dtype {x.dtype}")
@@ -134,13 +143,10 @@ def _read(name: str, source: Any, digest: Any, key: str) -> tuple[Split, int, tu
     if len(x) != len(y) or not len(x):
         raise UsageError(f"{key}: {name} x and y differ in length ({len(x)} vs {len(y)}) or are empty; "
                          f"give one label per example")
-    for array in (x, y):
-        digest.update(f"{name}{array.dtype.str}{array.shape}".encode())
-        digest.update(np.ascontiguousarray(array).data)
-    return Split.arrays(x, y), int(y.max()), tuple(x.shape[1:])
+    return Split.arrays(x, y), int(y.max()), tuple(x.shape[1:]), _contents([(x, y)])
 
 
-def _read_stream(name: str, stream: Any, digest: Any, key: str) -> tuple[Split, int, tuple[int, ...]]:
+def _read_stream(name: str, stream: Any, key: str) -> tuple[Split, int, tuple[int, ...], bytes]:
     from sweep._tf import tf
 
     spec = stream.element_spec
@@ -148,11 +154,18 @@ def _read_stream(name: str, stream: Any, digest: Any, key: str) -> tuple[Split, 
         raise UsageError(f"{key}: {name} yields {brief(spec, 120)}, not (x, y) pairs; map it to (x, y)")
     if not spec[1].dtype.is_integer:
         raise UsageError(f"{key}: {name} labels are {spec[1].dtype.name}; give integer class labels")
+    if not (spec[0].dtype.is_floating or spec[0].dtype.is_integer):
+        raise UsageError(f"{key}: {name} x must be numbers, got dtype {spec[0].dtype.name}")
+    if stream.cardinality() == tf.data.INFINITE_CARDINALITY:
+        raise UsageError(f"{key}: {name} repeats forever; remove .repeat(): sweep runs the epochs itself")
     size, largest, shape, example_bytes = 0, 0, None, 0
+    digest = hashlib.sha256()
     try:
         for x, y in stream.batch(READ_BATCH).as_numpy_iterator():
             if shape is None:
                 shape, example_bytes = x.shape[1:], x[0].nbytes
+            if x.shape[1:] != shape:
+                raise UsageError(f"{key}: {name} has examples of shape {x.shape[1:]} and {shape}; give them one shape")
             if y.ndim > 2 or (y.ndim == 2 and y.shape[1] != 1):
                 raise UsageError(f"{key}: {name} labels have shape {y.shape[1:]}; give one integer label "
                                  f"per example (is the dataset batched? call .unbatch())")
@@ -160,18 +173,39 @@ def _read_stream(name: str, stream: Any, digest: Any, key: str) -> tuple[Split, 
                 raise UsageError(f"{key}: {name} has a negative label ({y.min()}); labels are 0..classes-1")
             size += len(x)
             largest = max(largest, int(y.max()))
-            digest.update(f"{name}{x.dtype.str}{x.shape}{y.dtype.str}{y.shape}".encode())
-            digest.update(np.ascontiguousarray(x).data)
-            digest.update(np.ascontiguousarray(y).data)
+            _update(digest, x, y)
     except SweepError:
         raise
     except Exception as error:  # the user's pipeline: a generator raising, examples of different shapes
         raise UsageError(f"{key}: reading {name} failed: {brief(error, 160)}; fix the dataset") from error
     if shape is None:
         raise UsageError(f"{key}: {name} is empty; it needs at least one example")
-    if x.dtype.kind not in "biuf":
-        raise UsageError(f"{key}: {name} x must be numbers, got dtype {x.dtype}")
-    return Split(size, stream=stream, example_bytes=example_bytes), largest, tuple(shape)
+    return Split(size, stream=stream, example_bytes=example_bytes), largest, tuple(shape), digest.digest()
+
+
+def _update(digest: Any, x: np.ndarray, y: np.ndarray) -> None:
+    digest.update(f"{x.dtype.str}{x.shape}{y.dtype.str}{y.shape}".encode())
+    digest.update(np.ascontiguousarray(x).data)
+    digest.update(np.ascontiguousarray(y).data)
+
+
+def _contents(batches: Any) -> bytes:
+    """SHA-256 of (x, y) batches, as `_read_stream` takes it."""
+    digest = hashlib.sha256()
+    for x, y in batches:
+        _update(digest, x, y)
+    return digest.digest()
+
+
+def _check_same_order(split: Split, contents: bytes, key: str) -> None:
+    """A stream is split by position (`_carve`), so it must give its examples in the same
+    order on every pass: read it a second time."""
+    if _contents(split.stream.batch(READ_BATCH).as_numpy_iterator()) != contents:
+        raise UsageError(
+            f"{key}: the training data comes in a different order on each pass (shuffled in the loader?), so "
+            f"no fixed part of it can be held out; remove the shuffle (sweep shuffles the training data "
+            f"itself) or give a validation split"
+        )
 
 
 def _carve(split: Split, fraction: float, key: str, seed: int = 0) -> tuple[Split, Split]:

@@ -219,3 +219,29 @@ def test_an_alias_bomb_is_echoed_in_a_few_characters(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as raised:
         load_study_config(path)
     assert len(str(raised.value)) < 400 and "\n" not in str(raised.value)
+
+
+def test_a_study_stored_before_model_start_existed_keeps_training_from_scratch() -> None:
+    from sweep.config import inherit_stored_values, parse_stored_config
+
+    stored = parse_study_config({"name": "old"}).model_dump(mode="json")
+    del stored["model"]["start"]  # as an older sweep stored it
+    assert parse_stored_config(stored, source="stored").model.start == "scratch"
+    unchanged_file = parse_study_config({"name": "old"})
+    assert inherit_stored_values(unchanged_file, stored).model.start == "scratch"
+    chosen = parse_study_config({"name": "old", "model": {"start": "baseline"}})
+    assert inherit_stored_values(chosen, stored).model.start == "baseline"  # then refused as a change
+    assert inherit_stored_values(unchanged_file, None).model.start == "baseline"  # a new study
+
+
+def test_a_stored_study_is_read_even_if_its_files_moved(tmp_path: Path) -> None:
+    from sweep.config import parse_stored_config
+
+    (tmp_path / "model.keras").write_bytes(b"")
+    (tmp_path / "data.py").write_text("def load():\n    pass\n")
+    stored = parse_study_config({"name": "moved", "model": {"pretrained": "model.keras"},
+                                 "data": {"loader": "data.py:load"}}, base_dir=tmp_path).model_dump(mode="json")
+    (tmp_path / "model.keras").unlink()
+    (tmp_path / "data.py").unlink()
+    config = parse_stored_config(stored, source="stored")
+    assert config.model.pretrained == str(tmp_path / "model.keras") and config.data.loader == f"{tmp_path}/data.py:load"

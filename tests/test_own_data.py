@@ -4,6 +4,7 @@ an image folder, and the bad inputs each gives one line for, before anything is 
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -129,6 +130,14 @@ CASES = [
      "data.loader: train labels have shape (8,); give one integer label per example (is the dataset batched?"),
     ("no (x, y) pairs", f"    d = tf.data.Dataset.from_tensor_slices({X})\n    return {{'train': d, 'test': d}}\n", {},
      "data.loader: train yields TensorSpec("),
+    ("shuffled in the loader", f"    d = tf.data.Dataset.from_tensor_slices(({X}, np.arange(40) % 3))\n"
+                               "    return {'train': d.shuffle(40, seed=1), 'test': d}\n", {},
+     "data.loader: the training data comes in a different order on each pass (shuffled in the loader?)"),
+    ("repeats forever", f"    d = tf.data.Dataset.from_tensor_slices(({X}, np.zeros(40, int)))\n"
+                        "    return {'train': d.repeat(), 'test': d}\n", {},
+     "data.loader: train repeats forever; remove .repeat()"),
+    ("ragged arrays", "    return {'train': ([np.zeros(3), np.zeros(4)], [0, 1]), 'test': ([np.zeros(3)], [0])}\n", {},
+     "data.loader: train is not a pair of arrays ("),
 ]
 
 
@@ -164,11 +173,19 @@ def test_a_pretrained_model_with_nothing_to_prune_is_refused_before_any_write(tm
     ({"pretrained": "missing.keras"}, "model.pretrained: no such file or SavedModel folder:"),
     ({"pretrained": "model.keras", "start": "scratch"}, "model.start: a pretrained model always starts from its own"),
     ({"builder": "mlp", "custom_objects": "custom.py"}, "model.custom_objects: only used with pretrained"),
+    ({"builder": None}, "model.builder: give a builder (mlp, cnn, 'file.py:function') or a pretrained model file"),
 ])
 def test_model_keys_that_cannot_stand_together(tmp_path: Path, model: dict, message: str) -> None:
     from sweep.errors import ConfigError
 
     (tmp_path / "model.keras").write_bytes(b"")
     (tmp_path / "custom.py").write_text("")
-    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         parse_study_config({"name": "x", "model": model}, base_dir=tmp_path)
+
+
+def test_image_folder_keys_belong_to_image_folders() -> None:
+    from sweep.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="data.color_mode: only used with dataset 'directory', not 'digits'"):
+        parse_study_config({"name": "x", "data": {"color_mode": "grayscale"}})

@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import REPO
+from optuna.trial import TrialState
+
+from conftest import REPO, run_sweep
 from sweep.config import ModelConfig, load_study_config, parse_study_config
 from sweep.errors import SweepError, UsageError
 
@@ -53,9 +55,11 @@ def test_a_pretrained_model_is_the_baseline_as_it_is_and_every_trial_starts_from
 ) -> None:
     from sweep._tf import keras
     from sweep.rerun import rerun_trial
+    from sweep.stores import load_study
     from sweep.tracking import Tracker
 
     monkeypatch.syspath_prepend(str(example))  # nets.py imports train_model
+    monkeypatch.chdir(example)  # MLflow's default artifact folder, ./mlruns
     config, study = run(example / "study.yaml", name="given", n_trials=1, **ONE_EPOCH_AT_HALF)
     given = keras.models.load_model(example / "model.keras", compile=False)
     sys.path.insert(0, str(example))
@@ -81,6 +85,13 @@ def test_a_pretrained_model_is_the_baseline_as_it_is_and_every_trial_starts_from
     kinds = [type(layer).__name__ for layer in exported.layers]
     assert kinds[:3] == ["Rescaling", "Conv2D", "BatchNormalization"], kinds
 
+    # Every command on such a study: spawned workers load the loader file and the model themselves.
+    for command in (("run", "given.yaml", "--jobs", "2", "--n-trials", "2"), ("doctor", "given.yaml"),
+                    ("report", "given.yaml", "--output", "report"), ("best", "given.yaml")):
+        result = run_sweep(*command, cwd=example)
+        assert result.returncode == 0, (command, result.stderr[-3000:])
+    assert len(load_study("given", f"sqlite:///{example}/sweep.db").get_trials(states=[TrialState.COMPLETE])) == 3
+
     shutil.copy(example / "model.keras", example / "model.keras.orig")
     shutil.copy(example / "export" / "model.keras", example / "model.keras")  # another model, same name
     try:
@@ -93,8 +104,10 @@ def test_a_pretrained_model_is_the_baseline_as_it_is_and_every_trial_starts_from
 
 @pytest.mark.slow
 def test_builder_trials_start_from_the_stored_baseline_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from sweep.baseline import WEIGHTS_ARTIFACT, start_weights
+    import sweep.training
+    from sweep.baseline import WEIGHTS_ARTIFACT, WEIGHTS_SHA256, start_weights
     from sweep.data import load_dataset
+    from sweep.inputs import file_fingerprint
     from sweep.models import starting_model
     from sweep.tracking import Tracker
     from sweep.training import train
@@ -102,8 +115,16 @@ def test_builder_trials_start_from_the_stored_baseline_weights(tmp_path: Path, m
     from conftest import write_study
 
     monkeypatch.chdir(tmp_path)  # MLflow's default artifact folder, ./mlruns
-    config, study = run(write_study(tmp_path, name="warm", n_trials=1, search={"schedule": "constant"}))
+    started_from: list[str | None] = []  # what each training started from: None, or the weights' SHA-256
+
+    def spy(config, input_shape, num_classes, weights=None):  # type: ignore[no-untyped-def]
+        started_from.append(None if weights is None else file_fingerprint(weights))
+        return starting_model(config, input_shape, num_classes, weights)
+
+    monkeypatch.setattr(sweep.training, "starting_model", spy)
+    config, study = run(write_study(tmp_path, name="warm", n_trials=2, search={"schedule": "constant"}))
     assert config.model.start == "baseline"  # the default
+    assert started_from == [None] + [study.user_attrs[WEIGHTS_SHA256]] * 2  # the baseline, then its trials
     tracker = Tracker(f"sqlite:///{tmp_path}/mlflow.db", "warm")
     dataset = load_dataset(config.data)
     weights = start_weights(study, tracker, config, str(tmp_path / "download"))
@@ -163,3 +184,23 @@ def test_custom_layers_load_with_custom_objects_and_stay_unwrapped(tmp_path: Pat
     with pytest.raises(UsageError, match=r"takes inputs of shape \[\(None, 8, 8, 1\)\], but the data's examples "
                                          r"have shape \(28, 28, 1\)"):
         check_model(given, (28, 28, 1), 10)
+
+
+@pytest.mark.slow
+def test_a_study_without_op_determinism_is_rerun_within_a_tolerance(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tensorflow.python.framework.config import is_op_determinism_enabled
+
+    from sweep.rerun import NONDETERMINISTIC_TOLERANCE, rerun_trial
+    from sweep.tracking import Tracker
+
+    from conftest import write_study
+
+    monkeypatch.chdir(tmp_path)
+    config, study = run(write_study(tmp_path, name="loose", n_trials=1, model={"builder": "mlp", "start": "scratch"},
+                                    train={"epochs": 1, "deterministic": False}, search={"schedule": "constant"}))
+    assert not is_op_determinism_enabled()
+    result = rerun_trial(study, study.trials[0], config, Tracker(f"sqlite:///{tmp_path}/mlflow.db", "loose"),
+                         tmp_path / "export")
+    assert result.tolerance == NONDETERMINISTIC_TOLERANCE and result.differences == []
+    run(write_study(tmp_path, name="strict", n_trials=1, model={"builder": "mlp"}, train={"epochs": 1}))
+    assert is_op_determinism_enabled()  # each study as its file says, in one process

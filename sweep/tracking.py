@@ -21,6 +21,7 @@ Layout in the tracking store (experiment = study name):
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -207,6 +208,7 @@ class Tracker:
         self.client.log_artifact(run_id, path, folder)
 
     def download_artifact(self, run_id: str, path: str, folder: str) -> Path:
+        os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"  # no bar on our progress display
         return Path(self.client.download_artifacts(run_id, path, folder))
 
     def log_results(

@@ -278,8 +278,10 @@ def best(
            else "knee of the front")
     stdout.print(f"[bold]trial {trial.number}[/] of {study.study_name} ({how})", highlight=False)
     metrics = trial.user_attrs["metrics"]
-    for key in ("val_accuracy", "test_accuracy", "sparsity", "compressed_bytes", "compression_ratio", "tflite_gzip_bytes"):
-        stdout.print(f"  {key:<20} {_cell(metrics[key])}", highlight=False)
+    for key in ("val_accuracy", "test_accuracy", "sparsity", "compressed_bytes", "compression_ratio", "tflite_gzip_bytes",
+                "int8_val_accuracy", "int8_bytes", "latency_ms", "int8_latency_ms"):
+        if key in metrics:  # studies measured before int8 and latency existed lack the last four
+            stdout.print(f"  {key:<20} {_cell(metrics[key])}", highlight=False)
     for key, value in {**trial.params, **{f"pruning_{k}": v for k, v in details["steps"].items()}, "seed": details["seed"]}.items():
         stdout.print(f"  {key:<20} {_cell(value)}", highlight=False)
     stdout.print(f"  {'mlflow_run_id':<20} {details['mlflow_run_id']}", highlight=False)
@@ -334,7 +336,7 @@ def _print_comparison(result) -> None:  # type: ignore[no-untyped-def]
     from rich import box
     from rich.table import Table
 
-    from sweep.rerun import COMPARED
+    from sweep.rerun import COMPARED, LATENCY_TOLERANCE, TIMED
 
     table = Table(title=f"trial {result.trial}: original vs rerun", box=box.SIMPLE_HEAD)
     for column in ("metric", "original", "rerun", ""):
@@ -342,7 +344,8 @@ def _print_comparison(result) -> None:  # type: ignore[no-untyped-def]
     close = "same" if result.tolerance == 0 else f"within {result.tolerance:.0%}"
     for name in COMPARED:
         before, after = result.original.get(name), result.reproduced.get(name)
-        verdict = "" if before is None else "[red]DIFFERS[/]" if name in result.differences else f"[green]{close}[/]"
+        agrees = f"within {LATENCY_TOLERANCE:.0%}" if name in TIMED else close
+        verdict = "" if before is None else "[red]DIFFERS[/]" if name in result.differences else f"[green]{agrees}[/]"
         table.add_row(name, _cell(before), _cell(after), verdict)
     stdout.print(table)
     if result.tolerance:

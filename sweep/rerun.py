@@ -32,8 +32,12 @@ from sweep.schedule_plan import plan_schedule
 from sweep.space import fixed_search, suggest_params
 from sweep.tracking import Tracker
 
-# Compared between the original trial and its rerun; the first three must match exactly.
-COMPARED = ("val_accuracy", "sparsity", "compressed_bytes", "test_accuracy", "tflite_gzip_bytes")
+# Compared between the original trial and its rerun: exactly, but latency (wall time) and
+# studies without op determinism within a tolerance.
+COMPARED = ("val_accuracy", "sparsity", "compressed_bytes", "test_accuracy", "tflite_gzip_bytes",
+            "int8_val_accuracy", "int8_test_accuracy", "int8_bytes", "latency_ms", "int8_latency_ms")
+TIMED = ("latency_ms", "int8_latency_ms")
+LATENCY_TOLERANCE = 0.5  # relative: the same file's median invoke time varies this much between runs
 # `train.deterministic: false`: a rerun differs by GPU float round-off, not by results
 NONDETERMINISTIC_TOLERANCE = 0.02
 
@@ -79,7 +83,8 @@ def rerun_trial(
 ) -> RerunResult:
     """Retrain `trial`, compare its metrics with the original's, export and log the model."""
     from sweep.data import load_dataset
-    from sweep.measure import measure, tflite_bytes
+    from sweep.measure import measure
+    from sweep.tflite import Runner
     from sweep.training import configure_tensorflow, train
 
     check_output_folder(output)
@@ -104,13 +109,17 @@ def rerun_trial(
     try:
         trained = train(dataset, config, seed, plan=plan, weight_decay=params.weight_decay, start_weights=weights)
         downloads.cleanup()
-        reproduced = measure(trained.model, dataset)
+        files: dict[str, bytes] = {}
+        reproduced = measure(trained.model, dataset, files=files)
         reproduced["train_seconds"] = trained.train_seconds
         reproduced.update(derived_metrics(reproduced, study.user_attrs["baseline"]))
         original = dict(trial.user_attrs["metrics"])
 
         trained.model.save(staging / "model.keras")
-        (staging / "model.tflite").write_bytes(tflite_bytes(trained.model))
+        for name, content in files.items():
+            (staging / name).write_bytes(content)
+        # what ships reaches what was measured: the float file the Keras model's accuracy
+        reproduced["tflite_val_accuracy"] = Runner(files["model.tflite"]).accuracy(dataset.val)
         (staging / "study.yaml").write_text(trial_study_config(config, trial).to_yaml())
         summary = {
             "study": study.study_name,
@@ -126,7 +135,7 @@ def rerun_trial(
         (staging / "metrics.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
 
         _log_keras_model(tracker, run_id, trained.model, dataset.test.first_inputs(1), register)
-        for name in ("model.tflite", "study.yaml", "metrics.json"):
+        for name in (*files, "study.yaml", "metrics.json"):
             tracker.log_artifact(run_id, str(staging / name), "export")
         tracker.log_results(run_id, reproduced, curves=trained.history)
         problem = _move_into_place(staging, output)
@@ -145,8 +154,11 @@ def rerun_trial(
     tolerance = 0.0 if config.train.deterministic else NONDETERMINISTIC_TOLERANCE
     differences = [
         name for name in COMPARED
-        if name in original and not math.isclose(original[name], reproduced.get(name, math.nan), rel_tol=tolerance)
+        if name in original and not math.isclose(original[name], reproduced.get(name, math.nan),
+                                                 rel_tol=LATENCY_TOLERANCE if name in TIMED else tolerance)
     ]
+    if not math.isclose(reproduced["tflite_val_accuracy"], reproduced["val_accuracy"], rel_tol=tolerance):
+        differences.append("tflite_val_accuracy")
     return RerunResult(trial.number, original, reproduced, run_id, output, differences, tolerance)
 
 

@@ -119,9 +119,11 @@ def test_rerun_reproduces_the_trial_exactly_and_exports_loadable_models(study_di
     assert result.returncode == 0, result.stderr
     assert "DIFFERS" not in result.stdout and "same" in result.stdout
     out = study_dir / "exported"
-    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "model.keras", "model.tflite", "study.yaml"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "metrics.json", "model.keras", "model.tflite", "model_int8.tflite", "study.yaml"]
     summary = json.loads((out / "metrics.json").read_text())
-    for name in ("val_accuracy", "sparsity", "compressed_bytes", "test_accuracy", "tflite_gzip_bytes"):
+    for name in ("val_accuracy", "sparsity", "compressed_bytes", "test_accuracy", "tflite_gzip_bytes",
+                 "int8_val_accuracy", "int8_test_accuracy", "int8_bytes"):
         assert summary["reproduced"][name] == summary["original"][name] == trial.user_attrs["metrics"][name], name
 
     # Both exports load without tfmot and give the trial's test accuracy.
@@ -139,10 +141,21 @@ runner = interpreter.get_signature_runner()
 name = list(runner.get_input_details())[0]
 outputs = runner(**{{name: data.test.x}})
 tflite_accuracy = float(np.mean(np.argmax(list(outputs.values())[0], -1) == data.test.y))
-print(keras_accuracy, tflite_accuracy, "tensorflow_model_optimization" in sys.modules)
+from ai_edge_litert.interpreter import Interpreter
+int8 = Interpreter(model_path="{out / 'model_int8.tflite'}")
+int8.allocate_tensors()
+source, target = int8.get_input_details()[0], int8.get_output_details()[0]
+scale, zero = source["quantization"]
+right = 0
+for x, y in zip(data.test.x, data.test.y):
+    int8.set_tensor(source["index"], np.clip(np.round(x / scale + zero), -128, 127).astype(np.int8)[None])
+    int8.invoke()
+    right += int(np.argmax(int8.get_tensor(target["index"])[0]) == y)
+print(keras_accuracy, tflite_accuracy, right / len(data.test.y), "tensorflow_model_optimization" in sys.modules)
 """], capture_output=True, text=True, cwd=study_dir)
     assert check.returncode == 0, check.stderr
-    keras_accuracy, tflite_accuracy, tfmot_loaded = check.stdout.split()
+    keras_accuracy, tflite_accuracy, int8_accuracy, tfmot_loaded = check.stdout.split()
+    assert float(int8_accuracy) == trial.user_attrs["metrics"]["int8_test_accuracy"]  # the file measured is the file shipped
     assert float(keras_accuracy) == pytest.approx(trial.user_attrs["metrics"]["test_accuracy"])
     assert float(tflite_accuracy) == pytest.approx(float(keras_accuracy), abs=1 / 360)
     assert tfmot_loaded == "False"
@@ -154,7 +167,7 @@ print(keras_accuracy, tflite_accuracy, "tensorflow_model_optimization" in sys.mo
     assert rerun.info.status == "FINISHED"
     assert rerun.data.metrics["compressed_bytes"] == trial.user_attrs["metrics"]["compressed_bytes"]
     assert {a.path for a in client.list_artifacts(rerun.info.run_id, "export")} == {
-        "export/metrics.json", "export/model.tflite", "export/study.yaml"}
+        "export/metrics.json", "export/model.tflite", "export/model_int8.tflite", "export/study.yaml"}
     [version] = client.search_model_versions("name = 'tiny-pruned'")
     assert version.run_id == rerun.info.run_id
     mlflow.set_tracking_uri(f"sqlite:///{study_dir / 'mlflow.db'}")
@@ -289,7 +302,7 @@ def test_rerun_whose_output_is_taken_during_training_fails_its_run_and_cleans_up
     study = load(study_dir)
     trial = next(t for t in study.trials if "metrics" in t.user_attrs and t.state.name == "COMPLETE")
     output = tmp_path / "exported"
-    real_tflite_bytes = sweep.measure.tflite_bytes
+    real_tflite_bytes = sweep.measure.float_tflite
 
     def take_the_output_first(model):  # type: ignore[no-untyped-def]
         if not os.path.lexists(output):  # someone else creates --output while we train
@@ -301,7 +314,7 @@ def test_rerun_whose_output_is_taken_during_training_fails_its_run_and_cleans_up
                 (output / "theirs.txt").write_text("not ours")
         return real_tflite_bytes(model)
 
-    monkeypatch.setattr(sweep.measure, "tflite_bytes", take_the_output_first)
+    monkeypatch.setattr(sweep.measure, "float_tflite", take_the_output_first)
     tracker = Tracker(f"sqlite:///{study_dir / 'mlflow.db'}", "tiny")
     with pytest.raises(SweepError) as raised:
         rerun_trial(study, trial, stored_config(study), tracker, output)

@@ -9,7 +9,8 @@ import pytest
 
 from sweep._tf import keras
 from sweep.data import Dataset, Split
-from sweep.measure import accuracy, gzip_size, keras_h5_bytes, measure, sparsity, tflite_bytes
+from sweep.measure import accuracy, gzip_size, keras_h5_bytes, measure, sparsity
+from sweep.tflite import float_tflite
 
 
 def model_with_zeros(zeros_dense1: int, zeros_logits: int) -> keras.Model:
@@ -74,6 +75,6 @@ def test_measure_reports_every_metric_of_a_model() -> None:
     metrics = measure(model, data)
     assert metrics["params"] == 40 + 10 + 30 + 3
     assert metrics["nonzero_params"] == 83 - 20
-    assert metrics["tflite_bytes"] == len(tflite_bytes(model)) > 0
+    assert metrics["tflite_bytes"] == len(float_tflite(model)) > 0
     assert 0 < metrics["tflite_gzip_bytes"] < metrics["tflite_bytes"]
     assert metrics["val_accuracy"] == metrics["test_accuracy"] == accuracy(model, split)

@@ -1,0 +1,75 @@
+"""What ships, with real conversions and LiteRT interpreter runs: the int8 file's accuracy,
+its size against sparsity, and latency."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sweep.config import parse_study_config
+from sweep.data import load_dataset
+from sweep.measure import measure
+from sweep.tflite import Runner
+from sweep.training import train
+
+CONFIG = parse_study_config({"name": "t", "model": {"builder": "cnn"}, "train": {"epochs": 3, "batch_size": 64}})
+DATA = load_dataset(CONFIG.data)
+
+
+@pytest.fixture(scope="module")
+def trained():  # type: ignore[no-untyped-def]
+    return train(DATA, CONFIG, 0).model
+
+
+def interpreter_accuracy(content: bytes, x: np.ndarray, y: np.ndarray) -> float:
+    """The int8 file run as a deployment would, written out here independently of sweep."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=content)
+    interpreter.allocate_tensors()
+    (source,), (target,) = interpreter.get_input_details(), interpreter.get_output_details()
+    assert source["dtype"] == target["dtype"] == np.int8  # int8 in, int8 out
+    scale, zero_point = source["quantization"]
+    predictions = []
+    for example in x:
+        interpreter.set_tensor(source["index"], np.clip(np.round(example / scale + zero_point), -128, 127)
+                               .astype(np.int8)[None])
+        interpreter.invoke()
+        predictions.append(np.argmax(interpreter.get_tensor(target["index"])[0]))
+    return float(np.mean(np.array(predictions) == y))
+
+
+def test_the_int8_file_is_measured_as_it_runs(trained) -> None:  # type: ignore[no-untyped-def]
+    files: dict[str, bytes] = {}
+    metrics = measure(trained, DATA, files=files)
+    quantized = files["model_int8.tflite"]
+    assert metrics["int8_bytes"] == len(quantized) < metrics["tflite_bytes"] / 2  # int8 weights
+    assert Runner(quantized).xnnpack  # a default LiteRT interpreter loads what ships
+    assert metrics["int8_val_accuracy"] == interpreter_accuracy(quantized, DATA.val.x, DATA.val.y)
+    assert metrics["int8_test_accuracy"] == interpreter_accuracy(quantized, DATA.test.x, DATA.test.y)
+    assert abs(metrics["int8_val_accuracy"] - metrics["val_accuracy"]) < 0.05  # calibrated, not broken
+    for name in ("latency", "int8_latency"):
+        assert 0 < metrics[f"{name}_ms"] <= metrics[f"{name}_p90_ms"] < 50
+
+
+def test_the_int8_file_shrinks_with_sparsity(trained) -> None:  # type: ignore[no-untyped-def]
+    from sweep._tf import keras
+    from sweep.measure import gzip_size
+    from sweep.tflite import int8_tflite, sparse_encoded
+
+    files = []
+    for sparsity in (0.0, 0.5, 0.9):
+        model = keras.models.clone_model(trained)
+        for layer, source in zip(model.layers, trained.layers, strict=True):
+            weights = source.get_weights()
+            if weights and weights[0].ndim > 1:  # kernels: zero the smallest, as magnitude pruning does
+                kernel = weights[0]
+                weights[0] = np.where(np.abs(kernel) < np.quantile(np.abs(kernel), sparsity), 0, kernel)
+            layer.set_weights(weights)
+        files.append(int8_tflite(model, DATA.train))
+    gzipped, encoded = [gzip_size(f) for f in files], [sparse_encoded(f) for f in files]
+    assert gzipped[0] > gzipped[1] > gzipped[2], gzipped  # the zeros compress
+    # The sparse encoding pays for its indices only at high sparsity, and XNNPack refuses it
+    # for int8 Dense layers: such a file runs on LiteRT's built-in kernels only.
+    assert len(encoded[1]) > len(files[1]) and len(encoded[2]) < len(files[2]) / 1.8
+    assert not Runner(encoded[2]).xnnpack and Runner(files[2]).xnnpack

@@ -111,12 +111,12 @@ StudyFileOptional = Annotated[
 ]
 StudyNameOption = Annotated[Optional[str], typer.Option("--study", help="Study name, instead of a study file.")]
 Format = Annotated[str, typer.Option("--format", help="table (for people), csv or json (for scripts).")]
-MinAccuracy = Annotated[
-    Optional[float], typer.Option("--min-accuracy", min=0, max=1, help="Smallest model with val_accuracy >= A.")
-]
-MaxSize = Annotated[
-    Optional[int], typer.Option("--max-size", min=1, help="Most accurate model with compressed_bytes <= BYTES.")
-]
+MinAccuracy = Annotated[Optional[float], typer.Option(
+    "--min-accuracy", min=0, max=1, help="Smallest model with accuracy >= A (int8_val_accuracy with an int8_accuracy objective).")]
+MaxSize = Annotated[Optional[int], typer.Option(
+    "--max-size", min=1, help="Most accurate model with size <= BYTES (int8_bytes with an int8_size objective).")]
+MaxLatency = Annotated[Optional[float], typer.Option(
+    "--max-latency", min=0, help="Only trials with latency <= MS (latency_ms with a latency objective, else int8_latency_ms).")]
 
 
 def _open_study(study_file: Path | None, study_name: str | None, storage: str | None):  # type: ignore[no-untyped-def]
@@ -210,28 +210,32 @@ def pareto(
             stderr.print("no feasible completed trials yet")
         else:
             _print_table(frame, f"Pareto-optimal trials of {study.study_name}")
-        stdout.print(f"hypervolume {volume:.4f} (reference point: {reference}; 1.0 is a perfect model of 0 bytes)")
+        stdout.print(f"hypervolume {volume:.4f} (reference point: {reference}; 1.0 is a perfect model of no size "
+                     f"or latency)")
         if history:
             steps = "  ".join(f"{n}:{v:.3f}" for n, v in history)
             stdout.print(f"hypervolume after each completed trial (trial:hv): {steps}", soft_wrap=False)
 
 
 def _reference_text(objectives: list[str], baseline: dict) -> str:  # type: ignore[type-arg]
-    parts = {
-        "accuracy": "val_accuracy 0",
-        "compressed_size": f"compressed_bytes {baseline['compressed_bytes']:.0f} (dense baseline)",
-        "sparsity": "sparsity 0",
-    }
-    return ", ".join(parts[o] for o in objectives)
+    from sweep.config import OBJECTIVES
+
+    parts = []
+    for objective in objectives:
+        metric, direction = OBJECTIVES[objective]
+        value = f"{baseline[metric]:.0f}" if metric.endswith("bytes") else f"{baseline[metric]:.4g}"
+        parts.append(f"{metric} 0" if direction == "maximize" else f"{metric} {value} (dense baseline)")
+    return ", ".join(parts)
 
 
-def _select(study, config, min_accuracy: float | None, max_size: int | None):  # type: ignore[no-untyped-def]
+def _select(study, config, min_accuracy: float | None, max_size: int | None, max_latency: float | None):  # type: ignore[no-untyped-def]
     """The FrozenTrial `sweep best` picks (the same rule the notebook applies to MLflow runs)."""
     from sweep.pareto import pareto_trials, trial_table
     from sweep.selection import select_trial
 
     front = pareto_trials(study)
-    number = select_trial(trial_table(front), config.objectives, min_accuracy=min_accuracy, max_size=max_size)
+    number = select_trial(trial_table(front), config.objectives, min_accuracy=min_accuracy, max_size=max_size,
+                          max_latency=max_latency)
     return next(t for t in front if t.number == number)
 
 
@@ -241,14 +245,17 @@ def best(
     study_name: StudyNameOption = None,
     min_accuracy: MinAccuracy = None,
     max_size: MaxSize = None,
+    max_latency: MaxLatency = None,
     output_format: Annotated[str, typer.Option("--format", help="table, yaml (a study file fixing every value) or json.")] = "table",
     storage: StorageOption = None,
 ) -> None:
     """Pick one Pareto-optimal trial and print its full hyperparameters.
 
-    --min-accuracy A: the smallest model with val_accuracy >= A. --max-size BYTES: the most
-    accurate model of at most BYTES. Neither: the knee, the trial closest to the ideal point
-    once each objective is min-max normalised over the front.
+    --max-latency MS first keeps the trials at most that slow. --min-accuracy A: the smallest
+    model with accuracy >= A. --max-size BYTES: the most accurate model of at most BYTES.
+    Neither: the most accurate within --max-latency or, without it, the knee, the trial
+    closest to the ideal point once each objective is min-max normalised over the front.
+    Accuracy and size are the int8 file's when the study's objectives are.
 
     Example: sweep best studies/quickstart.yaml --min-accuracy 0.95 --format yaml > chosen.yaml
     """
@@ -258,7 +265,7 @@ def best(
 
     _check_format(output_format, ("table", "yaml", "json"))
     study, config = _open_study(study_file, study_name, storage)
-    trial = _select(study, config, min_accuracy, max_size)
+    trial = _select(study, config, min_accuracy, max_size, max_latency)
     if output_format == "yaml":
         sys.stdout.write(trial_study_config(config, trial).to_yaml())
         return
@@ -273,9 +280,15 @@ def best(
     if output_format == "json":
         sys.stdout.write(json.dumps(details, indent=2) + "\n")
         return
-    how = (f"smallest with val_accuracy >= {min_accuracy}" if min_accuracy is not None
-           else f"most accurate with compressed_bytes <= {max_size}" if max_size is not None
+    from sweep.selection import selection_metrics
+
+    accuracy, size, latency = selection_metrics(config.objectives)
+    how = (f"smallest with {accuracy} >= {min_accuracy}" if min_accuracy is not None
+           else f"most accurate with {size} <= {max_size}" if max_size is not None
+           else "most accurate" if max_latency is not None
            else "knee of the front")
+    if max_latency is not None:
+        how += f", {latency} <= {max_latency}"
     stdout.print(f"[bold]trial {trial.number}[/] of {study.study_name} ({how})", highlight=False)
     metrics = trial.user_attrs["metrics"]
     for key in ("val_accuracy", "test_accuracy", "sparsity", "compressed_bytes", "compression_ratio", "tflite_gzip_bytes",
@@ -295,6 +308,7 @@ def rerun(
     use_best: Annotated[bool, typer.Option("--best", help="Rerun the trial `sweep best` picks (same flags).")] = False,
     min_accuracy: MinAccuracy = None,
     max_size: MaxSize = None,
+    max_latency: MaxLatency = None,
     register: Annotated[Optional[str], typer.Option("--register", help="Register the model under NAME in the MLflow Model Registry.")] = None,
     study_name: StudyNameOption = None,
     storage: StorageOption = None,
@@ -320,7 +334,7 @@ def rerun(
     check_output_folder(output)
     study, config = _open_study(study_file, study_name, storage)
     if use_best:
-        trial = _select(study, config, min_accuracy, max_size)
+        trial = _select(study, config, min_accuracy, max_size, max_latency)
     else:
         matches = [t for t in study.get_trials(deepcopy=False) if t.number == trial_number]
         if not matches or "metrics" not in matches[0].user_attrs:
@@ -355,6 +369,10 @@ def _print_comparison(result) -> None:  # type: ignore[no-untyped-def]
         stderr.print(f"[red]warning:[/] the rerun differs in {', '.join(result.differences)} "
                      f"(another machine, TensorFlow version or thread settings?)")
     stdout.print(f"exported to {result.output} (mlflow run {result.run_id})", highlight=False)
+    if result.reproduced.get("int8_xnnpack") == 0.0:
+        stderr.print("model_int8.tflite stores its pruned tensors sparse (the smaller file); LiteRT's XNNPack "
+                     "delegate refuses that, so load it with experimental_op_resolver_type="
+                     "OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES (int8_latency_ms was measured that way)")
 
 
 @app.command()
@@ -363,6 +381,7 @@ def report(
     output: Annotated[Optional[Path], typer.Option("--output", help="Folder for the figures and report.html.")] = None,
     min_accuracy: MinAccuracy = None,
     max_size: MaxSize = None,
+    max_latency: MaxLatency = None,
     study_name: StudyNameOption = None,
     storage: StorageOption = None,
     tracking_uri: TrackingOption = None,
@@ -396,7 +415,7 @@ def report(
     if store is not None and (store == output.resolve() or output.resolve() in store.parents):
         raise UsageError(f"--output: {output} holds the study's MLflow artifact store {store}; "
                          f"give a folder outside it, e.g. --output report/")
-    chosen = _select(study, config, min_accuracy, max_size).number
+    chosen = _select(study, config, min_accuracy, max_size, max_latency).number
     results = from_study(study, config)
     drawn = figures(results, chosen)
 

@@ -39,11 +39,17 @@ SCHEDULES = ("polynomial", "constant", "step")
 BUILTIN_BUILDERS = ("mlp", "cnn")
 # objective name -> (metric it reads, Optuna direction)
 STEP_PARAM = re.compile(r"^step_(level|position)_[1-9][0-9]*$")
+# Minimised objectives are sizes and latencies, measured against the dense baseline's.
 OBJECTIVES: dict[str, tuple[str, str]] = {
     "accuracy": ("val_accuracy", "maximize"),
     "compressed_size": ("compressed_bytes", "minimize"),
     "sparsity": ("sparsity", "maximize"),
+    "int8_accuracy": ("int8_val_accuracy", "maximize"),
+    "int8_size": ("int8_bytes", "minimize"),
+    "latency": ("latency_ms", "minimize"),
+    "int8_latency": ("int8_latency_ms", "minimize"),
 }
+Objective = Literal["accuracy", "compressed_size", "sparsity", "int8_accuracy", "int8_size", "latency", "int8_latency"]
 
 
 # --- search values: a scalar fixes a value, [low, high] searches a range --------------
@@ -444,7 +450,7 @@ class StudyConfig(_Strict):
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     search: SearchConfig = SearchConfig()
-    objectives: list[Literal["accuracy", "compressed_size", "sparsity"]] = Field(
+    objectives: list[Objective] = Field(
         ["accuracy", "compressed_size"], min_length=1
     )
     constraints: ConstraintsConfig = ConstraintsConfig()

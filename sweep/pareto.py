@@ -5,10 +5,11 @@ table of runs): completed trials that no other feasible completed trial dominate
 infeasible ones (below `constraints.min_accuracy`) left out.
 
 Hypervolume uses Optuna's `compute_hypervolume` on normalised objectives, so it reads
-as a fraction of a unit box: accuracy as is, `compressed_size` as a fraction of the
-dense baseline's `compressed_bytes`, sparsity as is. The reference point is accuracy 0,
-the dense baseline's size and sparsity 0: a trial counts only where it beats the
-dense model on size (1.0 would be a perfect model of zero bytes).
+as a fraction of a unit box: maximised objectives (accuracies, sparsity) as they are,
+minimised ones (sizes, latencies) as a fraction of the dense baseline's value. The
+reference point is 0 for the maximised ones and the dense baseline for the minimised
+ones: a trial counts only where it beats the dense model on size or speed (1.0 would be
+a perfect model of zero bytes or zero latency).
 
 Tables: `trial_table` turns trials into one row per trial (params, metrics, run id),
 the same shape `sweep.analysis` builds from MLflow runs, so selection and plots work on
@@ -104,14 +105,15 @@ def normalised_losses(
     """Objective values as minimisation losses in units of the hypervolume's unit box."""
     scaled = losses(table, objectives)
     for column, objective in enumerate(objectives):
-        if objective == "compressed_size":
-            scaled[:, column] /= float(baseline["compressed_bytes"])
+        metric, direction = OBJECTIVES[objective]
+        if direction == "minimize":
+            scaled[:, column] /= float(baseline[metric])
     return scaled
 
 
 def reference_point(objectives: Sequence[str]) -> np.ndarray:
-    """Accuracy 0, the dense baseline's size, sparsity 0 (in normalised units)."""
-    return np.array([1.0 if o == "compressed_size" else 0.0 for o in objectives])
+    """0 for maximised objectives, the dense baseline (1.0) for minimised ones."""
+    return np.array([1.0 if OBJECTIVES[o][1] == "minimize" else 0.0 for o in objectives])
 
 
 def hypervolume_of(table: pd.DataFrame, objectives: Sequence[str], baseline: Mapping[str, float]) -> float:

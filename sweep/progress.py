@@ -75,7 +75,9 @@ def describe_trial(trial: FrozenTrial) -> str:
         f"trial {trial.number} {trial.params['schedule']:<10} "
         f"val_accuracy {m['val_accuracy']:.4f}  sparsity {m['sparsity']:.3f}  "
         f"{m['compressed_bytes'] / 1024:.1f} KiB ({m['compression_ratio']:.2f}x)  "
-        f"{m['trial_seconds']:.1f} s"
+        + (f"int8 {m['int8_val_accuracy']:.4f} {m['int8_bytes'] / 1024:.1f} KiB {m['int8_latency_ms'] * 1000:.0f} µs  "
+           if "int8_bytes" in m else "")
+        + f"{m['trial_seconds']:.1f} s"
     )
     if TRACKING_ERROR in trial.user_attrs:
         line += (f"  [yellow]kept in Optuna only[/] ({escape(trial.user_attrs[TRACKING_ERROR][:200])}); "

@@ -1,11 +1,16 @@
 """Choosing one Pareto-optimal trial (`sweep best`, `sweep rerun --best`); pure Python.
 
-* `--min-accuracy A`: the smallest model (`compressed_bytes`) whose validation accuracy is
-  at least A; ties go to the more accurate one.
-* `--max-size BYTES`: the most accurate model of at most BYTES; ties go to the smaller.
-* neither: the knee of the front, defined as the trial closest (Euclidean) to the ideal
-  point once every objective is min-max normalised over the front: the best balance,
-  with no objective's units dominating the others.
+Accuracy and size are the study's own: `int8_val_accuracy` and `int8_bytes` when its
+objectives have `int8_accuracy` or `int8_size`, else `val_accuracy` and `compressed_bytes`;
+latency is `latency_ms` with a `latency` objective, else `int8_latency_ms`.
+
+* `--max-latency MS` first keeps only the trials at most that slow; then
+* `--min-accuracy A`: the smallest model whose accuracy is at least A; ties go to the
+  more accurate one;
+* `--max-size BYTES`: the most accurate model of at most BYTES; ties go to the smaller;
+* neither: with `--max-latency`, the most accurate of those; without, the knee of the
+  front, the trial closest (Euclidean) to the ideal point once every objective is min-max
+  normalised over the front: the best balance, no objective's units dominating.
 """
 
 from __future__ import annotations
@@ -23,12 +28,21 @@ class NoTrialMatches(SweepError):
     """Raised when no Pareto-optimal trial satisfies the selection."""
 
 
+def selection_metrics(objectives: Sequence[str]) -> tuple[str, str, str]:
+    """The (accuracy, size, latency) metrics a selection reads for a study's objectives."""
+    accuracy = "int8_val_accuracy" if "int8_accuracy" in objectives else "val_accuracy"
+    size = "int8_bytes" if "int8_size" in objectives else "compressed_bytes"
+    latency = "latency_ms" if "latency" in objectives else "int8_latency_ms"
+    return accuracy, size, latency
+
+
 def select_trial(
     front: pd.DataFrame,
     objectives: Sequence[str],
     *,
     min_accuracy: float | None = None,
     max_size: int | None = None,
+    max_latency: float | None = None,
 ) -> int:
     """The trial number picked from `front` (a table of the feasible Pareto-optimal trials,
     `sweep.pareto.pareto_front` or `trial_table(pareto_trials(study))`) as described above."""
@@ -36,27 +50,36 @@ def select_trial(
         raise NoTrialMatches("the study has no feasible completed trials yet; run more trials")
     if min_accuracy is not None and max_size is not None:
         raise NoTrialMatches("choose one of --min-accuracy and --max-size, not both")
+    accuracy, size, latency = selection_metrics(objectives)
+    for metric in {accuracy, size} | ({latency} if max_latency is not None else set()):
+        if metric not in front or front[metric].isna().any():
+            raise NoTrialMatches(f"the study's trials were not measured for {metric} (run before sweep measured it)")
+    if max_latency is not None:
+        front = _keep(front, latency, front[latency] <= max_latency, f"has {latency} at most {max_latency}",
+                      "the fastest is trial {trial} with {value:.4f} ms", front[latency].idxmin())
     if min_accuracy is not None:
-        candidates = front[front["val_accuracy"] >= min_accuracy]
-        if candidates.empty:
-            best = front.loc[front["val_accuracy"].idxmax()]
-            raise NoTrialMatches(
-                f"no Pareto-optimal trial reaches val_accuracy {min_accuracy}; the most accurate "
-                f"is trial {int(best['trial'])} with {best['val_accuracy']:.4f}"
-            )
-        ordered = candidates.sort_values(["compressed_bytes", "val_accuracy", "trial"], ascending=[True, False, True])
+        candidates = _keep(front, accuracy, front[accuracy] >= min_accuracy, f"reaches {accuracy} {min_accuracy}",
+                           "the most accurate is trial {trial} with {value:.4f}", front[accuracy].idxmax())
+        ordered = candidates.sort_values([size, accuracy, "trial"], ascending=[True, False, True])
         return int(ordered.iloc[0]["trial"])
     if max_size is not None:
-        candidates = front[front["compressed_bytes"] <= max_size]
-        if candidates.empty:
-            smallest = front.loc[front["compressed_bytes"].idxmin()]
-            raise NoTrialMatches(
-                f"no Pareto-optimal trial is at most {max_size} bytes; the smallest is trial "
-                f"{int(smallest['trial'])} with {smallest['compressed_bytes']:.0f} bytes"
-            )
-        ordered = candidates.sort_values(["val_accuracy", "compressed_bytes", "trial"], ascending=[False, True, True])
+        candidates = _keep(front, size, front[size] <= max_size, f"has {size} at most {max_size}",
+                           "the smallest is trial {trial} with {value:.0f} bytes", front[size].idxmin())
+        ordered = candidates.sort_values([accuracy, size, "trial"], ascending=[False, True, True])
         return int(ordered.iloc[0]["trial"])
+    if max_latency is not None:
+        return int(front.sort_values([accuracy, latency, "trial"], ascending=[False, True, True]).iloc[0]["trial"])
     return knee(front, objectives)
+
+
+def _keep(front: pd.DataFrame, metric: str, passing: pd.Series, condition: str, nearest: str,
+          nearest_row: object) -> pd.DataFrame:
+    """The rows of `front` that pass; none: `NoTrialMatches` naming the nearest miss."""
+    if not passing.any():
+        row = front.loc[nearest_row]
+        detail = nearest.format(trial=int(row["trial"]), value=row[metric])
+        raise NoTrialMatches(f"no Pareto-optimal trial {condition}; {detail}")
+    return front[passing]
 
 
 def knee(front: pd.DataFrame, objectives: Sequence[str]) -> int:

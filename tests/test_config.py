@@ -78,7 +78,7 @@ BAD_STUDIES = [
     ({"name": "x", "search": {"schedule": "linear"}}, "search.schedule: unknown schedule 'linear'"),
     ({"name": "x", "search": {"schedule": []}}, "search.schedule: expected a schedule name or a list of them"),
     ({"name": "x", "objectives": ["accuracy", "accuracy"]}, "objectives: lists an objective twice"),
-    ({"name": "x", "objectives": ["latency"]}, "objectives.0: Input should be 'accuracy', 'compressed_size' or 'sparsity', got 'latency'"),
+    ({"name": "x", "objectives": ["speed"]}, "objectives.0: Input should be 'accuracy', 'compressed_size', 'sparsity', 'int8_accuracy', 'int8_size', 'latency' or 'int8_latency', got 'speed'"),
     ({"name": "x", "objectives": []}, "objectives: List should have at least 1 item"),
     ({"name": "x", "sampler": "cmaes"}, "sampler: Input should be 'tpe', 'nsga2', 'gp' or 'random', got 'cmaes'"),
     ({"name": "x", "constraints": {"min_accuracy": 1.5}}, "constraints.min_accuracy: Input should be less than or equal to 1"),

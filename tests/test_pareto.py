@@ -122,3 +122,38 @@ def test_trial_table_lists_the_key_params() -> None:
     assert list(frame.columns[:10]) == ["trial", "schedule", "final_sparsity", "val_accuracy", "test_accuracy",
                                       "sparsity", "compressed_bytes", "compression_ratio", "mlflow_run_id", "feasible"]
     assert frame.loc[0, "mlflow_run_id"] == "run0"
+
+
+def exact_dominated_volume(points: np.ndarray, reference: np.ndarray) -> float:
+    """Brute force: the union of the boxes [point, reference] on the grid of all coordinates."""
+    axes = [np.unique(np.concatenate([points[:, d], [reference[d]]])) for d in range(points.shape[1])]
+    volume = 0.0
+    for cell in itertools.product(*[range(len(a) - 1) for a in axes]):
+        low = np.array([axes[d][i] for d, i in enumerate(cell)])
+        high = np.array([axes[d][i + 1] for d, i in enumerate(cell)])
+        if np.any(np.all(points <= low, axis=1)):  # some point dominates the whole cell
+            volume += float(np.prod(high - low))
+    return volume
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_three_objective_hypervolume_of_what_ships_equals_brute_force(seed: int) -> None:
+    import pandas as pd
+
+    from sweep.pareto import hypervolume_of, pareto_front
+
+    rng = np.random.default_rng(seed)
+    baseline = {"int8_val_accuracy": 0.97, "int8_bytes": 40000.0, "int8_latency_ms": 0.01}
+    table = pd.DataFrame({
+        "trial": range(12), "val_accuracy": rng.uniform(0.5, 1, 12), "int8_val_accuracy": rng.uniform(0.5, 1, 12),
+        "int8_bytes": rng.uniform(5000, 50000, 12), "int8_latency_ms": rng.uniform(0.002, 0.015, 12),
+    })
+    objectives = ["int8_accuracy", "int8_size", "int8_latency"]
+    # losses in the unit box: -accuracy, size and latency relative to the dense baseline (reference 1)
+    losses = np.stack([-table["int8_val_accuracy"], table["int8_bytes"] / 40000, table["int8_latency_ms"] / 0.01], 1)
+    reference = np.array([0.0, 1.0, 1.0])
+    inside = losses[np.all(losses < reference, axis=1)]
+    assert hypervolume_of(table, objectives, baseline) == pytest.approx(exact_dominated_volume(inside, reference))
+    front = set(pareto_front(table, objectives)["trial"])
+    assert front == {i for i in range(12) if not any(np.all(losses[j] <= losses[i]) and np.any(losses[j] < losses[i])
+                                                     for j in range(12))}

@@ -109,7 +109,7 @@ class Runner:
                 self.interpreter = Interpreter(model_content=content, num_threads=1)
                 self.interpreter.allocate_tensors()
             except RuntimeError as error:
-                if "Delegate" not in str(error) and "delegate" not in str(error):
+                if "delegate" not in str(error).lower():
                     raise
                 self.xnnpack = False
                 self.interpreter = Interpreter(model_content=content, num_threads=1,

@@ -122,7 +122,8 @@ def figures(results: StudyResults, chosen: int) -> dict[str, Figure]:
     chosen_row["trial"] = chosen
     return {
         "pareto_front": plots.pareto_figure(results.trials, front, results.baseline,
-                                            f"{results.name}: accuracy vs compressed size"),
+                                            f"{results.name}: {' vs '.join(results.config.objectives)}",
+                                            results.config.objectives),
         "sparsity_achieved": plots.sparsity_figure(results.trials),
         "weight_decay": plots.weight_decay_figure(results.trials),
         "schedules": plots.schedules_figure({int(n): results.plan(int(n)) for n in front["trial"]}),

@@ -4,6 +4,7 @@ so `sweep --help` answers without importing TensorFlow."""
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -186,8 +187,8 @@ def pareto(
     if plot is not None:
         from sweep.plots import pareto_figure, save_figure
 
-        title = f"{study.study_name}: accuracy vs compressed size"
-        figure = pareto_figure(results.trials, frame, baseline, title)
+        title = f"{study.study_name}: {' vs '.join(config.objectives)}"
+        figure = pareto_figure(results.trials, frame, baseline, title, config.objectives)
         save_figure(figure, plot, table=frame[[c for c in frame.columns if c in TABLE_HEADERS]], title=title)
         if results.study_run_id:
             tracker.log_artifact(results.study_run_id, str(plot), "plots")
@@ -209,7 +210,7 @@ def pareto(
         if frame.empty:
             stderr.print("no feasible completed trials yet")
         else:
-            _print_table(frame, f"Pareto-optimal trials of {study.study_name}")
+            _print_table(frame, f"Pareto-optimal trials of {study.study_name}", config.objectives)
         stdout.print(f"hypervolume {volume:.4f} (reference point: {reference}; 1.0 is a perfect model of no size "
                      f"or latency)")
         if history:
@@ -592,7 +593,7 @@ def _print_front(study) -> None:  # type: ignore[no-untyped-def]
     if frame.empty:
         stderr.print("no feasible completed trials yet")
         return
-    _print_table(frame, f"Pareto-optimal trials of {study.study_name}")
+    _print_table(frame, f"Pareto-optimal trials of {study.study_name}", study.user_attrs.get("objectives", ()))
 
 
 # Column -> short header of the human-readable trial table.
@@ -603,18 +604,26 @@ TABLE_HEADERS = {
 }
 
 
-def _print_table(frame, title: str) -> None:  # type: ignore[no-untyped-def]
+# The int8 columns a study with int8 objectives also shows.
+INT8_HEADERS = {"int8_val_accuracy": "int8 acc", "int8_bytes": "int8 bytes", "int8_latency_ms": "int8 µs"}
+
+
+def _print_table(frame, title: str, objectives: Sequence[str] = ()) -> None:  # type: ignore[no-untyped-def]
     from rich import box
     from rich.table import Table
 
+    extra = {k: v for k, v in INT8_HEADERS.items() if any(o.startswith("int8_") for o in objectives) and k in frame}
     table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
-    for column, header in TABLE_HEADERS.items():
+    for column, header in {**TABLE_HEADERS, **extra}.items():
         table.add_column(header, justify="left" if column in ("schedule", "mlflow_run_id") else "right", no_wrap=True)
     for row in frame.to_dict("records"):
+        int8 = {"int8_val_accuracy": f"{row.get('int8_val_accuracy', 0):.4f}",
+                "int8_bytes": f"{row.get('int8_bytes', 0):.0f}",
+                "int8_latency_ms": f"{row.get('int8_latency_ms', 0) * 1000:.1f}"}
         table.add_row(
             str(row["trial"]), str(row["schedule"]), f"{row['val_accuracy']:.4f}",
             f"{row['test_accuracy']:.4f}", f"{row['sparsity']:.4f}", f"{row['compressed_bytes']:.0f}",
-            f"{row['compression_ratio']:.2f}x", str(row["mlflow_run_id"])[:8],
+            f"{row['compression_ratio']:.2f}x", str(row["mlflow_run_id"])[:8], *(int8[k] for k in extra),
         )
     stdout.print(table)
 

@@ -33,34 +33,63 @@ def _families(table: pd.DataFrame):  # type: ignore[no-untyped-def]
             yield family, colour, rows
 
 
-def pareto_figure(table: pd.DataFrame, front: pd.DataFrame, baseline: Mapping[str, float], title: str) -> Figure:
-    """Accuracy vs compressed size: every trial by schedule family (hollow if infeasible),
-    the Pareto-optimal ones highlighted and joined, the dense baseline as a star."""
-    figure, axes = plt.subplots(figsize=(8, 5), layout="constrained")
+AXIS_LABELS = {
+    "val_accuracy": "validation accuracy",
+    "int8_val_accuracy": "int8 validation accuracy",
+    "sparsity": "sparsity",
+    "compressed_bytes": "compressed size (gzip of Keras H5, bytes, log scale)",
+    "int8_bytes": "int8 TFLite size (bytes, log scale)",
+    "latency_ms": "float32 latency (ms, one example)",
+    "int8_latency_ms": "int8 latency (ms, one example)",
+}
+
+
+def pareto_figure(
+    table: pd.DataFrame,
+    front: pd.DataFrame,
+    baseline: Mapping[str, float],
+    title: str,
+    objectives: Sequence[str] = ("accuracy", "compressed_size"),
+) -> Figure:
+    """The objectives two by two (one panel for two objectives, three for three): every
+    trial by schedule family (hollow if infeasible), the Pareto-optimal ones highlighted
+    (and, with two objectives, joined), the dense baseline as a star."""
+    from sweep.config import OBJECTIVES
+
+    if len(objectives) < 2:  # one objective: show it against accuracy and size as usual
+        objectives = ("accuracy", "compressed_size")
+    pairs = [(a, b) for i, a in enumerate(objectives) for b in objectives[i + 1:]]
+    figure, panels = plt.subplots(1, len(pairs), figsize=(8 if len(pairs) == 1 else 5.5 * len(pairs), 5),
+                                  layout="constrained", squeeze=False)
     feasible = feasible_mask(table)
-    for family, colour, rows in _families(table):
-        for ok in (True, False):
-            group = rows[feasible[rows.index] == ok]
-            if not group.empty:
-                axes.scatter(group["compressed_bytes"], group["val_accuracy"], s=28, alpha=0.6,
-                             color=colour if ok else "none", edgecolors=colour,
-                             label=f"{family}{'' if ok else ' (infeasible)'}")
-    ordered = front.sort_values("compressed_bytes")
-    if not ordered.empty:
-        axes.plot(ordered["compressed_bytes"], ordered["val_accuracy"], "-o", color="black",
-                  markerfacecolor="gold", markersize=8, linewidth=1.2, drawstyle="steps-post",
-                  label="Pareto-optimal", zorder=3)
-        for row in ordered.itertuples():
-            axes.annotate(str(row.trial), (row.compressed_bytes, row.val_accuracy),
-                          textcoords="offset points", xytext=(4, 4), fontsize=7)
-    axes.scatter([baseline["compressed_bytes"]], [baseline["val_accuracy"]], marker="*", s=220,
-                 color="crimson", label="dense baseline", zorder=4)
-    axes.set_xscale("log")
-    axes.set_xlabel("compressed size (gzip of Keras H5, bytes, log scale)")
-    axes.set_ylabel("validation accuracy")
-    axes.set_title(title)
-    axes.grid(True, which="both", alpha=0.3)
-    axes.legend(fontsize=8, loc="lower right")
+    for axes, (first, second) in zip(panels[0], pairs, strict=True):
+        # the minimised objective (a size or latency) across, the other up
+        x_objective, y_objective = (first, second) if OBJECTIVES[first][1] == "minimize" else (second, first)
+        x, y = OBJECTIVES[x_objective][0], OBJECTIVES[y_objective][0]
+        for family, colour, rows in _families(table):
+            for ok in (True, False):
+                group = rows[feasible[rows.index] == ok]
+                if not group.empty:
+                    axes.scatter(group[x], group[y], s=28, alpha=0.6, color=colour if ok else "none",
+                                 edgecolors=colour, label=f"{family}{'' if ok else ' (infeasible)'}")
+        ordered = front.sort_values(x)
+        if not ordered.empty:
+            axes.plot(ordered[x], ordered[y], "-o" if len(pairs) == 1 else "o", color="black",
+                      markerfacecolor="gold", markersize=8, linewidth=1.2, drawstyle="steps-post",
+                      label="Pareto-optimal", zorder=3)
+            for row in ordered.itertuples():
+                axes.annotate(str(row.trial), (getattr(row, x), getattr(row, y)),
+                              textcoords="offset points", xytext=(4, 4), fontsize=7)
+        if x in baseline and y in baseline:
+            axes.scatter([baseline[x]], [baseline[y]], marker="*", s=220, color="crimson",
+                         label="dense baseline", zorder=4)
+        if x.endswith("bytes"):
+            axes.set_xscale("log")
+        axes.set_xlabel(AXIS_LABELS[x])
+        axes.set_ylabel(AXIS_LABELS[y])
+        axes.grid(True, which="both", alpha=0.3)
+    panels[0][0].legend(fontsize=8, loc="lower right")
+    figure.suptitle(title)
     return figure
 
 

@@ -96,7 +96,7 @@ def test_a_three_objective_study_on_what_ships_and_every_objective_combination(t
     result = run_sweep("run", "ships.yaml", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "int8 " in result.stderr  # the progress line shows what ships
-    pareto = run_sweep("pareto", "ships.yaml", "--format", "json", cwd=tmp_path)
+    pareto = run_sweep("pareto", "ships.yaml", "--format", "json", "--plot", "front.png", cwd=tmp_path)
     assert pareto.returncode == 0, pareto.stderr
     report = json.loads(pareto.stdout)
     # 0 is possible: a file smaller than the dense one is sparse-encoded, and so slower
@@ -106,6 +106,13 @@ def test_a_three_objective_study_on_what_ships_and_every_objective_combination(t
     chosen = run_sweep("best", "ships.yaml", "--max-latency", str(fastest), "--format", "json", cwd=tmp_path)
     assert chosen.returncode == 0, chosen.stderr
     assert json.loads(chosen.stdout)["metrics"]["int8_latency_ms"] == fastest
+    report_run = run_sweep("report", "ships.yaml", "--output", "report", cwd=tmp_path)
+    assert report_run.returncode == 0, report_run.stderr[-3000:]
+    from PIL import Image
+
+    for figure in (tmp_path / "front.png", tmp_path / "report" / "pareto_front.png"):
+        width, height = Image.open(figure).size
+        assert width > 2.5 * height, (figure, width, height)  # three panels side by side
 
     # Every combination of two or three objectives: front, hypervolume and a choice.
     study = load_study("ships", f"sqlite:///{tmp_path}/sweep.db")

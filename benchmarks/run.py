@@ -457,8 +457,24 @@ each timing's median; one thread; µs):
 
 The same file varies by well under 1% within a process; across processes this VM's speed jumps
 between levels about 30% apart (section 1: 1.7 s and 2.2 s for the same training), so `sweep rerun`
-compares latency within 50%. Across `--jobs 2` workers sharing the 2 cores it was not measured yet.
+compares latency within 50%.
+
+The trials' latencies (µs) by kind of file, with one worker and with `--jobs 2` sharing the 2 cores
+(median, range, trials):
+
+| kind | `--jobs 1` | `--jobs 2` |
+| --- | --- | --- |
+{jobs_rows(r.get("latency_by_jobs", {}))}
 """
+
+
+def jobs_rows(by_jobs: dict) -> str:
+    def cell(v: dict | None) -> str:
+        return "" if v is None else f"{v['median_ms'] * 1000:.2f} ({v['min_ms'] * 1000:.2f}-{v['max_ms'] * 1000:.2f}, n={v['n']})"
+
+    kinds = sorted({kind for runs in by_jobs.values() for kind in runs})
+    return "\n".join(f"| {kind} | {cell(by_jobs.get('1', {}).get(kind))} | {cell(by_jobs.get('2', {}).get(kind))} |"
+                     for kind in kinds)
 
 
 def sampler_row(r: dict) -> str:

@@ -8,6 +8,8 @@
    int8 accuracy falls from float accuracy on the Pareto front.
 2. The front's most accurate trial, rerun and exported: its `model.tflite` and
    `model_int8.tflite` timed 10 times in a row, as `sweep` times them (`sweep.tflite.Runner`).
+3. The same study with `--jobs 2` (two workers on the 2 cores): the trials' latencies, by
+   kind of file (float; int8 run by XNNPack; int8 stored sparse), against the `--jobs 1` run's.
 Prints JSON; benchmarks/README.md quotes it.
 """
 
@@ -32,8 +34,11 @@ def main() -> None:
         work = Path(folder)
         study = yaml.safe_load((HERE.parent / "studies" / "quickstart.yaml").read_text())
         (work / "q.yaml").write_text(yaml.safe_dump(study))
-        for command in (["run", "q.yaml"], ["rerun", "q.yaml", "--best", "--output", "export"]):
-            subprocess.run([sys.executable, "-m", "sweep", *command], cwd=work, check=True, capture_output=True)
+        (work / "jobs").mkdir()
+        (work / "jobs" / "q.yaml").write_text(yaml.safe_dump(study))
+        for command, folder in ((["run", "q.yaml"], work), (["rerun", "q.yaml", "--best", "--output", "export"], work),
+                                (["run", "q.yaml", "--jobs", "2"], work / "jobs")):
+            subprocess.run([sys.executable, "-m", "sweep", *command], cwd=folder, check=True, capture_output=True)
         loaded = optuna.load_study(study_name=study["name"], storage=f"sqlite:///{work}/sweep.db")
         trials = [t for t in loaded.trials if t.state.name == "COMPLETE"]
         added = [sum(t.user_attrs["timings"][p] for p in NEW_PHASES) for t in trials]
@@ -53,6 +58,15 @@ def main() -> None:
             medians = [runner.latency_ms(example)[0] for _ in range(10)]
             spread[name] = {"xnnpack": runner.xnnpack, "medians_ms": medians,
                             "min_ms": min(medians), "max_ms": max(medians), "median_ms": statistics.median(medians)}
+        by_jobs = {}
+        for jobs, folder in (("1", work), ("2", work / "jobs")):
+            done = [t.user_attrs["metrics"] for t in optuna.load_study(
+                study_name=study["name"], storage=f"sqlite:///{folder}/sweep.db").trials if t.state.name == "COMPLETE"]
+            kinds = {"float": [m["latency_ms"] for m in done],
+                     "int8 on XNNPack": [m["int8_latency_ms"] for m in done if m["int8_xnnpack"]],
+                     "int8 stored sparse": [m["int8_latency_ms"] for m in done if not m["int8_xnnpack"]]}
+            by_jobs[jobs] = {kind: {"median_ms": statistics.median(v), "min_ms": min(v), "max_ms": max(v), "n": len(v)}
+                             for kind, v in kinds.items() if v}
     print(json.dumps({
         "trials": len(trials),
         "median_added_seconds": statistics.median(added),
@@ -60,6 +74,7 @@ def main() -> None:
         "added_fraction": statistics.median(added) / statistics.median(rest),
         "front_int8_accuracy_drop": {"max": max(drops), "median": statistics.median(drops), "n": len(drops)},
         "latency_10_times": spread,
+        "latency_by_jobs": by_jobs,
     }, indent=2))
 
 

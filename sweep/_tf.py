@@ -17,9 +17,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 @contextlib.contextmanager
-def _quiet_native_stderr() -> Iterator[None]:
-    """TensorFlow's C++ start-up lines (oneDNN, CUDA drivers) ignore TF_CPP_MIN_LOG_LEVEL
-    because they are written before absl logging starts; hide just those."""
+def quiet_native_stderr() -> Iterator[None]:
+    """TensorFlow's C++ lines that ignore TF_CPP_MIN_LOG_LEVEL (oneDNN and CUDA at start-up,
+    before absl logging starts; the TFLite converter's "fully_quantize: 0, ..."; LiteRT's
+    "Created TensorFlow Lite XNNPACK delegate") go straight to file descriptor 2, through
+    our progress display: hide them (`SWEEP_DEBUG=1` shows them). Python errors still raise."""
     if os.environ.get("SWEEP_DEBUG"):
         yield
         return
@@ -35,11 +37,11 @@ def _quiet_native_stderr() -> Iterator[None]:
         os.close(devnull)
 
 
-with _quiet_native_stderr():
+with quiet_native_stderr():
     import tensorflow as tf
     import tensorflow_model_optimization as tfmot
     import tf_keras as keras
 
 tf.get_logger().setLevel("ERROR")
 
-__all__ = ["keras", "tf", "tfmot"]
+__all__ = ["keras", "quiet_native_stderr", "tf", "tfmot"]

@@ -78,14 +78,17 @@ class Split:
     def first_inputs(self, count: int) -> np.ndarray:
         return next(self.batches(count))[0]
 
+    @functools.lru_cache(maxsize=2)  # noqa: B019 (a split lives as long as its worker)
     def sample_inputs(self, count: int, seed: int) -> np.ndarray:
-        """Up to `count` inputs drawn with `seed`: the same ones every time."""
+        """Up to `count` inputs drawn with `seed`: the same ones every time (a stream is read
+        once per worker to take them, whatever TensorFlow's seeds are)."""
+        chosen = np.sort(np.random.default_rng(seed).permutation(self.size)[:count])
         if self.stream is None:
             assert self.x is not None
-            return self.x[np.sort(np.random.default_rng(seed).permutation(self.size)[:count])]
-        buffer = max(1, min(self.size, SHUFFLE_BUFFER_BYTES // max(self.example_bytes, 1)))
-        return next(iter(self.stream.shuffle(buffer, seed=seed, reshuffle_each_iteration=False)
-                         .batch(count).take(1).as_numpy_iterator()))[0]
+            return self.x[chosen]
+        wanted = set(chosen.tolist())
+        picked = [x for i, (x, _) in enumerate(self.stream.as_numpy_iterator()) if i in wanted]
+        return np.stack(picked)
 
     def fit_arguments(self, batch_size: int, shuffle_seed: int) -> dict[str, Any]:
         """The training data as `model.fit` keywords, shuffled anew each epoch. Arrays are

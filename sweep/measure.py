@@ -10,6 +10,7 @@ counted on the stripped model's weights, never taken from the schedule's target.
 from __future__ import annotations
 
 import gzip
+import math
 import tempfile
 import time
 import warnings
@@ -19,6 +20,7 @@ import numpy as np
 
 from sweep._tf import keras, tf
 from sweep.data import Dataset, Split
+from sweep.errors import brief
 from sweep.pruning import all_layers, prunable_variables
 from sweep.tflite import Runner, float_tflite, int8_tflite, smaller, sparse_encoded
 
@@ -69,6 +71,10 @@ def keras_h5_bytes(model: keras.Model) -> bytes:
         return path.read_bytes()
 
 
+INT8_METRICS = ("int8_bytes", "int8_gzip_bytes", "int8_val_accuracy", "int8_test_accuracy", "int8_latency_ms",
+                "int8_latency_p90_ms", "int8_xnnpack")
+
+
 def measure(
     model: keras.Model,
     dataset: Dataset,
@@ -105,20 +111,29 @@ def measure(
     example = dataset.test.first_inputs(1)[0]
     metrics["latency_ms"], metrics["latency_p90_ms"] = Runner(flatbuffer).latency_ms(example)
     lap("latency")
-    dense = int8_tflite(model, dataset.train)
-    encoded = sparse_encoded(dense)
-    quantized = smaller(dense, encoded)
-    metrics["int8_bytes"] = len(quantized)
-    metrics["int8_gzip_bytes"] = gzip_size(quantized)
-    lap("int8_convert")
-    runner = Runner(quantized)
-    metrics["int8_val_accuracy"] = runner.accuracy(dataset.val)
-    metrics["int8_test_accuracy"] = runner.accuracy(dataset.test)
-    metrics["int8_latency_ms"], metrics["int8_latency_p90_ms"] = runner.latency_ms(example)
-    metrics["int8_xnnpack"] = float(runner.xnnpack)  # 0: sparse-encoded, on the built-in kernels
+    try:
+        dense = int8_tflite(model, dataset.train)
+    except Exception as error:  # ops the full-integer converter cannot quantize
+        # NaN: a study with an int8 objective fails the trial (Optuna refuses NaN values),
+        # any other study goes on without the int8 file.
+        warnings.warn(f"no int8 TFLite file: {brief(error, 200)}", stacklevel=1)
+        metrics.update(dict.fromkeys(INT8_METRICS, math.nan))
+    else:
+        encoded = sparse_encoded(dense)
+        quantized = smaller(dense, encoded)
+        metrics["int8_bytes"] = len(quantized)
+        metrics["int8_gzip_bytes"] = gzip_size(quantized)
+        lap("int8_convert")
+        runner = Runner(quantized)
+        metrics["int8_val_accuracy"] = runner.accuracy(dataset.val)
+        metrics["int8_test_accuracy"] = runner.accuracy(dataset.test)
+        metrics["int8_latency_ms"], metrics["int8_latency_p90_ms"] = runner.latency_ms(example)
+        metrics["int8_xnnpack"] = float(runner.xnnpack)  # 0: sparse-encoded, on the built-in kernels
+        if files is not None:
+            files["model_int8.tflite"] = quantized
     lap("int8_evaluate")
     if timings is not None:
         timings.update(laps)
     if files is not None:
-        files.update({"model.tflite": flatbuffer, "model_int8.tflite": quantized})
+        files["model.tflite"] = flatbuffer
     return metrics

@@ -74,8 +74,9 @@ def pareto_figure(
                                  edgecolors=colour, label=f"{family}{'' if ok else ' (infeasible)'}")
         ordered = front.sort_values(x)
         if not ordered.empty:
+            staircase = "steps-post" if OBJECTIVES[x_objective][1] == "minimize" else "steps-pre"
             axes.plot(ordered[x], ordered[y], "-o" if len(pairs) == 1 else "o", color="black",
-                      markerfacecolor="gold", markersize=8, linewidth=1.2, drawstyle="steps-post",
+                      markerfacecolor="gold", markersize=8, linewidth=1.2, drawstyle=staircase,
                       label="Pareto-optimal", zorder=3)
             for row in ordered.itertuples():
                 axes.annotate(str(row.trial), (getattr(row, x), getattr(row, y)),

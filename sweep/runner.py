@@ -81,6 +81,9 @@ def run_study(request: RunRequest, progress: Callable[[RunPlan], Progress] | Non
     request = dataclasses.replace(request, config=config)  # what --jobs workers run
     _check_compatible(stored.get("config"), config)
     max_failures_allowed(request.max_failures, 1)  # validates the flag before any work
+    if request.jobs > 1 and {"latency", "int8_latency"} & set(config.objectives):
+        print("warning: with --jobs, trials are timed while other workers train, the dense baseline alone; "
+              "latency objectives compare best with --jobs 1", file=sys.stderr)
 
     from sweep.data import load_dataset
     from sweep.models import check_model

@@ -12,17 +12,14 @@ where it takes the file (`Runner`), after a warm-up.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import statistics
-import sys
 import time
 import warnings
 from collections.abc import Iterator
 
 import numpy as np
 
-from sweep._tf import keras, tf
+from sweep._tf import keras, quiet_native_stderr, tf
 from sweep.data import Split
 
 # Not public API: the post-conversion pass behind tf.lite.Optimize.EXPERIMENTAL_SPARSITY.
@@ -37,7 +34,7 @@ LATENCY_BUDGET_SECONDS = 0.5  # stop after the minimum once this is spent (large
 
 def float_tflite(model: keras.Model) -> bytes:
     """The model as a float32 TFLite flatbuffer (no quantization)."""
-    with native_stderr_silenced():
+    with quiet_native_stderr():
         return tf.lite.TFLiteConverter.from_keras_model(model).convert()
 
 
@@ -56,7 +53,7 @@ def int8_tflite(model: keras.Model, train: Split) -> bytes:
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     converter.inference_input_type = tf.int8
     converter.inference_output_type = tf.int8
-    with warnings.catch_warnings(), native_stderr_silenced():
+    with warnings.catch_warnings(), quiet_native_stderr():
         warnings.simplefilter("ignore", UserWarning)  # "Statistics for quantized inputs were expected": int8 input is the point
         dense = converter.convert()
     return dense
@@ -65,7 +62,7 @@ def int8_tflite(model: keras.Model, train: Split) -> bytes:
 def sparse_encoded(content: bytes) -> bytes:
     """`content` with its pruned tensors stored sparse: the converter's EXPERIMENTAL_SPARSITY,
     which is this same pass over the finished file."""
-    with native_stderr_silenced():
+    with quiet_native_stderr():
         return mlir_sparsify(content)
 
 
@@ -75,22 +72,6 @@ def smaller(dense: bytes, encoded: bytes) -> bytes:
     built-in kernels (slower: `int8_latency_ms` measures it so) and a default interpreter
     cannot load it (`sweep rerun` says how)."""
     return encoded if len(encoded) < len(dense) else dense
-
-
-@contextlib.contextmanager
-def native_stderr_silenced() -> Iterator[None]:
-    """TensorFlow's converter and LiteRT print from C++ straight to file descriptor 2
-    ("fully_quantize: 0, ...", "Created TensorFlow Lite XNNPACK delegate"), through our
-    progress display; Python errors still raise."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "wb") as devnull:
-            os.dup2(devnull.fileno(), 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
 
 
 class Runner:
@@ -104,7 +85,7 @@ class Runner:
         from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
         self.xnnpack = True
-        with native_stderr_silenced():
+        with quiet_native_stderr():
             try:
                 self.interpreter = Interpreter(model_content=content, num_threads=1)
                 self.interpreter.allocate_tensors()

@@ -55,8 +55,7 @@ def int8_tflite(model: keras.Model, train: Split) -> bytes:
     converter.inference_output_type = tf.int8
     with warnings.catch_warnings(), quiet_native_stderr():
         warnings.simplefilter("ignore", UserWarning)  # "Statistics for quantized inputs were expected": int8 input is the point
-        dense = converter.convert()
-    return dense
+        return converter.convert()
 
 
 def sparse_encoded(content: bytes) -> bytes:

@@ -133,5 +133,6 @@ def figures(results: StudyResults, chosen: int) -> dict[str, Figure]:
 
 
 def baseline_table(baseline: Mapping[str, float]) -> pd.DataFrame:
-    keys = ("val_accuracy", "test_accuracy", "compressed_bytes", "tflite_gzip_bytes", "params", "train_seconds")
-    return pd.DataFrame([{k: baseline.get(k) for k in keys}])
+    keys = ("val_accuracy", "test_accuracy", "compressed_bytes", "tflite_gzip_bytes", "int8_val_accuracy",
+            "int8_bytes", "latency_ms", "int8_latency_ms", "params", "train_seconds")
+    return pd.DataFrame([{k: baseline[k] for k in keys if k in baseline}])

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sweep._tf import keras, tf
+from sweep._tf import keras
 from sweep.data import Dataset, Split
 from sweep.errors import brief
 from sweep.pruning import all_layers, prunable_variables

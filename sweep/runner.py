@@ -28,9 +28,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from sweep.baseline import ensure_baseline, start_weights
 from sweep.config import StudyConfig, inherit_stored_values, parse_stored_config, parse_study_config
-from sweep.data import Dataset
-from sweep.inputs import check_same_inputs, input_fingerprints
 from sweep.errors import ConfigError, Interrupted, StoreFailed, StudyAborted, SweepError, UsageError
+from sweep.inputs import check_same_inputs, input_fingerprints
 from sweep.objective import FROZEN_SECTIONS, FinishRuns, PruningObjective, StaleTrials, study_user_attrs
 from sweep.space import start_points
 from sweep.stores import check_storage, check_tracking, existing_study_attrs, open_storage, setup_lock

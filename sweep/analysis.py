@@ -132,6 +132,16 @@ def figures(results: StudyResults, chosen: int) -> dict[str, Figure]:
     }
 
 
+# The front's columns people compare, in the report, `pareto --plot` and the notebook (those measured).
+FRONT_COLUMNS = ("trial", "schedule", "val_accuracy", "test_accuracy", "sparsity", "compressed_bytes",
+                 "compression_ratio", "tflite_gzip_bytes", "int8_val_accuracy", "int8_bytes", "latency_ms",
+                 "int8_latency_ms", "mlflow_run_id")
+
+
+def front_table(front: pd.DataFrame) -> pd.DataFrame:
+    return front[[c for c in FRONT_COLUMNS if c in front]]
+
+
 def baseline_table(baseline: Mapping[str, float]) -> pd.DataFrame:
     keys = ("val_accuracy", "test_accuracy", "compressed_bytes", "tflite_gzip_bytes", "int8_val_accuracy",
             "int8_bytes", "latency_ms", "int8_latency_ms", "params", "train_seconds")

@@ -163,7 +163,7 @@ def pareto(
     """
     import json
 
-    from sweep.analysis import from_study
+    from sweep.analysis import from_study, front_table
     from sweep.pareto import hypervolume_of, pareto_trials, trial_table
     from sweep.stores import tracking_uri as resolve_tracking_uri
     from sweep.tracking import Tracker
@@ -189,7 +189,7 @@ def pareto(
 
         title = f"{study.study_name}: {' vs '.join(config.objectives)}"
         figure = pareto_figure(results.trials, frame, baseline, title, config.objectives)
-        save_figure(figure, plot, table=frame[[c for c in frame.columns if c in TABLE_HEADERS]], title=title)
+        save_figure(figure, plot, table=front_table(frame), title=title)
         if results.study_run_id:
             tracker.log_artifact(results.study_run_id, str(plot), "plots")
         stderr.print(f"plot written to {plot}")
@@ -400,7 +400,7 @@ def report(
     import shutil
     import tempfile
 
-    from sweep.analysis import baseline_table, figures, from_study
+    from sweep.analysis import baseline_table, figures, from_study, front_table
     from sweep.errors import UsageError
     from sweep.plots import html_page, svg, table_html
     from sweep.stores import tracking_uri as resolve_tracking_uri
@@ -425,12 +425,9 @@ def report(
     try:
         for stem, figure in drawn.items():
             figure.savefig(staging / f"{stem}.png", dpi=110)
-        front = results.front
-        columns = [c for c in ("trial", "schedule", "val_accuracy", "test_accuracy", "sparsity", "compressed_bytes",
-                               "compression_ratio", "tflite_gzip_bytes", *SHIPPED, "mlflow_run_id") if c in front]
         sections = [
             svg(drawn["pareto_front"]),
-            "<h2>Pareto-optimal trials</h2>" + table_html(front[columns]),
+            "<h2>Pareto-optimal trials</h2>" + table_html(front_table(results.front)),
             "<h2>Dense baseline</h2>" + table_html(baseline_table(results.baseline)),
             f"<h2>Chosen: trial {chosen}</h2>",
             *(svg(figure) for stem, figure in drawn.items() if stem != "pareto_front"),
@@ -603,9 +600,6 @@ TABLE_HEADERS = {
     "mlflow_run_id": "mlflow run",
 }
 
-
-# What ships, in the report's tables (when measured).
-SHIPPED = ("int8_val_accuracy", "int8_bytes", "latency_ms", "int8_latency_ms")
 # The int8 columns a study with int8 objectives also shows in the terminal.
 INT8_HEADERS = {"int8_val_accuracy": "int8 acc", "int8_bytes": "int8 bytes", "int8_latency_ms": "int8 µs"}
 

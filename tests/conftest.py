@@ -45,6 +45,24 @@ def run_sweep(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout:
     )
 
 
+def run_notebook(folder: Path, study_name: str, output: Path, **parameters: object) -> tuple[str, list[dict]]:
+    """notebooks/pareto_analysis.ipynb run headlessly on the study logged in `folder`'s
+    mlflow.db; returns its printed text and all cell outputs. Raises on any cell error."""
+    import json
+
+    import papermill
+
+    papermill.execute_notebook(
+        str(REPO / "notebooks" / "pareto_analysis.ipynb"), str(output), cwd=str(folder), kernel_name="python3",
+        progress_bar=False,
+        parameters={"tracking_uri": f"sqlite:///{folder / 'mlflow.db'}", "study_name": study_name, **parameters},
+    )
+    cells = json.loads(output.read_text())["cells"]
+    outputs = [o for c in cells if c["cell_type"] == "code" for o in c["outputs"]]
+    text = "".join("".join(o.get("text", "")) for o in outputs if o.get("output_type") == "stream")
+    return text, outputs
+
+
 @pytest.fixture
 def tiny_study(tmp_path: Path) -> Path:
     return write_study(tmp_path)

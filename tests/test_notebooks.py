@@ -7,10 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, run_sweep
+from conftest import REPO, run_notebook, run_sweep
 
 pytestmark = pytest.mark.slow
-NOTEBOOK = REPO / "notebooks" / "pareto_analysis.ipynb"
 
 
 def test_committed_notebooks_are_clean() -> None:
@@ -25,19 +24,9 @@ def test_committed_notebooks_are_clean() -> None:
 def test_pareto_notebook_runs_and_chooses_what_sweep_best_chooses(
     analysed_study: Path, tmp_path: Path, min_accuracy: float | None
 ) -> None:
-    import papermill
-
-    executed = tmp_path / "executed.ipynb"
-    papermill.execute_notebook(
-        str(NOTEBOOK), str(executed), cwd=str(analysed_study), kernel_name="python3", progress_bar=False,
-        parameters={"tracking_uri": f"sqlite:///{analysed_study / 'mlflow.db'}", "study_name": "analysed",
-                    "min_accuracy": min_accuracy},
-    )  # raises PapermillExecutionError on any cell error
-    cells = json.loads(executed.read_text())["cells"]
-    outputs = [o for c in cells if c["cell_type"] == "code" for o in c["outputs"]]
+    text, outputs = run_notebook(analysed_study, "analysed", tmp_path / "executed.ipynb", min_accuracy=min_accuracy)
     images = [o for o in outputs if "image/png" in o.get("data", {})]
     assert len(images) == 6  # front, sparsity, weight decay, schedules, layers, hypervolume
-    text = "".join("".join(o.get("text", "")) for o in outputs if o.get("output_type") == "stream")
     chosen = int(text.split("chosen trial: ")[1].split()[0])
 
     flags = [] if min_accuracy is None else ["--min-accuracy", str(min_accuracy)]

@@ -85,7 +85,7 @@ def test_a_three_objective_study_on_what_ships_and_every_objective_combination(t
     import itertools
     import json
 
-    from conftest import run_sweep, write_study
+    from conftest import run_notebook, run_sweep, write_study
     from sweep.config import OBJECTIVES
     from sweep.pareto import completed_trials, hypervolume_of, pareto_front, trial_table
     from sweep.selection import select_trial
@@ -106,8 +106,13 @@ def test_a_three_objective_study_on_what_ships_and_every_objective_combination(t
     chosen = run_sweep("best", "ships.yaml", "--max-latency", str(fastest), "--format", "json", cwd=tmp_path)
     assert chosen.returncode == 0, chosen.stderr
     assert json.loads(chosen.stdout)["metrics"]["int8_latency_ms"] == fastest
+    text, outputs = run_notebook(tmp_path, "ships", tmp_path / "executed.ipynb", max_latency=fastest)
+    assert f"chosen trial: {json.loads(chosen.stdout)['trial']} (latency_ms <= {fastest})" in text
+    front_html = next(o["data"]["text/html"] for o in outputs if "text/html" in o.get("data", {}))
+    assert "int8_bytes" in "".join(front_html) and "int8_latency_ms" in "".join(front_html)
     report_run = run_sweep("report", "ships.yaml", "--output", "report", cwd=tmp_path)
     assert report_run.returncode == 0, report_run.stderr[-3000:]
+    assert "int8_latency_ms" in (tmp_path / "report" / "report.html").read_text()
     from PIL import Image
 
     for figure in (tmp_path / "front.png", tmp_path / "report" / "pareto_front.png"):

@@ -389,7 +389,8 @@ Per seed (0, 1, 2): the default after 20 trials {', '.join(f'{v:.4f}' for v in e
 random search after 40 trials {', '.join(f'{v:.4f}' for v in e['raw']['random']['40'])}.
 {sampler_notes(e)}
 {start_notes(f.get("start"))}
-{shipping_notes()}"""
+{shipping_notes()}
+{structure_notes()}"""
 
 
 def start_notes(r: dict | None) -> str:
@@ -465,6 +466,54 @@ The trials' latencies (µs) by kind of file, with one worker and with `--jobs 2`
 | kind | `--jobs 1` | `--jobs 2` |
 | --- | --- | --- |
 {jobs_rows(r.get("latency_by_jobs", {}))}
+"""
+
+
+def structure_notes() -> str:
+    """Patterns at equal sparsity, and per-layer targets vs one sparsity (benchmarks/structure.py)."""
+    path = HERE / "structure.json"
+    if not path.exists():
+        return ""
+    r = json.loads(path.read_text())
+    tables = []
+    for model, variants in r["patterns"].items():
+        rows = []
+        for variant, v in variants.items():
+            layers = ", ".join(f"{count} {pattern}" for pattern, count in sorted(v["layers"].items()))
+            accuracy = "" if v["test_accuracy"] is None else f"{v['test_accuracy']:.4f}"
+            kb = {kind: f"{size / 1000:.0f}" for kind, size in v["bytes"].items()}
+            us = {kind: f"{ms * 1000:.1f}" + ("" if v["xnnpack"][kind] else "*") for kind, ms in v["latency_ms"].items()}
+            rows.append(f"| {variant} | {layers} | {v['sparsity']:.3f} | {accuracy} | {kb['float']} / {kb['float_sparse']} "
+                        f"| {kb['int8']} / {kb['int8_sparse']} | {us['float']} / {us['float_sparse']} | {us['int8']} / {us['int8_sparse']} |")
+        tables.append(f"""**{model}**
+
+| pattern | layers | sparsity | test accuracy | float KB (dense / sparse) | int8 KB (dense / sparse) | float µs (dense / sparse) | int8 µs (dense / sparse) |
+| --- | --- | --- | --- | --- | --- | --- | --- |
+""" + "\n".join(rows))
+    p = r["per_layer"]
+    per_seed = ", ".join(f"seed {seed}: {u:.4f} vs {q:.4f}"
+                         for seed, u, q in zip(p["seeds"], p["hypervolume"]["uniform"], p["hypervolume"]["per_layer"], strict=True))
+    return f"""
+## 9. Sparsity structure: patterns at equal sparsity, and per-layer targets
+
+```bash
+.venv/bin/python benchmarks/structure.py > benchmarks/structure.json
+```
+
+Measured on {r['machine']}. Each model pruned to 50% (what 2:4 gives) with each pattern; the quickstart CNN fine-tuned 8
+batches from its trained weights, the MobileNet-style network (96x96x3, random weights, the stem
+tfmot's XNNPack policy needs) 2 batches of random data. "layers" counts which pattern each pruned
+layer got (a pattern that does not fit a layer leaves it unstructured). Sizes are the raw TFLite
+files, stored dense and with the converter's sparse encoding; latency is one example, one thread,
+median of 3 interleaved rounds; * marks a file XNNPack refuses (run on LiteRT's built-in kernels).
+The blocks are named input x output: TFLite keeps a Dense kernel as (output, input), so its
+1x4 blocks along the input are sweep's `4x1`.
+
+{(chr(10) * 2).join(tables)}
+
+Per-layer targets against one sparsity for all layers: the quickstart study ({p['trials']} trials,
+`start: baseline`) with `per_layer: false` and `true`, hypervolume of accuracy vs compressed size
+(higher is better), {per_seed}; median {p['median']['uniform']:.4f} vs {p['median']['per_layer']:.4f}.
 """
 
 

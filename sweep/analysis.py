@@ -23,6 +23,7 @@ from sweep.schedule_plan import SchedulePlan, plan_schedule
 from sweep.space import suggest_params
 from sweep.tracking import BASELINE_PREFIX, FEASIBLE, ROLE, STUDY, TRIAL_NUMBER
 
+TEXT_PARAMS = {"schedule", "pattern", "policy"}
 INTEGER_PARAMS = {"frequency", "breakpoints", "seed", "total_steps", "pruning_begin_step", "pruning_end_step",
                   "pruning_frequency"}
 
@@ -104,7 +105,7 @@ def _runs_table(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def _typed(name: str, value: str) -> Any:
-    if name == "schedule":
+    if name in TEXT_PARAMS or name.startswith("pattern/"):
         return value
     return int(value) if name in INTEGER_PARAMS else float(value)
 

@@ -38,6 +38,10 @@ from sweep.errors import ConfigError, brief
 SCHEDULES = ("polynomial", "constant", "step")
 BUILTIN_BUILDERS = ("mlp", "cnn")
 # objective name -> (metric it reads, Optuna direction)
+# unstructured, M:N (M non-zeros in every N consecutive weights) or an RxC block
+PATTERN = re.compile(r"^(?:unstructured|(?P<m>\d+):(?P<n>\d+)|(?P<rows>\d+)x(?P<cols>\d+))$")
+# all: every layer tfmot can prune; xnnpack: tfmot's PruneForLatencyOnXNNPack
+POLICIES = ("all", "xnnpack")
 STEP_PARAM = re.compile(r"^step_(level|position)_[1-9][0-9]*$")
 # Minimised objectives are sizes and latencies, measured against the dense baseline's.
 OBJECTIVES: dict[str, tuple[str, str]] = {
@@ -103,23 +107,56 @@ IntSpan = Annotated[
 ]
 
 
-def _parse_choice(value: Any) -> tuple[str, ...]:
+def _names(value: Any, what: str) -> tuple[str, ...]:
+    """A scalar fixes a choice, a list searches it."""
     names = [value] if isinstance(value, str) else value
     if not isinstance(names, list | tuple) or not names or not all(isinstance(n, str) for n in names):
-        raise ValueError(f"expected a schedule name or a list of them, got {brief(value)}")
-    unknown = [n for n in names if n not in SCHEDULES]
-    if unknown:
-        raise ValueError(f"unknown schedule {brief(unknown[0])}; choose from {', '.join(SCHEDULES)}")
+        raise ValueError(f"expected a {what} or a list of them, got {brief(value)}")
     if len(set(names)) != len(names):
-        raise ValueError(f"lists a schedule twice: {names}")
+        raise ValueError(f"lists a {what} twice: {names}")
     return tuple(names)
 
 
-ScheduleChoice = Annotated[
-    tuple[str, ...],
-    BeforeValidator(_parse_choice),
-    PlainSerializer(lambda names: names[0] if len(names) == 1 else list(names), return_type=Any),
-]
+def _parse_schedules(value: Any) -> tuple[str, ...]:
+    names = _names(value, "schedule name")
+    if unknown := [n for n in names if n not in SCHEDULES]:
+        raise ValueError(f"unknown schedule {brief(unknown[0])}; choose from {', '.join(SCHEDULES)}")
+    return names
+
+
+def _parse_patterns(value: Any) -> tuple[str, ...]:
+    for item in value if isinstance(value, list) else [value]:
+        if isinstance(item, int) and not isinstance(item, bool) and item >= 60:
+            # YAML 1.1 reads an unquoted 2:4 as a base-60 number: 2 * 60 + 4
+            raise ValueError(f"got the number {item}, which is how YAML reads an unquoted "
+                             f"{item // 60}:{item % 60}; quote it: \"{item // 60}:{item % 60}\"")
+    names = _names(value, "sparsity pattern")
+    for name in names:
+        match = PATTERN.match(name)
+        if not match:
+            raise ValueError(f"unknown sparsity pattern {brief(name)}; use unstructured, \"M:N\" (M non-zeros "
+                             f"in every N weights, e.g. \"2:4\") or a block \"RxC\" (e.g. \"1x4\")")
+        if match["m"] and not 0 < int(match["m"]) < int(match["n"]):
+            raise ValueError(f"pattern {name}: M non-zeros of N needs 0 < M < N, e.g. \"2:4\"")
+        if match["rows"] and (int(match["rows"]) < 1 or int(match["cols"]) < 1 or name == "1x1"):
+            raise ValueError(f"pattern {name}: a block needs at least 1x2 or 2x1 weights (1x1 is unstructured)")
+    return names
+
+
+def _parse_policies(value: Any) -> tuple[str, ...]:
+    names = _names(value, "pruning policy")
+    if unknown := [n for n in names if n not in POLICIES]:
+        raise ValueError(f"unknown pruning policy {brief(unknown[0])}; choose from {', '.join(POLICIES)}")
+    return names
+
+
+def _dump_names(names: tuple[str, ...]) -> Any:
+    return names[0] if len(names) == 1 else list(names)
+
+
+ScheduleChoice = Annotated[tuple[str, ...], BeforeValidator(_parse_schedules), PlainSerializer(_dump_names, return_type=Any)]
+PatternChoice = Annotated[tuple[str, ...], BeforeValidator(_parse_patterns), PlainSerializer(_dump_names, return_type=Any)]
+PolicyChoice = Annotated[tuple[str, ...], BeforeValidator(_parse_policies), PlainSerializer(_dump_names, return_type=Any)]
 
 
 def _field_error(field: str, message: str) -> ValueError:
@@ -307,6 +344,11 @@ class SearchConfig(_Strict):
     # step only, optional: `step_level_<i>` / `step_position_<i>` keys (each in [0, 1],
     # default [0, 1]) narrow or fix one level or level start; `sweep best --format yaml` uses them
     step_params: dict[str, FloatSpan] = {}
+    # Structure of the sparsity (sweep/structure.py); searched only when set to more than the default
+    pattern: PatternChoice = ("unstructured",)
+    policy: PolicyChoice = ("all",)
+    per_layer: bool = False  # each layer its own target, allocated by the searched `allocation`
+    allocation: FloatSpan = Span(0.0, 1.0)  # per_layer only: 0 uniform, 1 Erdős–Rényi-kernel
 
     @model_validator(mode="before")
     @classmethod
@@ -373,6 +415,11 @@ class SearchConfig(_Strict):
                 f"got {brief(_dump_span(span))}"
             )
         return span
+
+    @field_validator("allocation")
+    @classmethod
+    def _allocation_in_unit_interval(cls, span: Span) -> Span:
+        return _check_within(span, 0.0, 1.0, closed_high=True, what="an allocation exponent")
 
     @field_validator("weight_decay")
     @classmethod

@@ -17,7 +17,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from sweep.objective import result_tags, trial_run_params
+from sweep.objective import result_params, result_tags, trial_run_params
 from sweep.schedule_plan import SchedulePlan
 from sweep.tracking import TRIAL_NUMBER, Tracker
 from sweep.workers import fail_stale_trials
@@ -119,7 +119,8 @@ def _finish_run(tracker: Tracker, trial: FrozenTrial, run_id: str) -> None:
     """Log what the trial's worker could not (metrics, curves, the tags set with them)."""
     pruned = trial.user_attrs.get("pruned_layers") or []
     tracker.log_results(run_id, trial.user_attrs.get("metrics", {}), curves=trial.user_attrs.get("curves", {}),
-                        tags=result_tags(pruned, trial.constraints), params={"pruned_layers": len(pruned)})
+                        tags=result_tags(pruned, trial.constraints),
+                        params=result_params(pruned, trial.user_attrs.get("layers") or {}))
     tracker.end_run(run_id, "FINISHED")
 
 

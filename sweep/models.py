@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from sweep._tf import keras
-from sweep.config import ModelConfig
+from sweep.config import ModelConfig, SearchConfig
 from sweep.errors import SweepError, UsageError, brief
 from sweep.user_code import import_target, resolve_function
 
@@ -118,15 +118,15 @@ def starting_model(
     return model
 
 
-def check_model(config: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> None:
+def check_model(config: ModelConfig, search: SearchConfig, input_shape: tuple[int, ...], num_classes: int) -> None:
     """Build or load the model once before a study writes anything, so a misfit builder or
-    file, or a model with nothing to prune, is a one-line `UsageError`. (In a trial, the
-    builder's own exception fails the trial.)"""
+    file, or a model with nothing to prune (under every searched policy), is a one-line
+    `UsageError`. (In a trial, the builder's own exception fails the trial.)"""
     from sweep.pruning import check_prunable
 
     what = f"model.pretrained {config.pretrained}" if config.pretrained else f"model.builder {config.builder}"
     try:
-        check_prunable(starting_model(config, input_shape, num_classes), config.prune, what)
+        check_prunable(starting_model(config, input_shape, num_classes), config.prune, search, what)
     except SweepError:
         raise
     except Exception as error:  # the user's code: any exception is theirs to fix

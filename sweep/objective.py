@@ -14,7 +14,7 @@ import sys
 import time
 import traceback
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TypeVar
@@ -109,6 +109,7 @@ class PruningObjective:
                 self.config,
                 seed,
                 plan=plan,
+                structure=params.structure,
                 weight_decay=params.weight_decay,
                 on_epoch=record_epoch,
                 start_weights=self.start_weights,
@@ -133,7 +134,9 @@ class PruningObjective:
             raise
 
         pruned = trained.pruned_layers
+        layers = {name: asdict(how) for name, how in trained.layers.items()}
         trial.set_user_attr("pruned_layers", pruned)
+        trial.set_user_attr("layers", layers)
         violations = {}
         if self.config.constraints.min_accuracy is not None:
             violations["min_accuracy"] = self.config.constraints.min_accuracy - metrics["val_accuracy"]
@@ -145,7 +148,7 @@ class PruningObjective:
         clock = time.perf_counter()
         if run_id is not None:
             self._tracked(trial, lambda: self.tracker.log_results(
-                run_id, metrics, curves=curves, tags=tags, params={"pruned_layers": len(pruned)}))
+                run_id, metrics, curves=curves, tags=tags, params=result_params(pruned, layers)))
         if TRACKING_ERROR in trial.user_attrs:
             trial.set_user_attr("curves", curves)  # for `sweep doctor --repair` to replay
         timings["mlflow_log"] = time.perf_counter() - clock
@@ -186,6 +189,16 @@ def result_tags(pruned_layers: list[str], violations: Mapping[str, float]) -> di
     if violations:
         tags[FEASIBLE] = "true" if all(v <= 0 for v in violations.values()) else "false"
     return tags
+
+
+def result_params(pruned_layers: Sequence[str], layers: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """The params a trial's run gets with its results (also used by `sweep doctor`): how
+    many layers it pruned, and each one's pattern and target sparsity."""
+    params: dict[str, Any] = {"pruned_layers": len(pruned_layers)}
+    for name, how in layers.items():
+        params[f"pattern/{name}"] = how["pattern"]
+        params[f"target_sparsity/{name}"] = round(how["target"], 6)
+    return params
 
 
 def trial_run_params(params: Mapping[str, Any], plan: SchedulePlan, seed: int) -> dict[str, Any]:

@@ -6,9 +6,11 @@ models have such layers, so sweep clones the model and wraps only the layers tfm
 prune, recursing into nested models (a functional model holding a `Sequential` or an
 Applications backbone); every other layer is kept as it is, weights included.
 
-`model.prune.include` / `exclude` (regular expressions on layer names) narrow the set.
-The selection is a pure function of the model and the study file, so a trial, its rerun
-and the start-up check agree on it.
+`model.prune.include` / `exclude` (regular expressions on layer names) and the pruning
+policy (`search.policy: xnnpack`: tfmot's `PruneForLatencyOnXNNPack`, 1x1 convs only)
+narrow the set; `sweep.structure` gives each layer its pattern and target. The selection
+is a pure function of the model, the study file and the trial's params, so a trial, its
+rerun and the start-up check agree on it.
 """
 
 from __future__ import annotations
@@ -17,8 +19,11 @@ import re
 from collections.abc import Iterator
 
 from sweep._tf import keras, tfmot
-from sweep.config import PruneConfig
+from sweep.config import PruneConfig, SearchConfig
 from sweep.errors import UsageError
+from sweep.schedule_plan import SchedulePlan
+from sweep.schedules import build_schedule
+from sweep.structure import LayerPruning, Pattern, Structure, plan_layers
 
 # tfmot's own table of which layers it prunes and which of their weights; not re-exported.
 from tensorflow_model_optimization.python.core.sparsity.keras.prune_registry import (  # noqa: E402
@@ -45,46 +50,70 @@ def prunable_variables(layer: keras.layers.Layer) -> list:  # type: ignore[type-
     return []
 
 
-def selected(layer: keras.layers.Layer, rules: PruneConfig) -> bool:
-    """Whether a trial prunes `layer`: tfmot can prune weights of it, and its name passes
-    `include` and `exclude`."""
+def selected(layer: keras.layers.Layer, rules: PruneConfig, policy: str = "all") -> bool:
+    """Whether a trial prunes `layer`: tfmot can prune weights of it, the policy allows it,
+    and its name passes `include` and `exclude`."""
     if rules.include is not None and not re.search(rules.include, layer.name):
         return False
     if rules.exclude is not None and re.search(rules.exclude, layer.name):
         return False
+    if policy == "xnnpack" and not tfmot.sparsity.keras.PruneForLatencyOnXNNPack().allow_pruning(layer):
+        return False
     return bool(prunable_variables(layer))
 
 
-def layers_to_prune(model: keras.Model, rules: PruneConfig) -> list[str]:
-    return [layer.name for layer in all_layers(model) if selected(layer, rules)]
+def layer_shapes(model: keras.Model, rules: PruneConfig, policy: str = "all") -> dict[str, list[tuple[int, ...]]]:
+    """The shapes of the weights a trial prunes, by layer name, in model order."""
+    return {
+        layer.name: [tuple(v.shape) for v in prunable_variables(layer)]
+        for layer in all_layers(model)
+        if selected(layer, rules, policy)
+    }
 
 
-def check_prunable(model: keras.Model, rules: PruneConfig, what: str) -> None:
-    """A study needs at least one layer to prune: bad input otherwise."""
-    if layers_to_prune(model, rules):
-        return
-    narrowed = rules.include is not None or rules.exclude is not None
-    reason = (
-        "model.prune.include/exclude leave none of its prunable layers"
-        if narrowed and any(prunable_variables(layer) for layer in all_layers(model))
-        else "it has no layer tfmot can prune (Dense, Conv, Embedding, ...)"
-    )
-    raise UsageError(f"model: no layer of {what} can be pruned: {reason}; check the model or model.prune")
+def check_prunable(model: keras.Model, rules: PruneConfig, search: SearchConfig, what: str) -> None:
+    """A study needs a layer to prune under every policy it searches, a model the XNNPack
+    policy accepts, and two layers for per-layer targets: bad input otherwise."""
+    for policy in search.policy:
+        if policy == "xnnpack":
+            try:
+                tfmot.sparsity.keras.PruneForLatencyOnXNNPack().ensure_model_supports_pruning(model)
+            except ValueError as error:
+                raise UsageError(f"search.policy: xnnpack: tfmot's PruneForLatencyOnXNNPack refuses {what}: "
+                                 f"{error}; use policy: all") from error
+        shapes = layer_shapes(model, rules, policy)
+        if not shapes:
+            narrowed = rules.include is not None or rules.exclude is not None
+            reason = (
+                "the XNNPack policy prunes only 1x1 convolutions, and it has none"
+                if policy == "xnnpack"
+                else "model.prune.include/exclude leave none of its prunable layers"
+                if narrowed and any(prunable_variables(layer) for layer in all_layers(model))
+                else "it has no layer tfmot can prune (Dense, Conv, Embedding, ...)"
+            )
+            raise UsageError(f"model: no layer of {what} can be pruned: {reason}; check the model or model.prune")
+        if search.per_layer and len(shapes) < 2:
+            raise UsageError(f"search.per_layer: {what} has one layer to prune ({next(iter(shapes))}); "
+                             f"per-layer targets need two or more; set per_layer: false")
 
 
-def wrap_for_pruning(model: keras.Model, rules: PruneConfig, **pruning: object) -> tuple[keras.Model, list[str]]:
-    """A clone of `model` whose selected layers are wrapped with `PruneLowMagnitude`
-    (`pruning`: tfmot's keyword arguments, such as `pruning_schedule`), and the names of
-    those layers; the other layers are the very same objects, so they keep their weights
-    and state."""
-    wrapped: list[str] = []
+def wrap_for_pruning(
+    model: keras.Model, rules: PruneConfig, plan: SchedulePlan, structure: Structure
+) -> tuple[keras.Model, dict[str, LayerPruning]]:
+    """A clone of `model` whose selected layers are wrapped with `PruneLowMagnitude`, each
+    with its pattern and its schedule (`plan`, ending at the layer's target), and what each
+    of them got; the other layers are the very same objects, so they keep their weights and
+    state."""
+    layers = plan_layers(layer_shapes(model, rules, structure.policy), structure, plan.final_sparsity)
 
     def wrap(layer: keras.layers.Layer) -> keras.layers.Layer:
         if isinstance(layer, keras.Model):
             return keras.models.clone_model(layer, input_tensors=None, clone_function=wrap)
-        if selected(layer, rules):
-            wrapped.append(layer.name)
-            return tfmot.sparsity.keras.prune_low_magnitude(layer, **pruning)
-        return layer
+        if layer.name not in layers:
+            return layer
+        how = layers[layer.name]
+        return tfmot.sparsity.keras.prune_low_magnitude(
+            layer, pruning_schedule=build_schedule(plan.ending_at(how.target)), **Pattern(how.pattern).tfmot_arguments()
+        )
 
-    return keras.models.clone_model(model, input_tensors=None, clone_function=wrap), wrapped
+    return keras.models.clone_model(model, input_tensors=None, clone_function=wrap), layers

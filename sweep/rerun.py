@@ -108,7 +108,8 @@ def rerun_trial(
     )
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}-", dir=output.parent))
     try:
-        trained = train(dataset, config, seed, plan=plan, weight_decay=params.weight_decay, start_weights=weights)
+        trained = train(dataset, config, seed, plan=plan, structure=params.structure, weight_decay=params.weight_decay,
+                        start_weights=weights)
         downloads.cleanup()
         files: dict[str, bytes] = {}
         reproduced = measure(trained.model, dataset, files=files)

@@ -93,7 +93,7 @@ def run_study(request: RunRequest, progress: Callable[[RunPlan], Progress] | Non
     dataset = load_dataset(config.data)
     fingerprints = input_fingerprints(config, dataset)
     check_same_inputs(stored, fingerprints, config)
-    check_model(config.model, dataset.input_shape, dataset.num_classes)
+    check_model(config.model, config.search, dataset.input_shape, dataset.num_classes)
 
     # --- from here on we write; Ctrl-C and SIGTERM stop at the next safe point ---
     interrupts.install()

@@ -19,7 +19,7 @@ so the last pruning event applies exactly `final_sparsity`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sweep.space import TrialParams
 
@@ -65,6 +65,19 @@ class SchedulePlan:
         """The sparsity of the masks once `step` has run: the last pruning event's target."""
         events = [s for s in self.pruning_steps() if s <= step]
         return self.sparsity_at(events[-1]) if events else 0.0
+
+    def ending_at(self, final_sparsity: float) -> SchedulePlan:
+        """The same schedule ending at `final_sparsity` (a layer's own target), every
+        sparsity on the way in proportion."""
+        if final_sparsity == self.final_sparsity:
+            return self
+        ratio = final_sparsity / self.final_sparsity if self.final_sparsity else 0.0
+        return replace(
+            self,
+            final_sparsity=final_sparsity,
+            initial_sparsity=self.initial_sparsity * ratio,
+            levels=(*(level * ratio for level in self.levels[:-1]), final_sparsity) if self.levels else (),
+        )
 
     def as_params(self) -> dict[str, int]:
         """The derived absolute steps, logged next to the sampled fractions."""

@@ -8,16 +8,21 @@ replays it exactly.
 
 The step schedule adds `step_level_<i>` (a level as a fraction of `final_sparsity`)
 and `step_position_<i>` (where a level starts, as a fraction of the pruning window).
+
+The structure of the sparsity (`pattern`, `policy`, and `allocation` with `per_layer`)
+is suggested only where the study file sets more than the default, so studies without
+it keep the same params as before (and reruns of older studies replay them).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 
 from sweep.config import SearchConfig, Span
+from sweep.structure import Structure
 
 
 class Suggester(Protocol):
@@ -43,9 +48,7 @@ class TrialParams:
     breakpoints: int | None = None  # step only: number of sparsity levels
     step_levels: tuple[float, ...] = ()  # step only: levels below final, as fractions of it
     step_positions: tuple[float, ...] = ()  # step only: inner level starts, fractions of window
-
-    def as_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if v is not None and v != ()}
+    structure: Structure = Structure()
 
 
 def suggest_params(trial: Suggester, search: SearchConfig) -> TrialParams:
@@ -59,6 +62,7 @@ def suggest_params(trial: Suggester, search: SearchConfig) -> TrialParams:
         end_step=_float(trial, "end_step", search.end_step),
         frequency=_int(trial, "frequency", search.frequency),
         weight_decay=_float(trial, "weight_decay", search.weight_decay, log=True),
+        structure=_structure(trial, search),
     )
     if schedule == "polynomial":
         return TrialParams(
@@ -79,11 +83,22 @@ def suggest_params(trial: Suggester, search: SearchConfig) -> TrialParams:
     return TrialParams(**common)
 
 
+def _structure(trial: Suggester, search: SearchConfig) -> Structure:
+    default = SearchConfig.model_fields
+    return Structure(
+        pattern=(trial.suggest_categorical("pattern", list(search.pattern))
+                 if search.pattern != default["pattern"].default else "unstructured"),
+        policy=(trial.suggest_categorical("policy", list(search.policy))
+                if search.policy != default["policy"].default else "all"),
+        allocation=_float(trial, "allocation", search.allocation) if search.per_layer else None,
+    )
+
+
 def start_points(search: SearchConfig, n: int, seed: int) -> list[dict[str, Any]]:
     """A space-filling start for a new study: `n` trials whose shared numeric parameters
     form a Latin hypercube (each range cut into `n` strata, every stratum used once, so
-    `final_sparsity` spans its range from the first trials on) and whose schedules take
-    turns. The sampler draws the rest: each family's own parameters.
+    `final_sparsity` spans its range from the first trials on) and whose schedules (and
+    searched patterns) take turns. The sampler draws the rest: each family's own parameters.
 
     Random start-up points cluster and leave gaps; this start raised the quickstart's
     hypervolume after 10 trials from 0.746 to 0.789 (benchmarks/README.md, section 6).
@@ -97,6 +112,8 @@ def start_points(search: SearchConfig, n: int, seed: int) -> list[dict[str, Any]
     points = []
     for k, row in enumerate(unit):
         point: dict[str, Any] = {"schedule": search.schedule[k % len(search.schedule)]}
+        if len(search.pattern) > 1:
+            point["pattern"] = search.pattern[k % len(search.pattern)]
         for (name, span), u in zip(spans.items(), row, strict=True):
             if name == "weight_decay":  # searched on a log scale
                 value = float(np.exp(np.log(span.low) + u * (np.log(span.high) - np.log(span.low))))

@@ -23,7 +23,7 @@ from sweep.errors import SweepError, brief
 from sweep.models import starting_model
 from sweep.pruning import all_layers, wrap_for_pruning
 from sweep.schedule_plan import SchedulePlan
-from sweep.schedules import build_schedule
+from sweep.structure import LayerPruning, Structure
 
 # Not in TensorFlow's public API (only enabling is), but there since TF 2.9.
 from tensorflow.python.framework.config import disable_op_determinism  # noqa: E402
@@ -45,7 +45,11 @@ class TrainedModel:
     model: keras.Model  # pruning stripped: the deployable model
     history: dict[str, list[float]]  # per-epoch loss, accuracy, val_*, mask_sparsity
     timings: dict[str, float]  # seconds: build (model, wrapper, compile), train, strip
-    pruned_layers: list[str]  # names of the layers wrapped for pruning ([] for a dense model)
+    layers: dict[str, LayerPruning]  # the layers wrapped for pruning: pattern, target ({} for a dense model)
+
+    @property
+    def pruned_layers(self) -> list[str]:
+        return list(self.layers)
 
     @property
     def train_seconds(self) -> float:
@@ -99,12 +103,13 @@ def train(
     seed: int,
     *,
     plan: SchedulePlan | None = None,
+    structure: Structure = Structure(),
     weight_decay: float = 0.0,
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
     start_weights: Path | None = None,
 ) -> TrainedModel:
-    """Train `config.model` on `dataset`: pruned along `plan`, or dense without one,
-    starting from the weights `sweep.models.starting_model` gives."""
+    """Train `config.model` on `dataset`: pruned along `plan` with `structure`, or dense
+    without a plan, starting from the weights `sweep.models.starting_model` gives."""
     configure_tensorflow(deterministic=config.train.deterministic)  # threads: as the caller chose
     started = time.perf_counter()
     keras.backend.clear_session()
@@ -113,9 +118,9 @@ def train(
     callbacks: list[keras.callbacks.Callback] = [keras.callbacks.TerminateOnNaN(), StopOnInterrupt()]
     if on_epoch is not None:
         callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=on_epoch))
-    pruned: list[str] = []
+    layers: dict[str, LayerPruning] = {}
     if plan is not None:
-        model, pruned = wrap_for_pruning(model, config.model.prune, pruning_schedule=build_schedule(plan))
+        model, layers = wrap_for_pruning(model, config.model.prune, plan, structure)
         # UpdatePruningStep first: it re-applies the masks before anyone reads the weights.
         callbacks = [tfmot.sparsity.keras.UpdatePruningStep(), MaskSparsity(), *callbacks]
     model.compile(
@@ -149,7 +154,7 @@ def train(
     if plan is not None:
         model = tfmot.sparsity.keras.strip_pruning(model)
     timings = {"build": built - started, "train": trained - built, "strip": time.perf_counter() - trained}
-    return TrainedModel(model=model, history=history, timings=timings, pruned_layers=pruned)
+    return TrainedModel(model=model, history=history, timings=timings, layers=layers)
 
 
 def _single_device(optimizer: keras.optimizers.Optimizer) -> keras.optimizers.Optimizer:

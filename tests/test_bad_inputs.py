@@ -45,6 +45,10 @@ def three_classes(input_shape, num_classes):
     return keras.Sequential([keras.Input(input_shape), keras.layers.Flatten(), keras.layers.Dense(3)])
 
 
+def one_layer(input_shape, num_classes):
+    return keras.Sequential([keras.Input(input_shape), keras.layers.Flatten(), keras.layers.Dense(num_classes)])
+
+
 def broken(input_shape, num_classes):
     raise RuntimeError("no layers\\nfor you")
 """
@@ -104,6 +108,14 @@ CASES = [
     ("truncated npz", npz("truncated.npz"), [], "truncated.npz as .npz (BadZipFile("),
     ("zero jobs", {"search": {"schedule": "constant"}}, ["--jobs", "0"], "Invalid value for '--jobs'"),
     ("missing study file", None, [], "no such study file"),
+    ("unknown pattern", {"name": "fresh", "search": {"pattern": "2-4"}}, [], "search.pattern: unknown sparsity pattern '2-4'"),
+    # what YAML makes of an unquoted 2:4 (the study file is written by yaml.safe_dump here)
+    ("unquoted 2:4", {"name": "fresh", "search": {"pattern": 124}}, [], 'YAML reads an unquoted 2:4; quote it: "2:4"'),
+    ("xnnpack policy on a model it refuses", {"name": "fresh", "search": {"policy": ["all", "xnnpack"]}}, [],
+     "search.policy: xnnpack: tfmot's PruneForLatencyOnXNNPack refuses model.builder mlp: Could not find `Conv2D 3x3`"),
+    ("per_layer with one prunable layer", {"name": "fresh", "model": {"builder": "builders.py:one_layer"},
+                                           "search": {"per_layer": True}}, [],
+     "builders.py:one_layer has one layer to prune (dense); per-layer targets need two or more; set per_layer: false"),
 ]
 
 

@@ -379,11 +379,11 @@ def builders(tmp_path: Path) -> str:
     ],
 )
 def test_builder_that_does_not_fit_the_dataset_is_refused(builders: str, function: str, message: str) -> None:
-    from sweep.config import ModelConfig
+    from sweep.config import ModelConfig, SearchConfig
     from sweep.models import check_model
 
     with pytest.raises(UsageError) as caught:
-        check_model(ModelConfig(builder=f"{builders}:{function}"), (8, 8, 1), 10)
+        check_model(ModelConfig(builder=f"{builders}:{function}"), SearchConfig(), (8, 8, 1), 10)
     text = str(caught.value)
     assert text.startswith("model.builder: ") and "\n" not in text and len(text) < 400, text
     assert re.search(message, text), text

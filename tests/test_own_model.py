@@ -15,7 +15,7 @@ import yaml
 from optuna.trial import TrialState
 
 from conftest import REPO, run_sweep
-from sweep.config import ModelConfig, load_study_config, parse_study_config
+from sweep.config import ModelConfig, SearchConfig, load_study_config, parse_study_config
 from sweep.errors import SweepError, UsageError
 
 
@@ -160,7 +160,7 @@ def test_custom_layers_load_with_custom_objects_and_stay_unwrapped(tmp_path: Pat
 
     from sweep._tf import keras
     from sweep.models import check_model, starting_model
-    from sweep.pruning import layers_to_prune
+    from sweep.pruning import layer_shapes
 
     package = f"demo{uuid.uuid4().hex[:8]}"
     (tmp_path / "custom.py").write_text(CUSTOM_LAYER.format(package=package))
@@ -174,16 +174,16 @@ def test_custom_layers_load_with_custom_objects_and_stay_unwrapped(tmp_path: Pat
     without = parse_study_config({"name": "c", "model": {"pretrained": "model.keras"}}, base_dir=tmp_path).model
     with pytest.raises(UsageError, match="cannot load it .* if it has custom layers, name the module "
                                          "that registers them .* in model.custom_objects"):
-        check_model(without, (8, 8, 1), 10)
+        check_model(without, SearchConfig(), (8, 8, 1), 10)
     given = ModelConfig.model_validate({"pretrained": "model.keras", "custom_objects": "custom.py"},
                                        context={"base_dir": tmp_path})
-    check_model(given, (8, 8, 1), 10)
+    check_model(given, SearchConfig(), (8, 8, 1), 10)
     loaded = starting_model(given, (8, 8, 1), 10)
     assert type(loaded.layers[0]).__name__ == "Scale"
-    assert layers_to_prune(loaded, given.prune) == ["logits"]
+    assert list(layer_shapes(loaded, given.prune)) == ["logits"]
     with pytest.raises(UsageError, match=r"takes inputs of shape \[\(None, 8, 8, 1\)\], but the data's examples "
                                          r"have shape \(28, 28, 1\)"):
-        check_model(given, (28, 28, 1), 10)
+        check_model(given, SearchConfig(), (28, 28, 1), 10)
 
 
 @pytest.mark.slow

@@ -7,13 +7,14 @@ import numpy as np
 import pytest
 
 from sweep._tf import keras, tfmot
-from sweep.config import PruneConfig, parse_study_config
+from sweep.config import PruneConfig, SearchConfig, parse_study_config
 from sweep.data import load_dataset
 from sweep.errors import UsageError
 from sweep.measure import measure
-from sweep.pruning import check_prunable, layers_to_prune, wrap_for_pruning
+from sweep.pruning import check_prunable, layer_shapes, wrap_for_pruning
 from sweep.schedule_plan import SchedulePlan
 from sweep.schedules import build_schedule
+from sweep.structure import Structure
 from sweep.training import train
 from tensorflow_model_optimization.python.core.sparsity.keras.pruning_wrapper import PruneLowMagnitude
 
@@ -77,10 +78,10 @@ def test_include_and_exclude_narrow_the_pruned_layers(builders: str) -> None:
     from sweep.models import build_model
 
     built = build_model(f"{builders}:with_preprocessing", (8, 8, 1), 10)
-    assert layers_to_prune(built, PruneConfig(include="^(hidden|logits)$")) == ["hidden", "logits"]
-    assert layers_to_prune(built, PruneConfig(exclude="logits")) == ["inner_conv", "hidden"]
-    wrapped, names = wrap_for_pruning(built, PruneConfig(exclude="conv"), pruning_schedule=build_schedule(plan(10)))
-    assert names == layers_to_prune(built, PruneConfig(exclude="conv"))
+    assert list(layer_shapes(built, PruneConfig(include="^(hidden|logits)$"))) == ["hidden", "logits"]
+    assert list(layer_shapes(built, PruneConfig(exclude="logits"))) == ["inner_conv", "hidden"]
+    wrapped, layers = wrap_for_pruning(built, PruneConfig(exclude="conv"), plan(10), Structure())
+    assert list(layers) == list(layer_shapes(built, PruneConfig(exclude="conv")))
     inner = wrapped.get_layer("block")
     assert not any(isinstance(layer, PruneLowMagnitude) for layer in inner.layers)
     assert isinstance(wrapped.get_layer("prune_low_magnitude_hidden"), PruneLowMagnitude)
@@ -91,9 +92,10 @@ def test_a_model_with_nothing_to_prune_is_bad_input(builders: str) -> None:
     from sweep.models import build_model, check_model
 
     with pytest.raises(UsageError, match="no layer of model.builder .* can be pruned: it has no layer tfmot can prune"):
-        check_model(ModelConfig(builder=f"{builders}:nothing_to_prune"), (8, 8, 1), 10)
+        check_model(ModelConfig(builder=f"{builders}:nothing_to_prune"), SearchConfig(), (8, 8, 1), 10)
     with pytest.raises(UsageError, match="model.prune.include/exclude leave none of its prunable layers"):
-        check_prunable(build_model("mlp", (8, 8, 1), 10), PruneConfig(include="^nothing$"), "model.builder mlp")
+        check_prunable(build_model("mlp", (8, 8, 1), 10), PruneConfig(include="^nothing$"), SearchConfig(),
+                       "model.builder mlp")
 
 
 @pytest.mark.parametrize("builder", ["mlp", "cnn"])
@@ -108,7 +110,8 @@ def test_layer_by_layer_wrapping_trains_exactly_like_tfmot_whole_model_wrapping(
     steps = data.steps_per_epoch(config.train.batch_size)
     ours = train(data, config, seed=3, plan=plan(steps, 0.7))
     monkeypatch.setattr(sweep.training, "wrap_for_pruning",
-                        lambda model, rules, **pruning: (tfmot.sparsity.keras.prune_low_magnitude(model, **pruning), []))
+                        lambda model, rules, plan, structure: (tfmot.sparsity.keras.prune_low_magnitude(
+                            model, pruning_schedule=build_schedule(plan)), {}))
     whole = train(data, config, seed=3, plan=plan(steps, 0.7))
     for mine, theirs in zip(ours.model.get_weights(), whole.model.get_weights(), strict=True):
         np.testing.assert_array_equal(mine, theirs)

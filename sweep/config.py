@@ -501,6 +501,8 @@ class StudyConfig(_Strict):
         ["accuracy", "compressed_size"], min_length=1
     )
     constraints: ConstraintsConfig = ConstraintsConfig()
+    # stop trials during training that other trials already beat (sweep/early_stopping.py)
+    early_stopping: bool = False
     sampler: Literal["tpe", "nsga2", "gp", "random"] = "tpe"
 
     @field_validator("objectives")

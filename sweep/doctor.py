@@ -17,6 +17,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from sweep.early_stopping import EARLY_STOPPED
 from sweep.objective import result_params, result_tags, trial_run_params
 from sweep.schedule_plan import SchedulePlan
 from sweep.tracking import TRIAL_NUMBER, Tracker
@@ -80,6 +81,14 @@ def diagnose(study: optuna.Study, tracker: Tracker, storage: optuna.storages.RDB
                     "end the run FAILED (orphan)",
                     lambda r=run_id: tracker.fail_trial(r, "orphan: no Optuna trial records this run"),
                 ))
+        elif owning.state == TrialState.PRUNED and EARLY_STOPPED in owning.user_attrs \
+                and status in ("FINISHED", "RUNNING", "SCHEDULED"):
+            epoch, reason = owning.user_attrs[EARLY_STOPPED], owning.user_attrs.get("error", "stopped early")
+            problems.append(Problem(
+                owning.number, run_id, f"{status} MLflow run of a trial stopped early",
+                "end the run KILLED, tagged with the epoch it stopped after",
+                lambda r=run_id, e=epoch, why=reason: tracker.stop_trial(r, e, why),
+            ))
         elif owning.state in (TrialState.FAIL, TrialState.PRUNED) and status in ("FINISHED", "RUNNING", "SCHEDULED"):
             reason = owning.user_attrs.get("error", f"optuna trial {owning.number} is {owning.state.name}")
             problems.append(Problem(

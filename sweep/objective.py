@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 import numpy as np
 import optuna
 
+from sweep import early_stopping
 from sweep.config import StudyConfig
 from sweep.data import Dataset
 from sweep.schedule_plan import SchedulePlan, plan_schedule
@@ -89,11 +90,18 @@ class PruningObjective:
         timings: dict[str, float] = {}
         curves: dict[str, list[float]] = {}
 
+        recorded = (early_stopping.recorded_epochs(self.config.train.epochs, self.total_steps // self.config.train.epochs,
+                                                   plan.end_step)
+                    if self.config.early_stopping and early_stopping.applies(self.config.objectives) else range(0))
+        rungs = early_stopping.rung_epochs(recorded)
+
         def record_epoch(epoch: int, logs: Mapping[str, float]) -> None:
             for name, value in logs.items():  # kept here, so a failed trial still logs them
                 curves.setdefault(name, []).append(float(value))
             if self.on_epoch is not None:
                 self.on_epoch(trial.number, epoch + 1)
+            if epoch + 1 in recorded:
+                self._judge(trial, epoch + 1, logs, judged=epoch + 1 in rungs)
 
         run_id: str | None = None
         try:
@@ -119,6 +127,13 @@ class PruningObjective:
             metrics["train_seconds"] = trained.train_seconds
             metrics["trial_seconds"] = time.perf_counter() - started
             metrics.update(derived_metrics(metrics, self.baseline))
+        except early_stopping.EarlyStopped as stopped:
+            epoch, reason = stopped.epoch, str(stopped)
+            if run_id is not None:
+                self._tracked(trial, lambda: self.tracker.stop_trial(run_id, epoch, reason, curves=curves))
+            trial.set_user_attr(early_stopping.EARLY_STOPPED, epoch)
+            trial.set_user_attr("error", reason)
+            raise optuna.TrialPruned(reason) from None
         # The MLflow run is ended first: if the Optuna write then fails, the run is not left RUNNING.
         except Exception as error:
             reason = _reason(error)
@@ -162,6 +177,19 @@ class PruningObjective:
         trial.set_user_attr("timings", timings)  # where the trial's time went (benchmarks/)
         trial.set_user_attr("worker_rss_mb", resident_megabytes())  # memory across trials
         return tuple(metrics[name] for name in self.config.objective_metrics)
+
+    def _judge(self, trial: optuna.Trial, epoch: int, logs: Mapping[str, float], judged: bool) -> None:
+        """Record this epoch's values for the other trials; at a rung, stop if they beat it
+        (raises `EarlyStopped`)."""
+        record = {"losses": early_stopping.rung_losses(self.config.objectives, logs),
+                  "val_accuracy": float(logs["val_accuracy"])}
+        trial.set_user_attr(early_stopping.RUNGS, {**trial.user_attrs.get(early_stopping.RUNGS, {}), str(epoch): record})
+        if not judged:
+            return
+        reason = early_stopping.stop_reason(trial.number, epoch, record, trial.study.get_trials(deepcopy=False),
+                                            self.config.constraints.min_accuracy)
+        if reason is not None:
+            raise early_stopping.EarlyStopped(epoch, reason)
 
     def end_open_run(self, reason: str) -> None:
         """After the storage failed: end the last trial's run FAILED if it is still RUNNING

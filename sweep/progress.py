@@ -18,7 +18,7 @@ from rich.progress import (
 
 from sweep.objective import TRACKING_ERROR
 from sweep.runner import RunPlan
-from sweep.workers import SKIPPED
+from sweep.workers import FINISHED, SKIPPED
 
 
 class StudyProgress:
@@ -61,12 +61,14 @@ class StudyProgress:
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         if SKIPPED in trial.user_attrs:
             return  # a parallel worker's surplus start, never trained
-        complete = trial.state == TrialState.COMPLETE
-        self.progress.update(self.task, advance=1 if complete else 0, front=len(study.best_trials), status="")
+        finished = trial.state in FINISHED
+        self.progress.update(self.task, advance=1 if finished else 0, front=len(study.best_trials), status="")
         self.progress.console.print(describe_trial(trial), highlight=False)
 
 
 def describe_trial(trial: FrozenTrial) -> str:
+    if trial.state == TrialState.PRUNED:
+        return f"trial {trial.number} [yellow]{escape(str(trial.user_attrs.get('error', 'stopped early')))}[/]"
     if trial.state != TrialState.COMPLETE:
         reason = escape(str(trial.user_attrs.get("error", trial.state.name.lower())))  # may hold [brackets]
         return f"trial {trial.number} [red]{trial.state.name.lower()}[/]: {reason}"

@@ -35,7 +35,7 @@ from sweep.space import start_points
 from sweep.stores import check_storage, check_tracking, existing_study_attrs, open_storage, setup_lock
 from sweep.tracking import Tracker
 from sweep import interrupts
-from sweep.workers import Goal, cpu_threads_per_worker, max_failures_allowed, work
+from sweep.workers import FINISHED, Goal, cpu_threads_per_worker, max_failures_allowed, work
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)  # our progress reports failures in one line
 
@@ -119,10 +119,10 @@ def run_study(request: RunRequest, progress: Callable[[RunPlan], Progress] | Non
             study.set_user_attr("mlflow_study_run_id", study_run_id)
             ensure_baseline(study, tracker, study_run_id, config, dataset)
 
-        complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
-        plan = plan_trials(config.n_trials, complete, request.n_trials)
+        finished = len(study.get_trials(deepcopy=False, states=FINISHED))
+        plan = plan_trials(config.n_trials, finished, request.n_trials)
         goal = Goal(
-            target=complete + plan.n_trials,
+            target=finished + plan.n_trials,
             started=datetime.now(),
             max_failures=max_failures_allowed(request.max_failures, plan.n_trials),
             deadline=time.time() + request.timeout if request.timeout is not None else None,
@@ -231,7 +231,7 @@ def _report_new_trials(study: optuna.Study, goal: Goal, reported: set[int], disp
     except Exception:  # the storage failed: the workers report it (StoreFailed); show nothing new
         return
     for trial in trials:
-        if trial.number not in reported and trial.state in (TrialState.COMPLETE, TrialState.FAIL) \
+        if trial.number not in reported and trial.state in (*FINISHED, TrialState.FAIL) \
                 and trial.datetime_start is not None and trial.datetime_start >= goal.started:
             reported.add(trial.number)
             display(study, trial)
@@ -266,15 +266,16 @@ def _worker_main(config_json: dict, storage_url: str, tracking_uri: str, goal: G
 # --- study set-up ------------------------------------------------------------------
 
 
-def plan_trials(target: int, complete: int, requested: int | None) -> RunPlan:
-    """`--n-trials N` adds N trials; otherwise run until the study has `n_trials` complete."""
+def plan_trials(target: int, finished: int, requested: int | None) -> RunPlan:
+    """`--n-trials N` adds N trials; otherwise run until the study has `n_trials` finished
+    (complete, or stopped early)."""
     if requested is not None:
-        return RunPlan(requested, f"adding {requested} trials ({complete} complete so far)")
-    remaining = max(target - complete, 0)
+        return RunPlan(requested, f"adding {requested} trials ({finished} finished so far)")
+    remaining = max(target - finished, 0)
     if remaining == 0:
-        return RunPlan(0, f"the study already has {complete} complete trials (n_trials: {target}); "
+        return RunPlan(0, f"the study already has {finished} finished trials (n_trials: {target}); "
                           f"pass --n-trials N to add more")
-    resumed = f", resuming after {complete}" if complete else ""
+    resumed = f", resuming after {finished}" if finished else ""
     return RunPlan(remaining, f"running {remaining} trials to reach n_trials: {target}{resumed}")
 
 

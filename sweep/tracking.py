@@ -33,6 +33,7 @@ from sweep.stores import error_summary, local_store_exists, mask_password
 ROLE, STUDY, TRIAL_NUMBER, ERROR = "sweep.role", "sweep.study", "sweep.trial_number", "sweep.error"
 PARETO, RERUN_OF, FEASIBLE = "sweep.pareto", "sweep.rerun_of", "sweep.feasible"
 PRUNED_LAYERS = "sweep.pruned_layers"  # comma-separated names of the layers a trial pruned
+EARLY_STOPPED = "sweep.early_stopped"  # the epoch after which a trial was stopped early
 PARENT = "mlflow.parentRunId"
 BASELINE_PREFIX = "baseline/"
 MAX_TAG_LENGTH = 5000  # MLflow's tag value limit is 8000; keep room for the rest
@@ -240,6 +241,11 @@ class Tracker:
         """End a trial's run as FAILED (or KILLED) with the reason in `sweep.error`."""
         self._log(run_id, curves=curves, tags={ERROR: error[:MAX_TAG_LENGTH]})
         self.client.set_terminated(run_id, status)
+
+    def stop_trial(self, run_id: str, epoch: int, reason: str, curves: Mapping[str, Sequence[float]] = {}) -> None:
+        """End a trial's run KILLED as stopped early after `epoch`, with its curves so far."""
+        self._log(run_id, curves=curves, tags={EARLY_STOPPED: str(epoch), ERROR: reason[:MAX_TAG_LENGTH]})
+        self.client.set_terminated(run_id, "KILLED")
 
     def _log(
         self,

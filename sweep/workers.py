@@ -1,12 +1,13 @@
 """Running trials: the worker loop, its stopping rules, and parallel worker processes.
 
 A worker runs one trial at a time (Optuna's `study.optimize(n_trials=1)`, which keeps
-its heartbeat thread and stale-trial detection) until the study has `target` complete
-trials, the deadline passes, too many trials fail, or it is interrupted.
+its heartbeat thread and stale-trial detection) until the study has `target` finished
+trials (complete, or stopped early), the deadline passes, too many trials fail, or it is
+interrupted.
 
 Many workers (processes here, or `sweep run` on other machines sharing the storage)
-reach exactly `target` complete trials: a worker starts a trial only while
-`complete + running < target`, waits while running trials may still fail, and a trial
+reach exactly `target` finished trials: a worker starts a trial only while
+`finished + running < target`, waits while running trials may still fail, and a trial
 that finds `target` trials ahead of it once it exists (two workers started together)
 is recorded FAIL as "skipped" before any training, and does not count as a failure.
 """
@@ -32,6 +33,8 @@ from sweep.errors import StoreFailed, StudyAborted
 from sweep.stores import error_summary
 
 POLL_SECONDS = 1.0
+# Trials that count toward `n_trials`: complete, and stopped early (sweep.early_stopping).
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 SKIPPED = "skipped"  # user_attrs key of surplus trials
 
 
@@ -39,7 +42,7 @@ SKIPPED = "skipped"  # user_attrs key of surplus trials
 class Goal:
     """When this run stops (the same for every worker of the run)."""
 
-    target: int  # complete trials the study must have
+    target: int  # finished trials (complete or stopped early) the study must have
     started: datetime  # failures after this count against max_failures
     max_failures: int  # more failed trials than this aborts the run
     deadline: float | None = None  # time.time() after which no trial starts
@@ -74,12 +77,12 @@ class TrialSkipped(Exception):
 def check_not_surplus(trial: optuna.Trial, goal: Goal) -> None:
     """Called first thing in a trial: fail it as skipped if `target` trials are ahead."""
     ahead = [
-        t for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
+        t for t in trial.study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
         if t.number < trial.number
     ]
     if len(ahead) >= goal.target:
         trial.set_user_attr(SKIPPED, True)
-        raise TrialSkipped(f"skipped: the study already has {goal.target} trials complete or running")
+        raise TrialSkipped(f"skipped: the study already has {goal.target} trials finished or running")
 
 
 def work(
@@ -139,11 +142,11 @@ def _work(
                 f"stopped: {len(failures)} trials failed in this run, more than --max-failures "
                 f"allows ({goal.max_failures}); last error: {last}"
             )
-        complete = sum(t.state == TrialState.COMPLETE for t in trials)
+        finished = sum(t.state in FINISHED for t in trials)
         running = sum(t.state == TrialState.RUNNING for t in trials)
-        if complete >= goal.target:
+        if finished >= goal.target:
             return
-        if complete + running >= goal.target:  # enough in flight; wait in case one fails
+        if finished + running >= goal.target:  # enough in flight; wait in case one fails
             time.sleep(POLL_SECONDS)
             continue
         study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=list(callbacks))

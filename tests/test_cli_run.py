@@ -75,7 +75,7 @@ def test_run_records_every_trial_in_optuna_and_mlflow_and_resumes(tmp_path: Path
 
     # A second run of a complete study adds nothing; --n-trials adds trials to the same study.
     again = run_sweep("run", str(study_file), cwd=tmp_path)
-    assert again.returncode == 0 and "already has 3 complete trials" in again.stderr
+    assert again.returncode == 0 and "already has 3 finished trials" in again.stderr
     more = run_sweep("run", str(study_file), "--n-trials", "1", cwd=tmp_path)
     assert more.returncode == 0, more.stderr
     study = optuna.load_study(study_name="tiny", storage=storage)

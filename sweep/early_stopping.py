@@ -1,0 +1,132 @@
+"""Early stopping for multi-objective studies: stop, during training, the trials that
+other trials already beat. Pure Python (no TensorFlow): the objective calls `stop_reason`
+after the epochs `rung_epochs` names.
+
+Optuna's pruners are single-objective (`trial.report` raises in a multi-objective
+study), so sweep keeps its own rungs, in the manner of MO-ASHA (Schmucker et al. 2021:
+asynchronous successive halving ordered by non-dominated sorting):
+
+* **What is recorded.** After every epoch from the one in which its pruning window ends
+  (its sparsity, and so its size, is final from then on) up to the last but one, a trial
+  records the objectives training shows: validation accuracy (for `accuracy` and
+  `int8_accuracy`) and the pruning masks' sparsity (for `sparsity`, `compressed_size` and
+  `int8_size`, which shrink as it grows). The record goes into the trial's user attributes
+  (`RUNGS`, by epoch), through the storage, so every worker, machine and resumed run
+  compares against the same values. Latency is known only once the model is converted: a
+  study with a latency objective is never stopped early.
+* **Rungs.** A trial is judged twice: after the epoch in which its pruning window ends and
+  halfway through the epochs left (never after the last epoch, where stopping saves
+  nothing), each time against the other trials' records at the same epoch, so all had the
+  same training.
+* **Rule.** Once at least `MIN_TRIALS` trials (running, finished or stopped) have records
+  at that epoch, a trial stops unless its non-domination rank is as good as that of the
+  best 1/`ETA` of them: trials on that epoch's front always go on, so every trade-off keeps
+  a candidate. With `constraints.min_accuracy`, a trial also stops when its accuracy plus
+  the largest gain any complete trial made after that epoch stays below the floor.
+
+A stopped trial is PRUNED in Optuna (its rungs kept), never enters the front and counts
+toward `n_trials`. Optuna's TPE puts PRUNED trials in its "bad" group once enough trials
+are complete (`_split_trials`), so it learns from them; NSGA-II and GP ignore them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from optuna.trial import FrozenTrial, TrialState
+
+ETA = 3  # successive halving: the best third goes on
+MIN_TRIALS = 6  # trials at a rung, this one included, before any is stopped there
+RUNGS = "rungs"  # user_attrs: {"<epoch>": {"losses": [...], "val_accuracy": a}}
+EARLY_STOPPED = "early_stopped"  # user_attrs: the epoch after which the trial stopped
+
+ACCURACY_OBJECTIVES = {"accuracy", "int8_accuracy"}
+SIZE_OBJECTIVES = {"sparsity", "compressed_size", "int8_size"}
+
+
+class EarlyStopped(Exception):
+    """Raised after an epoch at which the trial lost its rung; the trial becomes PRUNED."""
+
+    def __init__(self, epoch: int, reason: str) -> None:
+        super().__init__(f"stopped early after epoch {epoch}: {reason}")
+        self.epoch = epoch
+
+
+def applies(objectives: Sequence[str]) -> bool:
+    """Whether training shows every objective (latency does not)."""
+    return set(objectives) <= ACCURACY_OBJECTIVES | SIZE_OBJECTIVES
+
+
+def recorded_epochs(epochs: int, steps_per_epoch: int, pruning_end_step: int) -> range:
+    """The epochs (1-based) after which a trial records its values: from the one in which
+    its pruning window ends to the last but one."""
+    return range(max(1, math.ceil(pruning_end_step / steps_per_epoch)), epochs)
+
+
+def rung_epochs(recorded: range) -> tuple[int, ...]:
+    """The recorded epochs at which a trial is judged: the first, and halfway through the
+    epochs left.
+
+    >>> rung_epochs(recorded_epochs(8, 36, 200))  # pruning ends in epoch 6 of 8
+    (6, 7)
+    """
+    if not recorded:
+        return ()
+    final = recorded.start
+    return tuple(sorted({final, final + math.ceil((recorded.stop - final) / 2)} & set(recorded)))
+
+
+def rung_losses(objectives: Sequence[str], logs: Mapping[str, float]) -> list[float]:
+    """What a rung compares, as losses (smaller is better): -accuracy and -sparsity."""
+    losses = []
+    if ACCURACY_OBJECTIVES & set(objectives):
+        losses.append(-float(logs["val_accuracy"]))
+    if SIZE_OBJECTIVES & set(objectives):
+        losses.append(-float(logs.get("mask_sparsity", 0.0)))
+    return losses
+
+
+def stop_reason(
+    number: int, epoch: int, record: Mapping[str, Any], trials: Sequence[FrozenTrial], min_accuracy: float | None
+) -> str | None:
+    """Why trial `number`, with `record` after `epoch`, should stop; None if it goes on.
+    `trials`: the study's trials, read from the storage."""
+    key = str(epoch)
+    others = [t for t in trials if t.number != number and t.state in (TrialState.COMPLETE, TrialState.PRUNED,
+                                                                        TrialState.RUNNING)]
+    at_rung = [t.user_attrs[RUNGS][key] for t in others if key in t.user_attrs.get(RUNGS, {})]
+    if min_accuracy is not None:
+        gains = [t.user_attrs["metrics"]["val_accuracy"] - t.user_attrs[RUNGS][key]["val_accuracy"]
+                 for t in others if t.state == TrialState.COMPLETE and key in t.user_attrs.get(RUNGS, {})]
+        if gains and record["val_accuracy"] + max(max(gains), 0.0) < min_accuracy:
+            return (f"val_accuracy {record['val_accuracy']:.4f}, and no complete trial gained more than "
+                    f"{max(max(gains), 0.0):.4f} after this epoch: it cannot reach min_accuracy {min_accuracy}")
+    if len(at_rung) + 1 < MIN_TRIALS:
+        return None
+    ranks = domination_ranks([record["losses"], *(r["losses"] for r in at_rung)])
+    cutoff = sorted(ranks)[math.ceil(len(ranks) / ETA) - 1]
+    if ranks[0] <= cutoff:
+        return None
+    return (f"front {ranks[0] + 1} of the {len(ranks)} trials at this epoch; only fronts up to {cutoff + 1} "
+            f"(the best 1/{ETA}) go on")
+
+
+def domination_ranks(losses: Sequence[Sequence[float]]) -> list[int]:
+    """Non-dominated sorting: 0 for the points no other point dominates, 1 for those only
+    rank-0 points dominate, and so on (all losses minimised)."""
+    remaining = set(range(len(losses)))
+    ranks = [0] * len(losses)
+    rank = 0
+    while remaining:
+        front = {i for i in remaining if not any(_dominates(losses[j], losses[i]) for j in remaining if j != i)}
+        for i in front:
+            ranks[i] = rank
+        remaining -= front
+        rank += 1
+    return ranks
+
+
+def _dominates(a: Sequence[float], b: Sequence[float]) -> bool:
+    return all(x <= y for x, y in zip(a, b, strict=True)) and any(x < y for x, y in zip(a, b, strict=True))

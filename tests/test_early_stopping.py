@@ -1,0 +1,127 @@
+"""Early stopping in multi-objective studies: the rung and stopping rules without
+TensorFlow, then real studies whose trials are stopped across two workers and a resume."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from optuna.trial import FrozenTrial, TrialState, create_trial
+
+from conftest import run_sweep, write_study
+from sweep.early_stopping import (
+    EARLY_STOPPED,
+    MIN_TRIALS,
+    RUNGS,
+    applies,
+    domination_ranks,
+    recorded_epochs,
+    rung_epochs,
+    rung_losses,
+    stop_reason,
+)
+
+
+def trial(number: int, records: dict[int, tuple[float, float]], state: TrialState = TrialState.RUNNING,
+          final_accuracy: float | None = None) -> FrozenTrial:
+    """A trial with (accuracy, sparsity) recorded after the given epochs."""
+    attrs = {RUNGS: {str(e): {"losses": [-a, -s], "val_accuracy": a} for e, (a, s) in records.items()}}
+    if final_accuracy is not None:
+        attrs["metrics"] = {"val_accuracy": final_accuracy}
+    made = create_trial(state=state, values=[final_accuracy or 0.0, 0.0] if state == TrialState.COMPLETE else None,
+                        user_attrs=attrs)
+    made.number = number
+    return made
+
+
+def record(accuracy: float, sparsity: float) -> dict:
+    return {"losses": [-accuracy, -sparsity], "val_accuracy": accuracy}
+
+
+def test_rungs_start_once_sparsity_is_final_and_never_at_the_last_epoch() -> None:
+    assert list(recorded_epochs(8, 36, 200)) == [6, 7] and rung_epochs(recorded_epochs(8, 36, 200)) == (6, 7)
+    assert rung_epochs(recorded_epochs(12, 10, 30)) == (3, 8)  # pruning ends in epoch 3; halfway through 4-12
+    assert rung_epochs(recorded_epochs(8, 36, 288)) == ()  # pruning ends in the last epoch: nothing to save
+    assert rung_losses(["accuracy", "compressed_size"], {"val_accuracy": 0.9, "mask_sparsity": 0.7}) == [-0.9, -0.7]
+    assert rung_losses(["int8_accuracy", "int8_size", "sparsity"], {"val_accuracy": 0.9, "mask_sparsity": 0.7}) == [-0.9, -0.7]
+    assert applies(["accuracy", "int8_size"]) and not applies(["accuracy", "latency"])
+
+
+@given(st.lists(st.tuples(st.integers(0, 4), st.integers(0, 4)), min_size=1, max_size=12))
+def test_domination_ranks_match_a_brute_force_peel(points: list[tuple[int, int]]) -> None:
+    ranks = domination_ranks(points)
+    for i, j in itertools.product(range(len(points)), repeat=2):
+        a, b = points[i], points[j]
+        if a[0] <= b[0] and a[1] <= b[1] and a != b:  # i dominates j
+            assert ranks[i] < ranks[j]
+    for i, rank in enumerate(ranks):  # each point of rank r > 0 is dominated by one of rank r - 1
+        assert rank == 0 or any(ranks[j] == rank - 1 and points[j][0] <= points[i][0] and points[j][1] <= points[i][1]
+                                for j in range(len(points)))
+
+
+def test_a_trial_others_dominate_stops_once_enough_trials_reached_the_epoch() -> None:
+    peers = [trial(n, {4: (0.9 + n / 100, 0.8)}) for n in range(MIN_TRIALS - 2)]
+    weak = record(0.5, 0.5)
+    assert stop_reason(99, 4, weak, peers, None) is None  # too few trials at epoch 4 to judge
+    peers.append(trial(50, {4: (0.95, 0.9)}, TrialState.PRUNED))
+    assert "front 6 of the 6 trials at this epoch; only fronts up to 2" in stop_reason(99, 4, weak, peers, None)
+    # only records at the same epoch count: the same trials at epoch 5 say nothing yet
+    assert stop_reason(99, 5, weak, peers, None) is None
+    # on the front (the sparsest), it goes on whatever its accuracy
+    assert stop_reason(99, 4, record(0.5, 0.99), peers, None) is None
+    # failed trials do not count (a retry would count twice)
+    failed = [trial(n, {4: (0.99, 0.99)}, TrialState.FAIL) for n in range(60, 70)]
+    assert stop_reason(99, 4, record(0.93, 0.8), peers[:3] + failed, None) is None
+
+
+def test_a_trial_that_cannot_reach_min_accuracy_stops() -> None:
+    done = [trial(1, {4: (0.80, 0.7)}, TrialState.COMPLETE, final_accuracy=0.86),
+            trial(2, {4: (0.70, 0.7)}, TrialState.COMPLETE, final_accuracy=0.71)]
+    assert stop_reason(3, 4, record(0.85, 0.7), done, 0.9) is None  # 0.85 + the best gain, 0.06, reaches 0.9
+    assert "cannot reach min_accuracy 0.9" in stop_reason(3, 4, record(0.80, 0.7), done, 0.9)
+    assert stop_reason(3, 4, record(0.10, 0.7), done, None) is None  # no floor, too few trials
+
+
+@pytest.mark.slow
+def test_dominated_trials_stop_across_two_workers_and_a_resume(tmp_path: Path) -> None:
+    import optuna
+
+    from sweep.stores import load_study
+
+    write_study(tmp_path, name="early", n_trials=2, early_stopping=True, train={"epochs": 4},
+                search={"schedule": "constant", "end_step": 0.5, "begin_step": 0.0})
+    first = run_sweep("run", "early.yaml", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    storage = f"sqlite:///{tmp_path}/sweep.db"
+    study = load_study("early", storage)
+    assert all(t.state == TrialState.COMPLETE and set(t.user_attrs[RUNGS]) == {"2", "3"} for t in study.trials)
+    # Trials a resumed run must beat: at epochs 2 and 3 they are as accurate and sparse as can be.
+    raw = optuna.load_study(study_name="early", storage=storage)
+    for _ in range(MIN_TRIALS - 2):
+        raw.add_trial(create_trial(state=TrialState.PRUNED, user_attrs={
+            RUNGS: {"2": record(1.0, 1.0), "3": record(1.0, 1.0)}, EARLY_STOPPED: 2}))
+
+    resumed = run_sweep("run", "early.yaml", "--n-trials", "2", "--jobs", "2", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "stopped early after epoch 2" in resumed.stderr
+    new = [t for t in load_study("early", storage).trials if t.number >= 2 + MIN_TRIALS - 2]
+    assert len(new) == 2 and all(t.state == TrialState.PRUNED and t.user_attrs[EARLY_STOPPED] == 2 for t in new)
+    assert all(list(t.user_attrs[RUNGS]) == ["2"] for t in new)  # stopped at its first rung
+
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    for t in new:
+        run = client.get_run(t.user_attrs["mlflow_run_id"])
+        assert run.info.status == "KILLED" and run.data.tags["sweep.early_stopped"] == "2"
+        assert len(client.get_metric_history(run.info.run_id, "val_accuracy")) == 2  # curves up to the stop
+    doctor = run_sweep("doctor", "early.yaml", cwd=tmp_path)
+    assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+    again = run_sweep("run", "early.yaml", cwd=tmp_path)  # stopped trials count toward n_trials
+    assert again.returncode == 0 and "already has 8 finished trials" in again.stderr, again.stderr
+    report = run_sweep("pareto", "early.yaml", "--format", "json", cwd=tmp_path)
+    assert {t["trial"] for t in json.loads(report.stdout)["trials"]} <= {0, 1}  # stopped trials never on the front

@@ -134,7 +134,7 @@ def figures(results: StudyResults, chosen: int) -> dict[str, Figure]:
 
 
 # The front's columns people compare, in the report, `pareto --plot` and the notebook (those measured).
-FRONT_COLUMNS = ("trial", "schedule", "val_accuracy", "test_accuracy", "sparsity", "compressed_bytes",
+FRONT_COLUMNS = ("trial", "schedule", "pattern", "policy", "allocation", "val_accuracy", "test_accuracy", "sparsity", "compressed_bytes",
                  "compression_ratio", "tflite_gzip_bytes", "int8_val_accuracy", "int8_bytes", "latency_ms",
                  "int8_latency_ms", "mlflow_run_id")
 

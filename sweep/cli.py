@@ -475,9 +475,12 @@ def doctor(
     opened = open_storage(storage_url(storage), stale_trial_callback=StaleTrials(tracker), heartbeat=True)
     study = load_study(name, storage_url(storage), opened)
     problems = diagnose(study, tracker, opened)
-    complete = sum(t.state.name == "COMPLETE" for t in study.get_trials(deepcopy=False))
+    trials = study.get_trials(deepcopy=False)
+    complete = sum(t.state.name == "COMPLETE" for t in trials)
+    stopped = sum(t.state.name == "PRUNED" for t in trials)
     if not problems:
-        stdout.print(f"Optuna and MLflow agree: {complete} complete trials, each with one FINISHED run")
+        stdout.print(f"Optuna and MLflow agree: {complete} complete trials, each with one FINISHED run"
+                     + (f"; {stopped} stopped early, their runs KILLED" if stopped else ""))
         return
     remaining = 0
     for problem in problems:

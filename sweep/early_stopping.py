@@ -1,5 +1,5 @@
 """Early stopping for multi-objective studies: stop, during training, the trials that
-other trials already beat. Pure Python (no TensorFlow): the objective calls `stop_reason`
+other trials already beat. Pure Python (no TensorFlow): the objective calls `judge`
 after the epochs `rung_epochs` names.
 
 Optuna's pruners are single-objective (`trial.report` raises in a multi-objective
@@ -16,10 +16,10 @@ asynchronous successive halving ordered by non-dominated sorting):
   study with a latency objective is never stopped early.
 * **Rungs.** A trial is judged twice: after the epoch in which its pruning window ends and
   halfway through the epochs left (never after the last epoch, where stopping saves
-  nothing), each time against the other trials' records at the same epoch, so all had the
-  same training.
-* **Rule.** Once at least `MIN_TRIALS` trials (running, finished or stopped) have records
-  at that epoch, a trial stops unless its non-domination rank is as good as that of the
+  nothing), each time against the other trials' records after the same number of epochs
+  (some of them may have trained at their final sparsity for longer).
+* **Rule.** Once at least `MIN_TRIALS` trials (running, finished or stopped, this one
+  included) have records at that epoch, a trial stops unless its non-domination rank is as good as that of the
   best 1/`ETA` of them: trials on that epoch's front always go on, so every trade-off keeps
   a candidate. With `constraints.min_accuracy`, a trial also stops when its accuracy plus
   the largest gain any complete trial made after that epoch stays below the floor.
@@ -49,9 +49,10 @@ SIZE_OBJECTIVES = {"sparsity", "compressed_size", "int8_size"}
 class EarlyStopped(Exception):
     """Raised after an epoch at which the trial lost its rung; the trial becomes PRUNED."""
 
-    def __init__(self, epoch: int, reason: str) -> None:
+    def __init__(self, epoch: int, reason: str, shortfall: float | None = None) -> None:
         super().__init__(f"stopped early after epoch {epoch}: {reason}")
         self.epoch = epoch
+        self.shortfall = shortfall  # how far below min_accuracy it would end at best
 
 
 def applies(objectives: Sequence[str]) -> bool:
@@ -88,29 +89,31 @@ def rung_losses(objectives: Sequence[str], logs: Mapping[str, float]) -> list[fl
     return losses
 
 
-def stop_reason(
+def judge(
     number: int, epoch: int, record: Mapping[str, Any], trials: Sequence[FrozenTrial], min_accuracy: float | None
-) -> str | None:
+) -> EarlyStopped | None:
     """Why trial `number`, with `record` after `epoch`, should stop; None if it goes on.
     `trials`: the study's trials, read from the storage."""
     key = str(epoch)
     others = [t for t in trials if t.number != number and t.state in (TrialState.COMPLETE, TrialState.PRUNED,
                                                                         TrialState.RUNNING)]
     at_rung = [t.user_attrs[RUNGS][key] for t in others if key in t.user_attrs.get(RUNGS, {})]
+    if len(at_rung) + 1 < MIN_TRIALS:
+        return None
     if min_accuracy is not None:
         gains = [t.user_attrs["metrics"]["val_accuracy"] - t.user_attrs[RUNGS][key]["val_accuracy"]
                  for t in others if t.state == TrialState.COMPLETE and key in t.user_attrs.get(RUNGS, {})]
-        if gains and record["val_accuracy"] + max(max(gains), 0.0) < min_accuracy:
-            return (f"val_accuracy {record['val_accuracy']:.4f}, and no complete trial gained more than "
-                    f"{max(max(gains), 0.0):.4f} after this epoch: it cannot reach min_accuracy {min_accuracy}")
-    if len(at_rung) + 1 < MIN_TRIALS:
-        return None
+        best = record["val_accuracy"] + max(max(gains, default=0.0), 0.0)
+        if gains and best < min_accuracy:
+            return EarlyStopped(epoch, f"val_accuracy {record['val_accuracy']:.4f}, and no complete trial gained "
+                                       f"more than {best - record['val_accuracy']:.4f} after this epoch: it cannot "
+                                       f"reach min_accuracy {min_accuracy}", shortfall=min_accuracy - best)
     ranks = domination_ranks([record["losses"], *(r["losses"] for r in at_rung)])
     cutoff = sorted(ranks)[math.ceil(len(ranks) / ETA) - 1]
     if ranks[0] <= cutoff:
         return None
-    return (f"front {ranks[0] + 1} of the {len(ranks)} trials at this epoch; only fronts up to {cutoff + 1} "
-            f"(the best 1/{ETA}) go on")
+    return EarlyStopped(epoch, f"front {ranks[0] + 1} of the {len(ranks)} trials at this epoch; only fronts up "
+                               f"to {cutoff + 1} (the best 1/{ETA}) go on")
 
 
 def domination_ranks(losses: Sequence[Sequence[float]]) -> list[int]:

@@ -129,6 +129,8 @@ class PruningObjective:
             metrics.update(derived_metrics(metrics, self.baseline))
         except early_stopping.EarlyStopped as stopped:
             epoch, reason = stopped.epoch, str(stopped)
+            if stopped.shortfall is not None:  # infeasible to the sampler, like a complete trial below the floor
+                trial.set_constraint("min_accuracy", stopped.shortfall)
             if run_id is not None:
                 self._tracked(trial, lambda: self.tracker.stop_trial(run_id, epoch, reason, curves=curves))
             trial.set_user_attr(early_stopping.EARLY_STOPPED, epoch)
@@ -186,10 +188,10 @@ class PruningObjective:
         trial.set_user_attr(early_stopping.RUNGS, {**trial.user_attrs.get(early_stopping.RUNGS, {}), str(epoch): record})
         if not judged:
             return
-        reason = early_stopping.stop_reason(trial.number, epoch, record, trial.study.get_trials(deepcopy=False),
-                                            self.config.constraints.min_accuracy)
-        if reason is not None:
-            raise early_stopping.EarlyStopped(epoch, reason)
+        stopped = early_stopping.judge(trial.number, epoch, record, trial.study.get_trials(deepcopy=False),
+                                       self.config.constraints.min_accuracy)
+        if stopped is not None:
+            raise stopped
 
     def end_open_run(self, reason: str) -> None:
         """After the storage failed: end the last trial's run FAILED if it is still RUNNING

@@ -104,12 +104,14 @@ def wrap_for_pruning(
     with its pattern and its schedule (`plan`, ending at the layer's target), and what each
     of them got; the other layers are the very same objects, so they keep their weights and
     state."""
-    layers = plan_layers(layer_shapes(model, rules, structure.policy), structure, plan.final_sparsity)
+    patternable = [layer.name for layer in all_layers(model) if isinstance(layer, keras.layers.Dense | keras.layers.Conv2D)
+                   and not isinstance(layer, keras.layers.Conv2DTranspose)]  # its axis -2 is the output
+    layers = plan_layers(layer_shapes(model, rules, structure.policy), structure, plan.final_sparsity, patternable)
 
     def wrap(layer: keras.layers.Layer) -> keras.layers.Layer:
         if isinstance(layer, keras.Model):
             return keras.models.clone_model(layer, input_tensors=None, clone_function=wrap)
-        if layer.name not in layers:
+        if layer.name not in layers or not selected(layer, rules, structure.policy):
             return layer
         how = layers[layer.name]
         return tfmot.sparsity.keras.prune_low_magnitude(

@@ -32,9 +32,10 @@ from sweep.errors import ConfigError, Interrupted, StoreFailed, StudyAborted, Sw
 from sweep.inputs import check_same_inputs, input_fingerprints
 from sweep.objective import FROZEN_SECTIONS, FinishRuns, PruningObjective, StaleTrials, study_user_attrs
 from sweep.space import start_points
+from sweep.startup import NewTrackingStore, tracking_store_aside
 from sweep.stores import check_storage, check_tracking, existing_study_attrs, open_storage, setup_lock
 from sweep.tracking import Tracker
-from sweep import interrupts
+from sweep import early_stopping, interrupts
 from sweep.workers import FINISHED, Goal, cpu_threads_per_worker, max_failures_allowed, work
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)  # our progress reports failures in one line
@@ -70,6 +71,13 @@ class Progress(Protocol):
 def run_study(request: RunRequest, progress: Callable[[RunPlan], Progress] | None = None) -> optuna.Study:
     """Run (or resume) the study; returns it. Raises `UsageError` before any write on bad
     input, `StudyAborted` on too many failures, `Interrupted` on Ctrl-C/SIGTERM."""
+    with tracking_store_aside(request.tracking_uri) as new_store:  # made while TensorFlow imports
+        return _run_study(request, progress, new_store)
+
+
+def _run_study(
+    request: RunRequest, progress: Callable[[RunPlan], Progress] | None, new_store: NewTrackingStore
+) -> optuna.Study:
     config = request.config
     if request.jobs < 1:
         raise UsageError(f"--jobs: must be at least 1, got {request.jobs}")
@@ -83,6 +91,10 @@ def run_study(request: RunRequest, progress: Callable[[RunPlan], Progress] | Non
     if request.jobs > 1 and {"latency", "int8_latency"} & set(config.objectives):
         print("warning: with --jobs, trials are timed while other workers train, the dense baseline alone; "
               "latency objectives compare best with --jobs 1", file=sys.stderr)
+
+    if config.early_stopping and not early_stopping.applies(config.objectives):
+        print("warning: early_stopping does nothing in this study: latency is known only once a model is "
+              "converted, so trials with a latency objective run to the end", file=sys.stderr)
 
     from sweep.data import load_dataset
     from sweep.models import check_model
@@ -101,6 +113,7 @@ def run_study(request: RunRequest, progress: Callable[[RunPlan], Progress] | Non
         # Runs started together set the study up one after the other: one set of store
         # tables, one start design, one parent run, one baseline.
         with setup_lock(request.storage_url, config.name):
+            new_store.install()
             tracker = Tracker(request.tracking_uri, config.name)
             storage = open_storage(request.storage_url, stale_trial_callback=StaleTrials(tracker), heartbeat=True)
             study = optuna.create_study(

@@ -113,7 +113,7 @@ def start_points(search: SearchConfig, n: int, seed: int) -> list[dict[str, Any]
     for k, row in enumerate(unit):
         point: dict[str, Any] = {"schedule": search.schedule[k % len(search.schedule)]}
         if len(search.pattern) > 1:
-            point["pattern"] = search.pattern[k % len(search.pattern)]
+            point["pattern"] = search.pattern[(k // len(search.schedule)) % len(search.pattern)]
         for (name, span), u in zip(spans.items(), row, strict=True):
             if name == "weight_decay":  # searched on a log scale
                 value = float(np.exp(np.log(span.low) + u * (np.log(span.high) - np.log(span.low))))

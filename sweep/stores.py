@@ -233,6 +233,8 @@ def open_storage(url: str, stale_trial_callback: Any = None, heartbeat: bool = F
 
                 with storage.engine.connect() as connection:
                     connection.execute(text("PRAGMA journal_mode=WAL"))
+                if heartbeat:  # the workers, which pop queued trials; readers need no lock
+                    _write_lock_first(storage.engine)
             return storage
         except Exception as error:  # sqlalchemy raises many kinds; all mean "cannot use it"
             # Workers starting together on an empty database race to create its tables;
@@ -244,6 +246,27 @@ def open_storage(url: str, stale_trial_callback: Any = None, heartbeat: bool = F
                 ) from None
             time.sleep(0.5 + random.random() * (attempt + 1))
     raise AssertionError("unreachable")
+
+
+def _write_lock_first(engine: Any) -> None:
+    """Every transaction on this SQLite engine takes the write lock first (BEGIN IMMEDIATE).
+
+    Optuna reads a row, then updates it, relying on SELECT ... FOR UPDATE, which SQLite
+    ignores: two workers popping the same queued trial (a start point, a retry) both saw it
+    WAITING and both ran it, and the second failed with "Cannot tell a COMPLETE trial".
+    With the lock taken first, the second sees the trial RUNNING and takes the next one.
+    """
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "connect")
+    def _no_implicit_transactions(dbapi_connection: Any, record: Any) -> None:
+        dbapi_connection.isolation_level = None  # pysqlite: let "begin" below open each transaction
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # connections opened before the listeners: closed, reopened with them
 
 
 def existing_study_attrs(url: str, name: str) -> dict[str, Any] | None:

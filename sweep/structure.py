@@ -33,7 +33,7 @@ runs.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from sweep.config import PATTERN
@@ -99,12 +99,16 @@ class Pattern:
 
 
 def plan_layers(
-    shapes: Mapping[str, Sequence[Shape]], structure: Structure, final_sparsity: float
+    shapes: Mapping[str, Sequence[Shape]], structure: Structure, final_sparsity: float,
+    patternable: Collection[str] | None = None,
 ) -> dict[str, LayerPruning]:
     """Each prunable layer's pattern and target (`shapes`: its pruned weights' shapes, by
-    layer name, in model order)."""
+    layer name, in model order; `patternable`: the Dense and Conv2D layers among them, the
+    only ones a pattern may apply to, by default all)."""
     pattern = Pattern(structure.pattern)
-    fitted = {name: pattern if pattern.fits(s) else Pattern("unstructured") for name, s in shapes.items()}
+    allowed = set(shapes if patternable is None else patternable)
+    fitted = {name: pattern if name in allowed and pattern.fits(s) else Pattern("unstructured")
+              for name, s in shapes.items()}
     scheduled = {name: s for name, s in shapes.items() if fitted[name].sparsity is None}
     targets = (
         allocate(scheduled, final_sparsity, structure.allocation)
@@ -120,7 +124,7 @@ def plan_layers(
 def allocate(shapes: Mapping[str, Sequence[Shape]], sparsity: float, exponent: float) -> dict[str, float]:
     """Per-layer sparsities that keep `sparsity` of all the layers' weights, each layer's
     density proportional to its Erdős–Rényi-kernel score to the power `exponent`."""
-    if sparsity <= 0:
+    if not shapes or sparsity <= 0:  # no layer follows the schedule (M:N fits them all), or nothing to prune
         return dict.fromkeys(shapes, 0.0)
     sizes = {name: sum(math.prod(s) for s in layer) for name, layer in shapes.items()}
     scores = {name: _erdos_renyi(layer) ** exponent for name, layer in shapes.items()}

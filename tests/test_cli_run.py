@@ -109,6 +109,20 @@ def test_bad_study_file_exits_2_with_one_line_and_writes_nothing(tmp_path: Path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.yaml"]
 
 
+def test_a_new_tracking_store_is_made_aside_then_moved_into_place_or_deleted(tmp_path: Path) -> None:
+    """`sweep run` creates a new MLflow store while TensorFlow imports (sweep.startup)."""
+    (tmp_path / "nets.py").write_text("def broken(input_shape, num_classes):\n    raise RuntimeError('no')\n")
+    write_study(tmp_path, name="bad", model={"builder": "nets.py:broken"})
+    refused = run_sweep("run", "bad.yaml", cwd=tmp_path)
+    assert refused.returncode == 2, refused.stderr
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "__pycache__") == ["bad.yaml", "nets.py"]
+    write_study(tmp_path, name="good", n_trials=1, search={"schedule": "constant"})
+    result = run_sweep("run", "good.yaml", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert not list(tmp_path.glob(".mlflow.db*"))
+    assert MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_experiment_by_name("good") is not None
+
+
 def test_error_messages_print_brackets_literally(tmp_path: Path) -> None:
     study_file = write_study(tmp_path, search={"final_sparsity": [0.9, 0.2]})
     result = run_sweep("run", str(study_file), cwd=tmp_path)

@@ -4,7 +4,6 @@ TensorFlow, then real studies whose trials are stopped across two workers and a 
 from __future__ import annotations
 
 import itertools
-import json
 from pathlib import Path
 
 import pytest
@@ -22,7 +21,7 @@ from sweep.early_stopping import (
     recorded_epochs,
     rung_epochs,
     rung_losses,
-    stop_reason,
+    judge,
 )
 
 
@@ -36,6 +35,11 @@ def trial(number: int, records: dict[int, tuple[float, float]], state: TrialStat
                         user_attrs=attrs)
     made.number = number
     return made
+
+
+def reason(*args: object) -> str | None:
+    stopped = judge(*args)  # type: ignore[arg-type]
+    return None if stopped is None else str(stopped)
 
 
 def record(accuracy: float, sparsity: float) -> dict:
@@ -66,24 +70,26 @@ def test_domination_ranks_match_a_brute_force_peel(points: list[tuple[int, int]]
 def test_a_trial_others_dominate_stops_once_enough_trials_reached_the_epoch() -> None:
     peers = [trial(n, {4: (0.9 + n / 100, 0.8)}) for n in range(MIN_TRIALS - 2)]
     weak = record(0.5, 0.5)
-    assert stop_reason(99, 4, weak, peers, None) is None  # too few trials at epoch 4 to judge
+    assert reason(99, 4, weak, peers, None) is None  # too few trials at epoch 4 to judge
     peers.append(trial(50, {4: (0.95, 0.9)}, TrialState.PRUNED))
-    assert "front 6 of the 6 trials at this epoch; only fronts up to 2" in stop_reason(99, 4, weak, peers, None)
+    assert "front 6 of the 6 trials at this epoch; only fronts up to 2" in reason(99, 4, weak, peers, None)
     # only records at the same epoch count: the same trials at epoch 5 say nothing yet
-    assert stop_reason(99, 5, weak, peers, None) is None
+    assert reason(99, 5, weak, peers, None) is None
     # on the front (the sparsest), it goes on whatever its accuracy
-    assert stop_reason(99, 4, record(0.5, 0.99), peers, None) is None
+    assert reason(99, 4, record(0.5, 0.99), peers, None) is None
     # failed trials do not count (a retry would count twice)
     failed = [trial(n, {4: (0.99, 0.99)}, TrialState.FAIL) for n in range(60, 70)]
-    assert stop_reason(99, 4, record(0.93, 0.8), peers[:3] + failed, None) is None
+    assert reason(99, 4, record(0.93, 0.8), peers[:3] + failed, None) is None
 
 
 def test_a_trial_that_cannot_reach_min_accuracy_stops() -> None:
     done = [trial(1, {4: (0.80, 0.7)}, TrialState.COMPLETE, final_accuracy=0.86),
-            trial(2, {4: (0.70, 0.7)}, TrialState.COMPLETE, final_accuracy=0.71)]
-    assert stop_reason(3, 4, record(0.85, 0.7), done, 0.9) is None  # 0.85 + the best gain, 0.06, reaches 0.9
-    assert "cannot reach min_accuracy 0.9" in stop_reason(3, 4, record(0.80, 0.7), done, 0.9)
-    assert stop_reason(3, 4, record(0.10, 0.7), done, None) is None  # no floor, too few trials
+            trial(2, {4: (0.70, 0.7)}, TrialState.COMPLETE, final_accuracy=0.71),
+            *(trial(n, {4: (0.5, 0.5)}) for n in range(10, 10 + MIN_TRIALS - 3))]  # weaker, still running
+    assert reason(3, 4, record(0.85, 0.7), done, 0.9) is None  # 0.85 + the best gain, 0.06, reaches 0.9
+    assert "cannot reach min_accuracy 0.9" in reason(3, 4, record(0.80, 0.7), done, 0.9)
+    assert judge(3, 4, record(0.80, 0.7), done, 0.9).shortfall == pytest.approx(0.04)
+    assert reason(3, 4, record(0.80, 0.7), done[:2], 0.9) is None  # too few trials at epoch 4 to judge
 
 
 @pytest.mark.slow
@@ -120,8 +126,9 @@ def test_dominated_trials_stop_across_two_workers_and_a_resume(tmp_path: Path) -
         assert run.info.status == "KILLED" and run.data.tags["sweep.early_stopped"] == "2"
         assert len(client.get_metric_history(run.info.run_id, "val_accuracy")) == 2  # curves up to the stop
     doctor = run_sweep("doctor", "early.yaml", cwd=tmp_path)
-    assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+    assert doctor.returncode == 0 and "2 complete trials" in doctor.stdout and "6 stopped early" in doctor.stdout, \
+        doctor.stdout + doctor.stderr
     again = run_sweep("run", "early.yaml", cwd=tmp_path)  # stopped trials count toward n_trials
     assert again.returncode == 0 and "already has 8 finished trials" in again.stderr, again.stderr
-    report = run_sweep("pareto", "early.yaml", "--format", "json", cwd=tmp_path)
-    assert {t["trial"] for t in json.loads(report.stdout)["trials"]} <= {0, 1}  # stopped trials never on the front
+    front = {t.number for t in load_study("early", storage).best_trials}
+    assert front and front <= {0, 1}  # stopped trials never enter the front

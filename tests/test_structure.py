@@ -90,6 +90,16 @@ def test_patterns_apply_where_they_fit_and_the_rest_follows_the_schedule() -> No
     assert Pattern("4x1").tfmot_arguments() == {"block_size": (4, 1)}
 
 
+def test_per_layer_targets_with_no_layer_left_to_the_schedule_or_nothing_to_prune() -> None:
+    mlp = {"dense1": [(64, 128)], "dense2": [(128, 64)], "logits": [(64, 10)]}
+    # 2:4 fits every layer: none follows the schedule, so there is nothing to allocate
+    assert {p.target for p in plan_layers(mlp, Structure("2:4", allocation=1.0), 0.8).values()} == {0.5}
+    assert set(allocate(CNN, 0.0, 1.0).values()) == {0.0}
+    # only the layers the caller names (Dense, Conv2D) take a pattern
+    only_dense = plan_layers(CNN, Structure("2:4"), 0.8, patternable=["dense1"])
+    assert [p.pattern for p in only_dense.values()] == ["unstructured", "unstructured", "2:4", "unstructured"]
+
+
 @given(sparsity=st.floats(0.05, 0.95), exponent=st.floats(0, 1))
 def test_allocation_keeps_the_global_sparsity(sparsity: float, exponent: float) -> None:
     targets = allocate(CNN, sparsity, exponent)
@@ -101,6 +111,15 @@ def test_allocation_keeps_the_global_sparsity(sparsity: float, exponent: float) 
         assert all(t == pytest.approx(sparsity) for t in targets.values())
     else:  # the biggest layer is pruned at least as hard as the smallest
         assert targets["dense1"] >= targets["conv1"] - 1e-9
+
+
+def test_the_start_design_pairs_every_pattern_with_every_schedule() -> None:
+    from sweep.config import SearchConfig
+    from sweep.space import start_points
+
+    search = SearchConfig.model_validate({"schedule": ["constant", "polynomial"], "pattern": ["unstructured", "2:4"]})
+    pairs = {(p["schedule"], p["pattern"]) for p in start_points(search, 4, seed=0)}
+    assert pairs == {("constant", "unstructured"), ("polynomial", "unstructured"), ("constant", "2:4"), ("polynomial", "2:4")}
 
 
 def test_a_layer_ends_its_schedule_at_its_own_target() -> None:

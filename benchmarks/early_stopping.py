@@ -4,8 +4,9 @@ and on, seeds interleaved. Writes JSON to stdout:
     .venv/bin/python benchmarks/early_stopping.py > benchmarks/early_stopping.json
     .venv/bin/python benchmarks/early_stopping.py --study heavy --seeds 0 1 2 3 4 5
 
-Studies: `quickstart` (studies/quickstart.yaml, 20 trials of 8 epochs) and `heavy` (the
-same CNN, 12 epochs, 30 trials). For each seed and arm: the whole `sweep run`'s wall
+Studies: `quickstart` (studies/quickstart.yaml, 20 trials of 8 epochs), `heavy` (the
+same CNN, 12 epochs, 30 trials) and `recovery` (the quickstart with `end_step: [0.35,
+0.7]`, so pruning ends before the last 30% of training). For each seed and arm: the whole `sweep run`'s wall
 time, the hypervolume of accuracy vs compressed size at the end, the trials stopped, and
 the hypervolume of the trials finished by each point in time (from the trials' own end
 times), so the two arms can be compared at equal wall time.
@@ -28,6 +29,8 @@ from run import QUICKSTART, load, machine, study_file, sweep  # noqa: E402
 STUDIES = {
     "quickstart": {"n_trials": 20},
     "heavy": {"n_trials": 30, "train": {**QUICKSTART["train"], "epochs": 12}},
+    # pruning ends by 70% of training, leaving recovery epochs (and earlier rungs)
+    "recovery": {"n_trials": 20, "search": {**QUICKSTART["search"], "end_step": [0.35, 0.7]}},
 }
 
 

@@ -390,7 +390,8 @@ random search after 40 trials {', '.join(f'{v:.4f}' for v in e['raw']['random'][
 {sampler_notes(e)}
 {start_notes(f.get("start"))}
 {shipping_notes()}
-{structure_notes()}"""
+{structure_notes()}
+{early_stopping_notes()}"""
 
 
 def start_notes(r: dict | None) -> str:
@@ -515,6 +516,48 @@ Per-layer targets against one sparsity for all layers: the quickstart study ({p[
 `start: baseline`) with `per_layer: false` and `true`, hypervolume of accuracy vs compressed size
 (higher is better), {per_seed}; median {p['median']['uniform']:.4f} vs {p['median']['per_layer']:.4f}.
 """
+
+
+def early_stopping_notes() -> str:
+    """Early stopping off vs on (benchmarks/early_stopping.py), and start-up (benchmarks/startup.py)."""
+    runs = [json.loads(p.read_text()) for p in sorted(HERE.glob("early_stopping*.json"))]
+    if not runs:
+        return ""
+    rows = []
+    for r in runs:
+        off, on = r["median"]["off"], r["median"]["on"]
+        search = r.get("search", {}).get("end_step")
+        rows.append(f"| {r['study']}{f' (end_step {search})' if search else ''} | {len(r['seeds'])} | "
+                    f"{off['trials_seconds']:.1f} / {on['trials_seconds']:.1f} ({on['trials_seconds'] / off['trials_seconds']:.0%}) | "
+                    f"{off['hypervolume']:.4f} / {on['hypervolume']:.4f} | {off['hypervolume_at_on_time']:.4f} | {on['stopped']:.1f} of {r['n_trials']} |")
+    start = json.loads((HERE / "startup.json").read_text()) if (HERE / "startup.json").exists() else None
+    startup = "" if start is None else f"""
+Start-up of `sweep run` (`.venv/bin/python benchmarks/startup.py --before {start['before']} > benchmarks/startup.json`;
+{start['rounds']} interleaved rounds, medians, seconds): from launch to the first trial's start, less the dense
+baseline's training. The floor is importing TensorFlow with tf_keras and tfmot in a fresh process.
+
+| | TensorFlow import (floor) | fresh folder | existing stores |
+| --- | --- | --- | --- |
+| before ({start['before']}) | {start['median']['before']['import']:.2f} | {start['median']['before']['fresh']:.2f} | {start['median']['before']['existing']:.2f} |
+| after (a new MLflow store created aside while TensorFlow imports) | {start['median']['after']['import']:.2f} | {start['median']['after']['fresh']:.2f} | {start['median']['after']['existing']:.2f} |
+"""
+    return f"""
+## 10. Early stopping, and start-up
+
+```bash
+.venv/bin/python benchmarks/early_stopping.py --study quickstart > benchmarks/early_stopping.json
+.venv/bin/python benchmarks/early_stopping.py --study recovery > benchmarks/early_stopping-recovery.json
+```
+
+Each study run with `early_stopping: false` and `true`, seeds interleaved, medians over the seeds.
+Wall time is from the first trial's start to the last trial's end (the `--jobs 1` worker's trials);
+hypervolume is of accuracy vs compressed size. "at equal time" is the hypervolume the run without
+early stopping had reached by the time the run with it ended.
+
+| study | seeds | wall time s, off / on | hypervolume, off / on | off at equal time | trials stopped |
+| --- | --- | --- | --- | --- | --- |
+{chr(10).join(rows)}
+{startup}"""
 
 
 def jobs_rows(by_jobs: dict) -> str:

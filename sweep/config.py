@@ -487,6 +487,14 @@ def _fitted_defaults(raw: dict[str, Any]) -> dict[str, Any]:
 class ConstraintsConfig(_Strict):
     # trials whose val_accuracy is below this are infeasible (Optuna constraints_func)
     min_accuracy: float | None = Field(None, ge=0.0, le=1.0)
+    # ... or more than this below the dense baseline's val_accuracy (0.02: two points)
+    max_accuracy_drop: float | None = Field(None, ge=0.0, le=1.0)
+
+    def floor(self, baseline_accuracy: float) -> float | None:
+        """The lowest val_accuracy a feasible trial may have: the higher of the two limits."""
+        drop = None if self.max_accuracy_drop is None else baseline_accuracy - self.max_accuracy_drop
+        limits = [limit for limit in (self.min_accuracy, drop) if limit is not None]
+        return max(limits) if limits else None
 
 
 class StudyConfig(_Strict):

@@ -155,8 +155,9 @@ class PruningObjective:
         trial.set_user_attr("pruned_layers", pruned)
         trial.set_user_attr("layers", layers)
         violations = {}
-        if self.config.constraints.min_accuracy is not None:
-            violations["min_accuracy"] = self.config.constraints.min_accuracy - metrics["val_accuracy"]
+        floor = self.config.constraints.floor(self.baseline["val_accuracy"])
+        if floor is not None:  # one constraint, named as before max_accuracy_drop existed
+            violations["min_accuracy"] = floor - metrics["val_accuracy"]
             trial.set_constraint("min_accuracy", violations["min_accuracy"])
         tags = result_tags(pruned, violations)
         # Optuna keeps the results first: a trained trial survives a failing tracking store,
@@ -189,7 +190,7 @@ class PruningObjective:
         if not judged:
             return
         stopped = early_stopping.judge(trial.number, epoch, record, trial.study.get_trials(deepcopy=False),
-                                       self.config.constraints.min_accuracy)
+                                       self.config.constraints.floor(self.baseline["val_accuracy"]))
         if stopped is not None:
             raise stopped
 

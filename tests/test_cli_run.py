@@ -128,3 +128,18 @@ def test_error_messages_print_brackets_literally(tmp_path: Path) -> None:
     result = run_sweep("run", str(study_file), cwd=tmp_path)
     assert result.returncode == 2
     assert "write [low, high] with low < high" in result.stderr  # not eaten as terminal markup
+
+
+def test_max_accuracy_drop_makes_trials_far_below_the_baseline_infeasible(tmp_path: Path) -> None:
+    write_study(tmp_path, name="drop", n_trials=2, constraints={"max_accuracy_drop": 0.05},
+                search={"schedule": "constant"})
+    result = run_sweep("run", "drop.yaml", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    study = optuna.load_study(study_name="drop", storage=f"sqlite:///{tmp_path / 'sweep.db'}")
+    floor = study.user_attrs["baseline"]["val_accuracy"] - 0.05
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    for trial in study.trials:
+        accuracy = trial.user_attrs["metrics"]["val_accuracy"]
+        assert trial.constraints == {"min_accuracy": pytest.approx(floor - accuracy)}
+        feasible = client.get_run(trial.user_attrs["mlflow_run_id"]).data.tags["sweep.feasible"]
+        assert feasible == ("true" if accuracy >= floor else "false")

@@ -82,6 +82,7 @@ BAD_STUDIES = [
     ({"name": "x", "objectives": []}, "objectives: List should have at least 1 item"),
     ({"name": "x", "sampler": "cmaes"}, "sampler: Input should be 'tpe', 'nsga2', 'gp' or 'random', got 'cmaes'"),
     ({"name": "x", "constraints": {"min_accuracy": 1.5}}, "constraints.min_accuracy: Input should be less than or equal to 1"),
+    ({"name": "x", "constraints": {"max_accuracy_drop": -0.1}}, "constraints.max_accuracy_drop: Input should be greater than or equal to 0"),
     ({"name": "x", "data": {"dataset": "npz"}}, "data.path: dataset 'npz' needs a path to a .npz file"),
     ({"name": "x", "data": {"dataset": "npz", "path": "missing.npz"}}, "data.path: no such file:"),
     ({"name": "x", "data": {"validation_split": 1.0}}, "data.validation_split: Input should be less than 1"),
@@ -245,3 +246,12 @@ def test_a_stored_study_is_read_even_if_its_files_moved(tmp_path: Path) -> None:
     (tmp_path / "data.py").unlink()
     config = parse_stored_config(stored, source="stored")
     assert config.model.pretrained == str(tmp_path / "model.keras") and config.data.loader == f"{tmp_path}/data.py:load"
+
+
+def test_the_accuracy_floor_is_the_higher_of_the_two_limits() -> None:
+    from sweep.config import ConstraintsConfig
+
+    assert ConstraintsConfig().floor(0.97) is None
+    assert ConstraintsConfig(max_accuracy_drop=0.02).floor(0.97) == pytest.approx(0.95)
+    assert ConstraintsConfig(min_accuracy=0.96, max_accuracy_drop=0.02).floor(0.97) == 0.96
+    assert ConstraintsConfig(min_accuracy=0.90, max_accuracy_drop=0.02).floor(0.97) == pytest.approx(0.95)

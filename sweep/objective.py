@@ -73,7 +73,8 @@ class PruningObjective:
         self.tf_threads = tf_threads
         self.start_weights = start_weights
         self.on_epoch = on_epoch
-        self.total_steps = config.train.epochs * dataset.steps_per_epoch(config.train.batch_size)
+        self.steps_per_epoch = dataset.steps_per_epoch(config.train.batch_size)
+        self.total_steps = config.train.epochs * self.steps_per_epoch
         self.last_run_id: str | None = None  # the MLflow run of the trial started last
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
@@ -90,8 +91,7 @@ class PruningObjective:
         timings: dict[str, float] = {}
         curves: dict[str, list[float]] = {}
 
-        recorded = (early_stopping.recorded_epochs(self.config.train.epochs, self.total_steps // self.config.train.epochs,
-                                                   plan.end_step)
+        recorded = (early_stopping.recorded_epochs(self.config.train.epochs, self.steps_per_epoch, plan.end_step)
                     if self.config.early_stopping and early_stopping.applies(self.config.objectives) else range(0))
         rungs = early_stopping.rung_epochs(recorded)
 

@@ -1,22 +1,27 @@
 # The two set-up commands of the README. Both create .venv/ on first use.
 #   make quickstart   install, then run studies/quickstart.yaml (offline, ~2 min on 2 cores)
-#   make test         install with test extras, start the local PostgreSQL if it is down,
-#                     then run the whole test suite, in two processes (pytest-xdist)
+#   make test         install with test extras, lint (ruff) and type-check (mypy), start the
+#                     local PostgreSQL if it is down, then run the whole test suite, in two
+#                     processes (pytest-xdist)
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: quickstart test test-fast install clean
+.PHONY: quickstart test test-fast lint install clean
 
 quickstart: $(VENV)/.installed
 	$(BIN)/sweep run studies/quickstart.yaml
 
-test: $(VENV)/.installed-test
+test: lint $(VENV)/.installed-test
 	-scripts/start-postgres
 	$(BIN)/pytest -n 2 --durations=15
 
-test-fast: $(VENV)/.installed-test
+test-fast: lint $(VENV)/.installed-test
 	$(BIN)/pytest -n 2 -m "not slow"
+
+lint: $(VENV)/.installed-test
+	$(BIN)/ruff check sweep tests benchmarks scripts
+	$(BIN)/mypy
 
 install: $(VENV)/.installed
 

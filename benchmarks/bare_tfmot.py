@@ -21,16 +21,17 @@ import os
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-import tensorflow_model_optimization as tfmot  # noqa: E402
-import tf_keras as keras  # noqa: E402
-from sklearn.datasets import load_digits  # noqa: E402
-from sklearn.model_selection import train_test_split  # noqa: E402
+import numpy as np
+import tensorflow as tf
+import tensorflow_model_optimization as tfmot
+import tf_keras as keras
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
 
 EPOCHS, BATCH, LEARNING_RATE = 8, 32, 0.001
 
@@ -84,7 +85,7 @@ def one_trial(config: dict, data: tuple[np.ndarray, ...]) -> dict:
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, "model.h5")
         keras.models.save_model(stripped, path, include_optimizer=False)
-        h5 = open(path, "rb").read()
+        h5 = Path(path).read_bytes()
     flatbuffer = tf.lite.TFLiteConverter.from_keras_model(stripped).convert()
     return {
         "val_accuracy": accuracy(stripped, x_val, y_val),
@@ -96,7 +97,7 @@ def one_trial(config: dict, data: tuple[np.ndarray, ...]) -> dict:
 
 
 def resident_megabytes() -> float:
-    return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def main() -> None:
@@ -104,7 +105,7 @@ def main() -> None:
     if "--epochs" in sys.argv:
         EPOCHS = int(sys.argv[sys.argv.index("--epochs") + 1])
     tf.config.experimental.enable_op_determinism()
-    configs = json.load(open(sys.argv[1]))
+    configs = json.loads(Path(sys.argv[1]).read_text())
     data = digits()
     for config in configs:
         started = time.perf_counter()

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import QUICKSTART, load, machine, study_file, sweep  # noqa: E402
+from run import QUICKSTART, load, machine, study_file, sweep
 
 STUDIES = {
     "quickstart": {"n_trials": 20},
@@ -37,7 +37,7 @@ STUDIES = {
 def run_arm(folder: Path, study: str, seed: int, early: bool) -> dict[str, Any]:
     from optuna.trial import TrialState
 
-    from sweep.pareto import hypervolume
+    from sweep.pareto import hypervolume, trial_table
 
     name = f"{study}-{'on' if early else 'off'}-{seed}"
     path = study_file(folder, name, seed=seed, early_stopping=early, model={"builder": "cnn"}, **STUDIES[study])
@@ -53,7 +53,7 @@ def run_arm(folder: Path, study: str, seed: int, early: bool) -> dict[str, Any]:
     for trial in sorted(complete, key=lambda t: t.datetime_complete):
         done = [t for t in complete if t.datetime_complete <= trial.datetime_complete]
         by_time.append(((trial.datetime_complete - started).total_seconds(),
-                        hypervolume(done, QUICKSTART["objectives"], baseline)))
+                        hypervolume(trial_table(done), QUICKSTART["objectives"], baseline)))
     return {
         "run_seconds": seconds,
         "trials_seconds": (max(t.datetime_complete for t in trials) - started).total_seconds(),

@@ -31,7 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import optuna
@@ -47,7 +47,7 @@ QUICKSTART["model"] = {**QUICKSTART.get("model", {}), "start": "scratch"}  # sec
 def sweep(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     full_env = {k: v for k, v in os.environ.items() if k not in ("SWEEP_STORAGE", "MLFLOW_TRACKING_URI")}
     full_env.update(env or {})
-    result = subprocess.run([*SWEEP, *args], cwd=cwd, env=full_env, capture_output=True, text=True)
+    result = subprocess.run([*SWEEP, *args], cwd=cwd, env=full_env, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise RuntimeError(f"sweep {' '.join(args)} failed:\n{result.stderr[-3000:]}")
     return result
@@ -179,7 +179,7 @@ def startup(work: Path) -> dict:
 
 
 def sample_efficiency(work: Path, seeds: list[int], trials: int) -> dict:
-    from sweep.pareto import hypervolume
+    from sweep.pareto import hypervolume, trial_table
 
     results: dict[str, dict[int, list[float]]] = {}
     for sampler in ("tpe", "random"):
@@ -192,7 +192,7 @@ def sample_efficiency(work: Path, seeds: list[int], trials: int) -> dict:
             study = load(folder, name)
             done = sorted((t for t in study.trials if t.state == TrialState.COMPLETE), key=lambda t: t.number)
             for budget in (trials // 2, trials):
-                volume = hypervolume(done[:budget], QUICKSTART["objectives"], study.user_attrs["baseline"])
+                volume = hypervolume(trial_table(done[:budget]), QUICKSTART["objectives"], study.user_attrs["baseline"])
                 results.setdefault(sampler, {}).setdefault(budget, []).append(volume)
     return {s: {b: statistics.median(v) for b, v in by.items()} for s, by in results.items()} | {"raw": results}
 
@@ -204,7 +204,7 @@ def start_comparison(work: Path, seeds: list[int], trials: int) -> dict:
     """The quickstart study with `model.start: scratch` and `baseline`, seeds interleaved:
     hypervolume, the best test accuracy within 1/3 and 1/6 of the dense model's size, and
     the whole run's wall time (the baseline's training included)."""
-    from sweep.pareto import hypervolume
+    from sweep.pareto import hypervolume, trial_table
 
     results: dict[str, dict[str, list[float]]] = {}
     for seed in seeds:
@@ -220,13 +220,13 @@ def start_comparison(work: Path, seeds: list[int], trials: int) -> dict:
             baseline = study.user_attrs["baseline"]
             done = [t for t in study.trials if t.state == TrialState.COMPLETE]
 
-            def best_within(fraction: float) -> float:
+            def best_within(fraction: float, done: list = done, baseline: dict = baseline) -> float:
                 fitting = [t.user_attrs["metrics"]["test_accuracy"] for t in done
                            if t.user_attrs["metrics"]["compressed_bytes"] <= baseline["compressed_bytes"] * fraction]
                 return max(fitting, default=0.0)
 
             row = results.setdefault(start, {})
-            row.setdefault("hypervolume", []).append(hypervolume(done, QUICKSTART["objectives"], baseline))
+            row.setdefault("hypervolume", []).append(hypervolume(trial_table(done), QUICKSTART["objectives"], baseline))
             row.setdefault("test_accuracy_at_third", []).append(best_within(1 / 3))
             row.setdefault("test_accuracy_at_sixth", []).append(best_within(1 / 6))
             row.setdefault("run_seconds", []).append(seconds)
@@ -240,9 +240,9 @@ def start_comparison(work: Path, seeds: list[int], trials: int) -> dict:
 
 
 def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), platform.processor())
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), platform.processor())
     memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    import tensorflow as tf  # noqa: F401  (version only)
+    import tensorflow as tf
 
     return (f"{len(os.sched_getaffinity(0))} cores ({cpu}), {memory_gib:.0f} GiB RAM, no GPU; "
             f"Python {platform.python_version()}, TensorFlow {tf.__version__}, Optuna {optuna.__version__}, "
@@ -276,7 +276,7 @@ def main() -> None:
             figures[section] = run()
             print(f"{section}: {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
     figures["machine"] = machine()
-    figures["date"] = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    figures["date"] = datetime.now(UTC).strftime("%Y-%m-%d")
     figures = json.loads(json.dumps(figures, default=str))  # the same (string) keys as a reloaded file
     results_path.write_text(json.dumps(figures, indent=2))
     if not args.quick:
@@ -286,7 +286,7 @@ def main() -> None:
 
 def report(f: dict) -> str:
     o, s, m, st, e = f["overhead"], f["scaling"], f["memory"], f["startup"], f["efficiency"]
-    met = lambda ok: "**met**" if ok else "**not met**"  # noqa: E731
+    met = lambda ok: "**met**" if ok else "**not met**"
     phases = "\n".join(f"| {phase} | {seconds:.3f} |" for phase, seconds in sorted(o["phases"].items(), key=lambda kv: -kv[1]))
     tpe20, random40 = e["tpe"]["20"], e["random"]["40"]
     return f"""# Benchmarks

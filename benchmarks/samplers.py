@@ -23,14 +23,15 @@ import warnings
 import zlib
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import optuna
 import yaml
 
-import sweep.runner as runner
-from sweep.config import parse_study_config
-from sweep.pareto import hypervolume
+from sweep import runner
+from sweep.config import StudyConfig, parse_study_config
+from sweep.pareto import hypervolume, trial_table
 
 warnings.filterwarnings("ignore")
 HERE = Path(__file__).resolve().parent
@@ -80,23 +81,11 @@ def main() -> None:
     args = parser.parse_args()
     settings, factory = VARIANTS[args.variant]
 
-    def make_sampler(name: str, seed: int, offset: int = 0, worker: int = 0) -> optuna.samplers.BaseSampler:
-        return factory(int(np.random.SeedSequence([seed, offset, worker]).generate_state(1)[0]))
 
-    runner.make_sampler = make_sampler  # the study's seeding, this variant's sampler
-    runner._enqueue_start = lambda study, config: None  # each variant brings its own start (or none)
-    if "stratified" in args.variant or "lhs" in args.variant:
-        create = optuna.create_study
-
-        def create_with_start(**kwargs):  # type: ignore[no-untyped-def]
-            study = create(**kwargs)
-            if not study.trials:
-                n = 6 if args.variant == "tpe-lhs6" else 10
-                for params in start_points(args.variant, zlib.crc32(kwargs["study_name"].encode()), n):
-                    study.enqueue_trial(params)
-            return study
-
-        runner.optuna.create_study = create_with_start  # type: ignore[attr-defined]
+    def start(config: StudyConfig) -> list[dict[str, Any]]:  # each variant brings its own start (or none)
+        if "stratified" in args.variant or "lhs" in args.variant:
+            return start_points(args.variant, zlib.crc32(config.name.encode()), 6 if args.variant == "tpe-lhs6" else 10)
+        return []
     quickstart = yaml.safe_load((HERE.parent / "studies" / "quickstart.yaml").read_text())
     quickstart["model"] = {**quickstart.get("model", {}), "start": "scratch"}  # as measured before model.start
     budgets = [n for n in (10, 20, 40) if n <= args.trials]
@@ -104,9 +93,10 @@ def main() -> None:
     for seed in args.seeds:
         with tempfile.TemporaryDirectory() as folder:
             config = parse_study_config({**quickstart, "name": f"sampler-{seed}", "seed": seed, "n_trials": args.trials})
-            study = runner.run_study(runner.RunRequest(config, f"sqlite:///{folder}/sweep.db", f"sqlite:///{folder}/mlflow.db"))
+            study = runner.run_study(runner.RunRequest(config, f"sqlite:///{folder}/sweep.db", f"sqlite:///{folder}/mlflow.db",
+                                                       sampler=factory, start_points=start))
             done = sorted((t for t in study.trials if t.state.name == "COMPLETE"), key=lambda t: t.number)
-            volumes[seed] = [hypervolume(done[:n], config.objectives, study.user_attrs["baseline"]) for n in budgets]
+            volumes[seed] = [hypervolume(trial_table(done[:n]), config.objectives, study.user_attrs["baseline"]) for n in budgets]
             print(args.variant, seed, volumes[seed], flush=True)
     result = {
         "variant": args.variant, "settings": settings, "trials": args.trials, "budgets": budgets,
@@ -121,7 +111,7 @@ def main() -> None:
     print(json.dumps(result))
 
 
-def start_points(variant: str, seed: int, n: int = 10) -> list[dict[str, object]]:
+def start_points(variant: str, seed: int, n: int = 10) -> list[dict[str, Any]]:
     """Start-up trials: final_sparsity in n strata and schedules in turn ("stratified"), or a
     Latin hypercube over every shared numeric parameter of the default search space ("lhs")."""
     from scipy.stats import qmc

@@ -47,9 +47,9 @@ def main() -> None:
         front = loaded.best_trials
         drops = [t.user_attrs["metrics"]["val_accuracy"] - t.user_attrs["metrics"]["int8_val_accuracy"] for t in front]
 
-        from sweep.tflite import Runner
-        from sweep.data import load_dataset
         from sweep.config import DataConfig
+        from sweep.data import load_dataset
+        from sweep.tflite import Runner
 
         example = load_dataset(DataConfig()).test.first_inputs(1)[0]
         spread = {}

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import QUICKSTART, load, machine, study_file, sweep  # noqa: E402
+from run import QUICKSTART, load, machine, study_file, sweep
 
 SPARSITY = 0.5
 ROUNDS = 3
@@ -134,7 +134,7 @@ def patterns() -> dict:
 def per_layer(seeds: list[int], trials: int) -> dict:
     from optuna.trial import TrialState
 
-    from sweep.pareto import hypervolume
+    from sweep.pareto import hypervolume, trial_table
 
     raw: dict[str, list[float]] = {"uniform": [], "per_layer": []}
     with tempfile.TemporaryDirectory() as tmp:
@@ -149,7 +149,7 @@ def per_layer(seeds: list[int], trials: int) -> dict:
                 sweep("run", str(path), cwd=folder)
                 study = load(folder, name)
                 done = [t for t in study.trials if t.state == TrialState.COMPLETE]
-                raw[variant].append(hypervolume(done, QUICKSTART["objectives"], study.user_attrs["baseline"]))
+                raw[variant].append(hypervolume(trial_table(done), QUICKSTART["objectives"], study.user_attrs["baseline"]))
                 print(f"{name}: {raw[variant][-1]:.4f}", file=sys.stderr, flush=True)
     return {"seeds": seeds, "trials": trials, "hypervolume": raw,
             "median": {variant: statistics.median(values) for variant, values in raw.items()}}

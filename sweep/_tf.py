@@ -42,6 +42,24 @@ with quiet_native_stderr():
     import tensorflow_model_optimization as tfmot
     import tf_keras as keras
 
+    # Not public API (already loaded by the imports above), each used in one place:
+    # the post-conversion pass behind tf.lite.Optimize.EXPERIMENTAL_SPARSITY (sweep.tflite),
+    from tensorflow.lite.python.convert import mlir_sparsify
+
+    # the way back from enable_op_determinism, there since TF 2.9 (sweep.training),
+    from tensorflow.python.framework.config import disable_op_determinism
+
+    # tfmot's table of which layers it prunes and which of their weights (sweep.pruning),
+    from tensorflow_model_optimization.python.core.sparsity.keras.prune_registry import (
+        PruneRegistry,
+    )
+
+    # and the wrapper class prune_low_magnitude puts around a layer (sweep.training).
+    from tensorflow_model_optimization.python.core.sparsity.keras.pruning_wrapper import (
+        PruneLowMagnitude,
+    )
+
 tf.get_logger().setLevel("ERROR")
 
-__all__ = ["keras", "quiet_native_stderr", "tf", "tfmot"]
+__all__ = ["PruneLowMagnitude", "PruneRegistry", "disable_op_determinism", "keras", "mlir_sparsify",
+           "quiet_native_stderr", "tf", "tfmot"]

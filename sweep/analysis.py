@@ -18,9 +18,8 @@ from matplotlib.figure import Figure
 
 from sweep import plots
 from sweep.config import StudyConfig, parse_stored_config
-from sweep.pareto import completed_trials, hypervolume_history_of, pareto_front, trial_table
-from sweep.schedule_plan import SchedulePlan, plan_schedule
-from sweep.space import suggest_params
+from sweep.pareto import completed_trials, hypervolume_history, pareto_front, trial_table
+from sweep.schedule_plan import SchedulePlan, trial_plan
 from sweep.tracking import BASELINE_PREFIX, FEASIBLE, ROLE, STUDY, TRIAL_NUMBER
 
 TEXT_PARAMS = {"schedule", "pattern", "policy"}
@@ -42,7 +41,7 @@ class StudyResults:
 
     @property
     def hypervolume_history(self) -> list[tuple[int, float]]:
-        return hypervolume_history_of(self.trials, self.config.objectives, self.baseline)
+        return hypervolume_history(self.trials, self.config.objectives, self.baseline)
 
     def plan(self, trial: int) -> SchedulePlan:
         """The schedule plan trial `trial` trained with, rebuilt from its params by the same
@@ -50,8 +49,7 @@ class StudyResults:
         row = self.trials.set_index("trial").loc[trial]
         names = [n for n in row.index if n in self.config.search.model_fields or n.startswith("step_")]
         params = {n: row[n] for n in names if n != "step_params" and not _missing(row[n])}
-        sampled = suggest_params(optuna.trial.FixedTrial(params), self.config.search)
-        return plan_schedule(sampled, int(row["total_steps"]))
+        return trial_plan(optuna.trial.FixedTrial(params), self.config.search, int(row["total_steps"]))[1]
 
 
 def load_runs(tracking_uri: str, study_name: str) -> StudyResults:

@@ -18,6 +18,7 @@ import optuna
 from sweep.config import StudyConfig
 from sweep.data import Dataset
 from sweep.errors import SweepError, brief
+from sweep.evaluate import train_and_measure
 from sweep.inputs import file_fingerprint
 from sweep.tracking import Tracker
 
@@ -41,15 +42,13 @@ def ensure_baseline(
         return study.user_attrs["baseline"]
     from sweep.measure import measure
     from sweep.models import starting_model
-    from sweep.training import train
 
     if config.model.pretrained is not None:
         baseline = measure(starting_model(config.model, dataset.input_shape, dataset.num_classes), dataset)
         baseline["train_seconds"] = 0.0
     else:
-        trained = train(dataset, config, config.seed)
-        baseline = measure(trained.model, dataset)
-        baseline["train_seconds"] = trained.train_seconds
+        evaluated = train_and_measure(dataset, config, config.seed)
+        trained, baseline = evaluated.trained, evaluated.metrics
         if starts_from_baseline(config):
             with tempfile.TemporaryDirectory() as folder:
                 weights = Path(folder) / Path(WEIGHTS_ARTIFACT).name

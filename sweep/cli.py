@@ -4,14 +4,23 @@ so `sweep --help` answers without importing TensorFlow."""
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 
 from sweep.errors import SweepError
+
+if TYPE_CHECKING:  # loaded by the commands that use them: `sweep --help` stays fast
+    import optuna
+    import pandas as pd
+    from optuna.trial import FrozenTrial
+
+    from sweep.config import StudyConfig
+    from sweep.rerun import RerunResult
+    from sweep.resume import RunPlan
 
 app = typer.Typer(
     help="Find the best way to prune a Keras model: an Optuna search over tfmot pruning "
@@ -28,11 +37,11 @@ _debug = False
 
 StudyFile = Annotated[Path, typer.Argument(help="Study file (YAML), e.g. studies/quickstart.yaml.")]
 StorageOption = Annotated[
-    Optional[str],
+    str | None,
     typer.Option("--storage", help="Optuna storage URL [env SWEEP_STORAGE; default sqlite:///sweep.db]."),
 ]
 TrackingOption = Annotated[
-    Optional[str],
+    str | None,
     typer.Option(
         "--tracking-uri",
         help="MLflow tracking URI [env MLFLOW_TRACKING_URI; default sqlite:///mlflow.db].",
@@ -52,11 +61,11 @@ def _options(
 def run(
     study_file: StudyFile,
     n_trials: Annotated[
-        Optional[int],
+        int | None,
         typer.Option("--n-trials", min=1, help="Add this many trials instead of running to the study's n_trials."),
     ] = None,
     timeout: Annotated[
-        Optional[float], typer.Option("--timeout", min=0, help="Start no new trial after this many seconds.")
+        float | None, typer.Option("--timeout", min=0, help="Start no new trial after this many seconds.")
     ] = None,
     jobs: Annotated[
         int, typer.Option("--jobs", min=1, help="Worker processes on this machine; they split the cores.")
@@ -77,7 +86,8 @@ def run(
     Example: sweep run studies/quickstart.yaml --jobs 2
     """
     from sweep.config import load_study_config
-    from sweep.stores import storage_url, tracking_uri as resolve_tracking_uri
+    from sweep.stores import storage_url
+    from sweep.stores import tracking_uri as resolve_tracking_uri
 
     config = load_study_config(study_file)
     from sweep.progress import StudyProgress
@@ -94,7 +104,7 @@ def run(
     )
     progress: StudyProgress | None = None
 
-    def make_progress(plan):  # type: ignore[no-untyped-def]
+    def make_progress(plan: RunPlan) -> StudyProgress:
         nonlocal progress
         progress = StudyProgress(plan, config.train.epochs, stderr).__enter__()
         return progress
@@ -108,19 +118,20 @@ def run(
 
 
 StudyFileOptional = Annotated[
-    Optional[Path], typer.Argument(help="Study file (YAML) naming the study; or use --study.", show_default=False)
+    Path | None, typer.Argument(help="Study file (YAML) naming the study; or use --study.", show_default=False)
 ]
-StudyNameOption = Annotated[Optional[str], typer.Option("--study", help="Study name, instead of a study file.")]
+StudyNameOption = Annotated[str | None, typer.Option("--study", help="Study name, instead of a study file.")]
 Format = Annotated[str, typer.Option("--format", help="table (for people), csv or json (for scripts).")]
-MinAccuracy = Annotated[Optional[float], typer.Option(
+MinAccuracy = Annotated[float | None, typer.Option(
     "--min-accuracy", min=0, max=1, help="Smallest model with accuracy >= A (int8_val_accuracy with an int8_accuracy objective).")]
-MaxSize = Annotated[Optional[int], typer.Option(
+MaxSize = Annotated[int | None, typer.Option(
     "--max-size", min=1, help="Most accurate model with size <= BYTES (int8_bytes with an int8_size objective).")]
-MaxLatency = Annotated[Optional[float], typer.Option(
+MaxLatency = Annotated[float | None, typer.Option(
     "--max-latency", min=0, help="Only trials with latency <= MS (latency_ms with a latency objective, else int8_latency_ms).")]
 
 
-def _open_study(study_file: Path | None, study_name: str | None, storage: str | None):  # type: ignore[no-untyped-def]
+def _open_study(study_file: Path | None, study_name: str | None, storage: str | None
+                ) -> tuple[optuna.Study, StudyConfig]:
     """(study, stored config) from a study file or --study NAME."""
     from sweep.stores import load_study, storage_url, stored_config
 
@@ -150,7 +161,7 @@ def pareto(
     study_file: StudyFileOptional = None,
     study_name: StudyNameOption = None,
     output_format: Format = "table",
-    plot: Annotated[Optional[Path], typer.Option("--plot", help="Draw the front to FILE (.png or .html).")] = None,
+    plot: Annotated[Path | None, typer.Option("--plot", help="Draw the front to FILE (.png or .html).")] = None,
     storage: StorageOption = None,
     tracking_uri: TrackingOption = None,
 ) -> None:
@@ -164,7 +175,7 @@ def pareto(
     import json
 
     from sweep.analysis import from_study, front_table
-    from sweep.pareto import hypervolume_of, pareto_trials, trial_table
+    from sweep.pareto import hypervolume, pareto_trials, trial_table
     from sweep.stores import tracking_uri as resolve_tracking_uri
     from sweep.tracking import Tracker
 
@@ -179,7 +190,7 @@ def pareto(
     front_trials = pareto_trials(study)
     frame = trial_table(front_trials)
     baseline = results.baseline
-    volume = hypervolume_of(results.trials, config.objectives, baseline)
+    volume = hypervolume(results.trials, config.objectives, baseline)
     history = results.hypervolume_history
     tracker.set_pareto_tags({t.user_attrs["mlflow_run_id"] for t in front_trials if "mlflow_run_id" in t.user_attrs})
     reference = _reference_text(config.objectives, baseline)
@@ -218,7 +229,7 @@ def pareto(
             stdout.print(f"hypervolume after each completed trial (trial:hv): {steps}", soft_wrap=False)
 
 
-def _reference_text(objectives: list[str], baseline: dict) -> str:  # type: ignore[type-arg]
+def _reference_text(objectives: Sequence[str], baseline: Mapping[str, float]) -> str:
     from sweep.config import OBJECTIVES
 
     parts = []
@@ -229,7 +240,8 @@ def _reference_text(objectives: list[str], baseline: dict) -> str:  # type: igno
     return ", ".join(parts)
 
 
-def _select(study, config, min_accuracy: float | None, max_size: int | None, max_latency: float | None):  # type: ignore[no-untyped-def]
+def _select(study: optuna.Study, config: StudyConfig, min_accuracy: float | None, max_size: int | None,
+            max_latency: float | None) -> FrozenTrial:
     """The FrozenTrial `sweep best` picks (the same rule the notebook applies to MLflow runs)."""
     from sweep.pareto import pareto_trials, trial_table
     from sweep.selection import select_trial
@@ -304,13 +316,13 @@ def best(
 @app.command()
 def rerun(
     study_file: StudyFileOptional = None,
-    output: Annotated[Optional[Path], typer.Option("--output", help="New folder for the exported model.")] = None,
-    trial_number: Annotated[Optional[int], typer.Option("--trial", min=0, help="Trial number to rerun.")] = None,
+    output: Annotated[Path | None, typer.Option("--output", help="New folder for the exported model.")] = None,
+    trial_number: Annotated[int | None, typer.Option("--trial", min=0, help="Trial number to rerun.")] = None,
     use_best: Annotated[bool, typer.Option("--best", help="Rerun the trial `sweep best` picks (same flags).")] = False,
     min_accuracy: MinAccuracy = None,
     max_size: MaxSize = None,
     max_latency: MaxLatency = None,
-    register: Annotated[Optional[str], typer.Option("--register", help="Register the model under NAME in the MLflow Model Registry.")] = None,
+    register: Annotated[str | None, typer.Option("--register", help="Register the model under NAME in the MLflow Model Registry.")] = None,
     study_name: StudyNameOption = None,
     storage: StorageOption = None,
     tracking_uri: TrackingOption = None,
@@ -347,7 +359,7 @@ def rerun(
     _print_comparison(result)
 
 
-def _print_comparison(result) -> None:  # type: ignore[no-untyped-def]
+def _print_comparison(result: RerunResult) -> None:
     from rich import box
     from rich.table import Table
 
@@ -379,7 +391,7 @@ def _print_comparison(result) -> None:  # type: ignore[no-untyped-def]
 @app.command()
 def report(
     study_file: StudyFileOptional = None,
-    output: Annotated[Optional[Path], typer.Option("--output", help="Folder for the figures and report.html.")] = None,
+    output: Annotated[Path | None, typer.Option("--output", help="Folder for the figures and report.html.")] = None,
     min_accuracy: MinAccuracy = None,
     max_size: MaxSize = None,
     max_latency: MaxLatency = None,
@@ -573,7 +585,8 @@ def ui(
 
     from sweep.errors import UsageError
     from sweep.servers import browser_url, port_in_use, serve
-    from sweep.stores import mask_password, tracking_uri as resolve_tracking_uri
+    from sweep.stores import mask_password
+    from sweep.stores import tracking_uri as resolve_tracking_uri
 
     uri = resolve_tracking_uri(tracking_uri)
     if not uri.startswith(("sqlite:", "postgresql", "mysql", "file:", "/")) and "://" in uri:
@@ -586,7 +599,7 @@ def ui(
     sys.exit(serve([sys.executable, "-m", "mlflow", "ui", "--host", host, "--port", str(port)], env))
 
 
-def _print_front(study) -> None:  # type: ignore[no-untyped-def]
+def _print_front(study: optuna.Study) -> None:
     from sweep.pareto import pareto_trials, trial_table
 
     frame = trial_table(pareto_trials(study))
@@ -607,7 +620,7 @@ TABLE_HEADERS = {
 INT8_HEADERS = {"int8_val_accuracy": "int8 acc", "int8_bytes": "int8 bytes", "int8_latency_ms": "int8 µs"}
 
 
-def _print_table(frame, title: str, objectives: Sequence[str] = ()) -> None:  # type: ignore[no-untyped-def]
+def _print_table(frame: pd.DataFrame, title: str, objectives: Sequence[str] = ()) -> None:
     from rich import box
     from rich.table import Table
 

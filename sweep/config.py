@@ -44,7 +44,8 @@ PATTERN = re.compile(r"^(?:unstructured|(?P<m>\d+):(?P<n>\d+)|(?P<rows>\d+)x(?P<
 POLICIES = ("all", "xnnpack")
 STEP_PARAM = re.compile(r"^step_(level|position)_[1-9][0-9]*$")
 # Minimised objectives are sizes and latencies, measured against the dense baseline's.
-OBJECTIVES: dict[str, tuple[str, str]] = {
+Direction = Literal["minimize", "maximize"]
+OBJECTIVES: dict[str, tuple[str, Direction]] = {
     "accuracy": ("val_accuracy", "maximize"),
     "compressed_size": ("compressed_bytes", "minimize"),
     "sparsity": ("sparsity", "maximize"),
@@ -296,7 +297,7 @@ class ModelConfig(_Strict):
     def _builder_exists(cls, builder: str | None, info: ValidationInfo) -> str | None:
         if builder is None or builder in BUILTIN_BUILDERS:
             return builder
-        return _code_spec(builder, info, also="mlp, cnn, ")
+        return _code_spec(builder, info, also="".join(f"{name}, " for name in BUILTIN_BUILDERS))
 
     @field_validator("pretrained")
     @classmethod
@@ -521,7 +522,7 @@ class StudyConfig(_Strict):
         return objectives
 
     @property
-    def directions(self) -> list[str]:
+    def directions(self) -> list[Direction]:
         return [OBJECTIVES[o][1] for o in self.objectives]
 
     @property
@@ -634,9 +635,7 @@ def _format_error(error: ValidationError) -> str:
         message = f"unknown key; expected one of: {', '.join(_allowed_keys(location[:-1]))}"
     elif first["type"] == "missing":
         message = "required key is missing"
-    elif first["type"] in ("literal_error", "enum"):
-        message = f"{message}, got {brief(first['input'])}"
-    elif "input" in first and first["type"].endswith(("_type", "than", "than_equal", "finite_number")):
+    elif first["type"] in ("literal_error", "enum") or "input" in first and first["type"].endswith(("_type", "than", "than_equal", "finite_number")):
         message = f"{message}, got {brief(first['input'])}"
     more = error.error_count() - 1
     suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""

@@ -26,14 +26,14 @@ import hashlib
 import os
 import pickle
 import tarfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from sweep.config import DataConfig
+from sweep.config import DataConfig, TrainConfig
 from sweep.errors import SweepError, UsageError, brief
 
 SPLIT_SEED = 0  # fixed forever: studies stay comparable on the same validation data
@@ -123,6 +123,10 @@ class Dataset:
     def steps_per_epoch(self, batch_size: int) -> int:
         return -(-self.train.size // batch_size)
 
+    def total_steps(self, train: TrainConfig) -> int:
+        """The batches a trial trains on: what its pruning schedule is placed on."""
+        return train.epochs * self.steps_per_epoch(train.batch_size)
+
     @functools.cached_property
     def fingerprint(self) -> str:
         """SHA-256 of every split as the trials see it (shapes, dtypes, values): a study
@@ -181,7 +185,7 @@ def split_indices(
     return order[:count], order[count:]
 
 
-def check_labels(config: DataConfig, largest: dict[str, np.ndarray | int]) -> int:
+def check_labels(config: DataConfig, largest: Mapping[str, np.ndarray | int]) -> int:
     """The number of classes (`data.num_classes`, or the largest label + 1), after checking
     that every split's labels fit it; `largest` maps a split to its labels or largest one."""
     tops = {name: int(np.max(v)) if isinstance(v, np.ndarray) else v for name, v in largest.items()}

@@ -12,15 +12,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from sweep.early_stopping import EARLY_STOPPED
-from sweep.objective import result_params, result_tags, trial_run_params
 from sweep.schedule_plan import SchedulePlan
-from sweep.tracking import TRIAL_NUMBER, Tracker
+from sweep.tracking import TRIAL_NUMBER, Tracker, result_params, result_tags, trial_run_params
 from sweep.workers import fail_stale_trials
 
 
@@ -30,7 +30,7 @@ class Problem:
     run_id: str | None
     detail: str
     fix: str
-    repair: Callable[[], None] | None  # None: cannot be repaired automatically
+    repair: Callable[[], object] | None  # None: cannot be repaired automatically
 
 
 def diagnose(study: optuna.Study, tracker: Tracker, storage: optuna.storages.RDBStorage) -> list[Problem]:
@@ -49,7 +49,7 @@ def diagnose(study: optuna.Study, tracker: Tracker, storage: optuna.storages.RDB
                 trial.number, run_of.get(trial.number),
                 "RUNNING trial whose worker stopped sending heartbeats (killed or lost)",
                 "fail the trial, end its run KILLED and queue a retry",
-                lambda: fail_stale_trials(study),
+                partial(fail_stale_trials, study),
             ))
         if trial.state != TrialState.COMPLETE:
             continue
@@ -58,17 +58,17 @@ def diagnose(study: optuna.Study, tracker: Tracker, storage: optuna.storages.RDB
         recorded = trial.user_attrs.get("mlflow_run_id")
         if run is None and recorded and tracker.is_deleted(recorded):
             problems.append(Problem(trial.number, recorded, "complete trial's MLflow run is deleted",
-                                    "restore the run", lambda r=recorded: tracker.restore_run(r)))
+                                    "restore the run", partial(tracker.restore_run, recorded)))
         elif run is None:
             problems.append(Problem(
                 trial.number, run_id, "complete trial has no MLflow run",
-                "create it from the results Optuna kept", lambda t=trial: _replay_run(tracker, study, t),
+                "create it from the results Optuna kept", partial(_replay_run, tracker, study, trial),
             ))
         elif run.info.status != "FINISHED":
             problems.append(Problem(
                 trial.number, run_id, f"complete trial's MLflow run is {run.info.status}",
                 "log the stored metrics and end the run FINISHED",
-                lambda t=trial, r=run_id: _finish_run(tracker, t, r),
+                partial(_finish_run, tracker, trial, run.info.run_id),
             ))
 
     for run_id, run in runs.items():
@@ -79,7 +79,7 @@ def diagnose(study: optuna.Study, tracker: Tracker, storage: optuna.storages.RDB
                 problems.append(Problem(
                     _number(run), run_id, f"{status} MLflow run that no Optuna trial records",
                     "end the run FAILED (orphan)",
-                    lambda r=run_id: tracker.fail_trial(r, "orphan: no Optuna trial records this run"),
+                    partial(tracker.fail_trial, run_id, "orphan: no Optuna trial records this run"),
                 ))
         elif owning.state == TrialState.PRUNED and EARLY_STOPPED in owning.user_attrs \
                 and status in ("FINISHED", "RUNNING", "SCHEDULED"):
@@ -87,14 +87,14 @@ def diagnose(study: optuna.Study, tracker: Tracker, storage: optuna.storages.RDB
             problems.append(Problem(
                 owning.number, run_id, f"{status} MLflow run of a trial stopped early",
                 "end the run KILLED, tagged with the epoch it stopped after",
-                lambda r=run_id, e=epoch, why=reason: tracker.stop_trial(r, e, why),
+                partial(tracker.stop_trial, run_id, epoch, reason),
             ))
         elif owning.state in (TrialState.FAIL, TrialState.PRUNED) and status in ("FINISHED", "RUNNING", "SCHEDULED"):
             reason = owning.user_attrs.get("error", f"optuna trial {owning.number} is {owning.state.name}")
             problems.append(Problem(
                 owning.number, run_id, f"{status} MLflow run of a {owning.state.name} trial",
                 "end the run FAILED with the trial's error",
-                lambda r=run_id, why=reason: tracker.fail_trial(r, why),
+                partial(tracker.fail_trial, run_id, reason),
             ))
     return problems
 

@@ -48,7 +48,7 @@ def sparsity(model: keras.Model) -> dict[str, float]:
     metrics: dict[str, float] = {}
     zeros = total = 0
     for name, arrays in prunable_weights(model).items():
-        layer_zeros = sum(a.size - np.count_nonzero(a) for a in arrays)
+        layer_zeros = sum(a.size - int(np.count_nonzero(a)) for a in arrays)
         layer_total = sum(a.size for a in arrays)
         metrics[f"sparsity/{name}"] = layer_zeros / layer_total
         zeros += layer_zeros

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from sweep._tf import keras
-from sweep.config import ModelConfig, SearchConfig
+from sweep.config import BUILTIN_BUILDERS, ModelConfig, SearchConfig
 from sweep.errors import SweepError, UsageError, brief
 from sweep.user_code import import_target, resolve_function
 
@@ -54,7 +54,9 @@ def cnn(input_shape: tuple[int, ...], num_classes: int) -> keras.Model:
     )
 
 
-BUILTIN: dict[str, Builder] = {"mlp": mlp, "cnn": cnn}
+# What `model.builder` may name without a path (config.BUILTIN_BUILDERS): this module's
+# functions of those names.
+BUILTIN: dict[str, Builder] = {name: globals()[name] for name in BUILTIN_BUILDERS}
 
 
 def build_model(builder: str, input_shape: tuple[int, ...], num_classes: int) -> keras.Model:

@@ -13,11 +13,10 @@ import os
 import sys
 import time
 import traceback
-import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import numpy as np
 import optuna
@@ -25,10 +24,10 @@ import optuna
 from sweep import early_stopping
 from sweep.config import StudyConfig
 from sweep.data import Dataset
-from sweep.schedule_plan import SchedulePlan, plan_schedule
-from sweep.space import suggest_params
-from sweep.stores import mask_passwords_in
-from sweep.tracking import FEASIBLE, MAX_TAG_LENGTH, PRUNED_LAYERS, Tracker
+from sweep.evaluate import train_and_measure
+from sweep.schedule_plan import trial_plan
+from sweep.stores import heartbeat_api, mask_passwords_in
+from sweep.tracking import MAX_TAG_LENGTH, Tracker, result_params, result_tags, trial_run_params
 from sweep.workers import Goal, check_not_surplus
 
 EpochHook = Callable[[int, int], None]  # (trial number, epochs done)
@@ -39,14 +38,6 @@ TRACKING_ERROR = "tracking_error"  # user_attrs key: an MLflow write of this tri
 def trial_seed(study_seed: int, trial_number: int) -> int:
     """A 31-bit seed derived from the study seed and trial number (stable across runs)."""
     return int(np.random.SeedSequence([study_seed, trial_number]).generate_state(1)[0] >> 1)
-
-
-def derived_metrics(metrics: Mapping[str, float], baseline: Mapping[str, float]) -> dict[str, float]:
-    """`compression_ratio` and `accuracy_drop` against the dense baseline."""
-    return {
-        "compression_ratio": baseline["compressed_bytes"] / metrics["compressed_bytes"],
-        "accuracy_drop": baseline["val_accuracy"] - metrics["val_accuracy"],
-    }
 
 
 class PruningObjective:
@@ -74,19 +65,15 @@ class PruningObjective:
         self.start_weights = start_weights
         self.on_epoch = on_epoch
         self.steps_per_epoch = dataset.steps_per_epoch(config.train.batch_size)
-        self.total_steps = config.train.epochs * self.steps_per_epoch
+        self.total_steps = dataset.total_steps(config.train)
         self.last_run_id: str | None = None  # the MLflow run of the trial started last
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
-        from sweep.measure import measure
-        from sweep.training import train
-
         check_not_surplus(trial, self.goal)
         seed = trial_seed(self.config.seed, trial.number)
         trial.set_user_attr("seed", seed)
         trial.set_user_attr("tf_threads", self.tf_threads)  # rerun uses the same: exact replay
-        params = suggest_params(trial, self.config.search)
-        plan = plan_schedule(params, self.total_steps)
+        params, plan = trial_plan(trial, self.config.search, self.total_steps)
         trial.set_user_attr("plan", asdict(plan))
         timings: dict[str, float] = {}
         curves: dict[str, list[float]] = {}
@@ -112,21 +99,11 @@ class PruningObjective:
                 trial.set_user_attr("mlflow_run_id", run_id)
             timings["mlflow_start"] = time.perf_counter() - clock
             started = time.perf_counter()
-            trained = train(
-                self.dataset,
-                self.config,
-                seed,
-                plan=plan,
-                structure=params.structure,
-                weight_decay=params.weight_decay,
-                on_epoch=record_epoch,
-                start_weights=self.start_weights,
-            )
-            timings.update(trained.timings)
-            metrics = measure(trained.model, self.dataset, timings)
-            metrics["train_seconds"] = trained.train_seconds
+            evaluated = train_and_measure(self.dataset, self.config, seed, params=params, plan=plan,
+                                          baseline=self.baseline, on_epoch=record_epoch,
+                                          start_weights=self.start_weights, timings=timings)
+            trained, metrics = evaluated.trained, evaluated.metrics
             metrics["trial_seconds"] = time.perf_counter() - started
-            metrics.update(derived_metrics(metrics, self.baseline))
         except early_stopping.EarlyStopped as stopped:
             epoch, reason = stopped.epoch, str(stopped)
             if stopped.shortfall is not None:  # infeasible to the sampler, like a complete trial below the floor
@@ -174,7 +151,7 @@ class PruningObjective:
         # collection off): frees this trial's model and graphs, so memory stays flat. A failed
         # trial's garbage goes with the next trial's collection.
         clock = time.perf_counter()
-        del trained
+        del trained, evaluated
         gc.collect()
         timings["gc"] = time.perf_counter() - clock
         trial.set_user_attr("timings", timings)  # where the trial's time went (benchmarks/)
@@ -213,31 +190,6 @@ class PruningObjective:
             return None
 
 
-def result_tags(pruned_layers: list[str], violations: Mapping[str, float]) -> dict[str, str]:
-    """The tags a trial's run gets with its results (also used by `sweep doctor` to log
-    them later): which layers were pruned and, with constraints, whether it is feasible."""
-    tags = {PRUNED_LAYERS: ",".join(pruned_layers)[:MAX_TAG_LENGTH]}
-    if violations:
-        tags[FEASIBLE] = "true" if all(v <= 0 for v in violations.values()) else "false"
-    return tags
-
-
-def result_params(pruned_layers: Sequence[str], layers: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
-    """The params a trial's run gets with its results (also used by `sweep doctor`): how
-    many layers it pruned, and each one's pattern and target sparsity."""
-    params: dict[str, Any] = {"pruned_layers": len(pruned_layers)}
-    for name, how in layers.items():
-        params[f"pattern/{name}"] = how["pattern"]
-        params[f"target_sparsity/{name}"] = round(how["target"], 6)
-    return params
-
-
-def trial_run_params(params: Mapping[str, Any], plan: SchedulePlan, seed: int) -> dict[str, Any]:
-    """What a trial's MLflow run records as params: the sampled values, the absolute steps
-    and the seed (also used by `sweep doctor` to recreate a run MLflow never got)."""
-    return {**params, **plan.as_params(), "seed": seed}
-
-
 class FinishRuns:
     """Optuna callback, after the trial's state is stored: its MLflow run ends FINISHED
     only once Optuna has it COMPLETE, so a crash in between leaves a RUNNING run that
@@ -262,8 +214,7 @@ class StaleTrials:
 
     def __init__(self, tracker: Tracker, max_retry: int = 3) -> None:
         self.tracker = tracker
-        with warnings.catch_warnings():  # "experimental" since Optuna 2.8, still the way
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        with heartbeat_api():
             self.retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
@@ -285,7 +236,7 @@ class StaleTrials:
 def resident_megabytes() -> float:
     """This process's resident memory now (Linux), or 0 where /proc is missing."""
     try:
-        pages = int(open("/proc/self/statm").read().split()[1])
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
     except OSError:
         return 0.0
     return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
@@ -298,10 +249,3 @@ def _reason(error: BaseException) -> str:
     return mask_passwords_in(f"{type(error).__name__}: {error}{where}")
 
 
-# Sections that define what a trial means; a study cannot be resumed with them changed.
-FROZEN_SECTIONS = ("seed", "data", "model", "train", "search", "objectives")
-
-
-def study_user_attrs(config: StudyConfig) -> dict[str, Any]:
-    """What a study records about itself: the resolved study file (for replay) and objectives."""
-    return {"config": config.model_dump(mode="json"), "objectives": list(config.objectives)}

@@ -116,36 +116,23 @@ def reference_point(objectives: Sequence[str]) -> np.ndarray:
     return np.array([1.0 if OBJECTIVES[o][1] == "minimize" else 0.0 for o in objectives])
 
 
-def hypervolume_of(table: pd.DataFrame, objectives: Sequence[str], baseline: Mapping[str, float]) -> float:
-    """Hypervolume of the feasible rows' front against `reference_point`."""
+def hypervolume(table: pd.DataFrame, objectives: Sequence[str], baseline: Mapping[str, float]) -> float:
+    """Hypervolume of the feasible rows' front against `reference_point` (of trials:
+    `hypervolume(trial_table(trials), ...)`)."""
+    if table.empty:
+        return 0.0
     points = normalised_losses(table[feasible_mask(table)], objectives, baseline)
     reference = reference_point(objectives)
     inside = points[np.all(points < reference, axis=1)]  # points beyond it add nothing
     return float(compute_hypervolume(inside, reference)) if len(inside) else 0.0
 
 
-def hypervolume_history_of(
+def hypervolume_history(
     table: pd.DataFrame, objectives: Sequence[str], baseline: Mapping[str, float]
 ) -> list[tuple[int, float]]:
     """(trial, hypervolume of the rows up to it), rows taken in trial-number order."""
     ordered = table.sort_values("trial")
     return [
-        (int(number), hypervolume_of(ordered.iloc[: i + 1], objectives, baseline))
+        (int(number), hypervolume(ordered.iloc[: i + 1], objectives, baseline))
         for i, number in enumerate(ordered["trial"])
     ]
-
-
-def hypervolume(
-    trials: Sequence[FrozenTrial], objectives: Sequence[str], baseline: Mapping[str, float]
-) -> float:
-    """Hypervolume of the feasible completed `trials`."""
-    done = [t for t in trials if t.state == TrialState.COMPLETE]
-    return hypervolume_of(trial_table(done), objectives, baseline) if done else 0.0
-
-
-def hypervolume_history(
-    study: optuna.Study, objectives: Sequence[str], baseline: Mapping[str, float]
-) -> list[tuple[int, float]]:
-    """(trial number, hypervolume of the completed trials up to it)."""
-    done = completed_trials(study)
-    return hypervolume_history_of(trial_table(done), objectives, baseline) if done else []

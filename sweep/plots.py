@@ -9,24 +9,24 @@ from __future__ import annotations
 
 import html
 import io
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")  # no display needed: safe in workers, CI and headless notebooks
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
 
-from sweep.pareto import feasible_mask  # noqa: E402
-from sweep.schedule_plan import SchedulePlan  # noqa: E402
+from sweep.pareto import feasible_mask
+from sweep.schedule_plan import SchedulePlan
 
 FAMILY_COLOURS = {"polynomial": "tab:blue", "constant": "tab:orange", "step": "tab:green"}
 
 
-def _families(table: pd.DataFrame):  # type: ignore[no-untyped-def]
+def _families(table: pd.DataFrame) -> Iterator[tuple[str, str, pd.DataFrame]]:
     for family, colour in FAMILY_COLOURS.items():
         rows = table[table["schedule"] == family]
         if not rows.empty:

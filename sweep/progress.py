@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from types import TracebackType
+from typing import Self
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -17,7 +18,7 @@ from rich.progress import (
 )
 
 from sweep.objective import TRACKING_ERROR
-from sweep.runner import RunPlan
+from sweep.resume import RunPlan
 from sweep.workers import FINISHED, SKIPPED
 
 
@@ -43,7 +44,7 @@ class StudyProgress:
         )
         self.task = self.progress.add_task("trials", total=plan.n_trials, front=0, status="")
 
-    def __enter__(self) -> StudyProgress:
+    def __enter__(self) -> Self:
         self.progress.start()
         return self
 

@@ -17,18 +17,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from typing import Any
 
-from sweep._tf import keras, tfmot
+from sweep._tf import PruneRegistry, keras, tfmot
 from sweep.config import PruneConfig, SearchConfig
 from sweep.errors import UsageError
 from sweep.schedule_plan import SchedulePlan
 from sweep.schedules import build_schedule
 from sweep.structure import LayerPruning, Pattern, Structure, plan_layers
-
-# tfmot's own table of which layers it prunes and which of their weights; not re-exported.
-from tensorflow_model_optimization.python.core.sparsity.keras.prune_registry import (  # noqa: E402
-    PruneRegistry,
-)
 
 
 def all_layers(model: keras.Model) -> Iterator[keras.layers.Layer]:
@@ -40,7 +36,7 @@ def all_layers(model: keras.Model) -> Iterator[keras.layers.Layer]:
             yield layer
 
 
-def prunable_variables(layer: keras.layers.Layer) -> list:  # type: ignore[type-arg]
+def prunable_variables(layer: keras.layers.Layer) -> list[Any]:
     """The weights tfmot would prune in `layer` (kernels, not biases); [] if none or if tfmot
     cannot wrap it."""
     if isinstance(layer, tfmot.sparsity.keras.PrunableLayer):

@@ -26,10 +26,10 @@ from optuna.trial import FrozenTrial
 from sweep.baseline import start_weights
 from sweep.config import StudyConfig
 from sweep.errors import SweepError, UsageError
+from sweep.evaluate import train_and_measure
 from sweep.inputs import check_same_inputs, input_fingerprints
-from sweep.objective import derived_metrics
-from sweep.schedule_plan import plan_schedule
-from sweep.space import fixed_search, suggest_params
+from sweep.schedule_plan import trial_plan
+from sweep.space import fixed_search
 from sweep.tracking import Tracker
 
 # Compared between the original trial and its rerun: exactly, but latency (wall time) and
@@ -84,9 +84,8 @@ def rerun_trial(
 ) -> RerunResult:
     """Retrain `trial`, compare its metrics with the original's, export and log the model."""
     from sweep.data import load_dataset
-    from sweep.measure import measure
     from sweep.tflite import Runner
-    from sweep.training import configure_tensorflow, train
+    from sweep.training import configure_tensorflow
 
     check_output_folder(output)
     original_run_id = trial.user_attrs.get("mlflow_run_id", "")
@@ -94,9 +93,7 @@ def rerun_trial(
     # the trial's thread count: exact replay
     configure_tensorflow(trial.user_attrs.get("tf_threads"), config.train.deterministic)
     dataset = load_dataset(config.data)
-    params = suggest_params(optuna.trial.FixedTrial(trial.params), config.search)
-    total_steps = config.train.epochs * dataset.steps_per_epoch(config.train.batch_size)
-    plan = plan_schedule(params, total_steps)
+    params, plan = trial_plan(optuna.trial.FixedTrial(trial.params), config.search, dataset.total_steps(config.train))
     # Before anything is written: the trial's data, model and starting weights, unchanged.
     check_same_inputs(study.user_attrs, input_fingerprints(config, dataset), config)
     downloads = tempfile.TemporaryDirectory(prefix="sweep-")
@@ -108,13 +105,11 @@ def rerun_trial(
     )
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}-", dir=output.parent))
     try:
-        trained = train(dataset, config, seed, plan=plan, structure=params.structure, weight_decay=params.weight_decay,
-                        start_weights=weights)
-        downloads.cleanup()
         files: dict[str, bytes] = {}
-        reproduced = measure(trained.model, dataset, files=files)
-        reproduced["train_seconds"] = trained.train_seconds
-        reproduced.update(derived_metrics(reproduced, study.user_attrs["baseline"]))
+        evaluated = train_and_measure(dataset, config, seed, params=params, plan=plan,
+                                      baseline=study.user_attrs["baseline"], start_weights=weights, files=files)
+        downloads.cleanup()
+        trained, reproduced = evaluated.trained, evaluated.metrics
         original = dict(trial.user_attrs["metrics"])
 
         trained.model.save(staging / "model.keras")

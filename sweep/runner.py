@@ -26,16 +26,24 @@ import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from sweep import early_stopping, interrupts
 from sweep.baseline import ensure_baseline, start_weights
-from sweep.config import StudyConfig, inherit_stored_values, parse_stored_config, parse_study_config
-from sweep.errors import ConfigError, Interrupted, StoreFailed, StudyAborted, SweepError, UsageError
+from sweep.config import StudyConfig, inherit_stored_values, parse_study_config
+from sweep.data import Dataset
+from sweep.errors import Interrupted, StoreFailed, StudyAborted, SweepError, UsageError
 from sweep.inputs import check_same_inputs, input_fingerprints
-from sweep.objective import FROZEN_SECTIONS, FinishRuns, PruningObjective, StaleTrials, study_user_attrs
+from sweep.objective import FinishRuns, PruningObjective, StaleTrials
+from sweep.resume import RunPlan, check_compatible, plan_trials, study_user_attrs
 from sweep.space import start_points
 from sweep.startup import NewTrackingStore, tracking_store_aside
-from sweep.stores import check_storage, check_tracking, existing_study_attrs, open_storage, setup_lock
+from sweep.stores import (
+    check_storage,
+    check_tracking,
+    existing_study_attrs,
+    open_storage,
+    setup_lock,
+)
 from sweep.tracking import Tracker
-from sweep import early_stopping, interrupts
 from sweep.workers import FINISHED, Goal, cpu_threads_per_worker, max_failures_allowed, work
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)  # our progress reports failures in one line
@@ -52,14 +60,11 @@ class RunRequest:
     timeout: float | None = None  # seconds after which no new trial starts
     jobs: int = 1  # worker processes on this machine
     max_failures: str = "0.5"  # a fraction of the trials wanted, or a count
-
-
-@dataclass
-class RunPlan:
-    """How many trials this invocation runs, and why."""
-
-    n_trials: int
-    reason: str
+    # Benchmarks of sampler settings (in this process: --jobs 1): a sampler made from its
+    # seed in place of config.sampler, and the trials a new study starts with (none: the
+    # sampler's own random start-up) in place of the default start design.
+    sampler: Callable[[int], optuna.samplers.BaseSampler] | None = None
+    start_points: Callable[[StudyConfig], list[dict[str, Any]]] | None = None
 
 
 class Progress(Protocol):
@@ -81,12 +86,14 @@ def _run_study(
     config = request.config
     if request.jobs < 1:
         raise UsageError(f"--jobs: must be at least 1, got {request.jobs}")
+    if request.sampler is not None and request.jobs > 1:
+        raise UsageError("--jobs: a sampler given in place of the study file's runs in this process only")
     check_storage(request.storage_url)
     check_tracking(request.tracking_uri)
     stored = existing_study_attrs(request.storage_url, config.name) or {}
     config = inherit_stored_values(config, stored.get("config"))
     request = dataclasses.replace(request, config=config)  # what --jobs workers run
-    _check_compatible(stored.get("config"), config)
+    check_compatible(stored.get("config"), config)
     max_failures_allowed(request.max_failures, 1)  # validates the flag before any work
     if request.jobs > 1 and {"latency", "int8_latency"} & set(config.objectives):
         print("warning: with --jobs, trials are timed while other workers train, the dense baseline alone; "
@@ -120,10 +127,10 @@ def _run_study(
                 study_name=config.name, storage=storage, directions=config.directions, load_if_exists=True
             )
             # again, under the lock: another run may have created the study since the check
-            _check_compatible(study.user_attrs.get("config"), config)
+            check_compatible(study.user_attrs.get("config"), config)
             check_same_inputs(study.user_attrs, fingerprints, config)
-            if not study.trials and config.sampler == "tpe":
-                _enqueue_start(study, config)
+            if not study.trials:
+                _enqueue_start(study, request)
             for key, value in study_user_attrs(config).items():
                 study.set_user_attr(key, value)
             for key, fingerprint in fingerprints.items():
@@ -144,7 +151,8 @@ def _run_study(
         if plan.n_trials and request.jobs == 1:
             with tempfile.TemporaryDirectory(prefix="sweep-") as folder:
                 _run_worker(study, config, dataset, tracker, goal, cpu_threads_per_worker(1), worker=0,
-                            start=start_weights(study, tracker, config, folder), display=display)
+                            start=start_weights(study, tracker, config, folder), display=display,
+                            sampler=request.sampler)
         elif plan.n_trials:
             _work_in_processes(request, study, goal, display)
     except KeyboardInterrupt:
@@ -154,15 +162,16 @@ def _run_study(
     return study
 
 
-def _run_worker(  # type: ignore[no-untyped-def]
-    study: optuna.Study, config: StudyConfig, dataset, tracker: Tracker, goal: Goal, threads: int,
+def _run_worker(
+    study: optuna.Study, config: StudyConfig, dataset: Dataset, tracker: Tracker, goal: Goal, threads: int,
     worker: int, start: Path | None, display: Progress | None = None,
+    sampler: Callable[[int], optuna.samplers.BaseSampler] | None = None,
 ) -> None:
     """One worker's trials, in this process or in a `--jobs` process: its own sampler
     seed, the objective (trials start from the weights in `start`, if given), and the
     loop that stops at the goal."""
     started = study.get_trials(deepcopy=False, states=tuple(set(TrialState) - {TrialState.WAITING}))
-    study.sampler = make_sampler(config.sampler, config.seed, offset=len(started), worker=worker)
+    study.sampler = make_sampler(config.sampler, config.seed, offset=len(started), worker=worker, factory=sampler)
     objective = PruningObjective(
         config, dataset, tracker, study.user_attrs["mlflow_study_run_id"], study.user_attrs["baseline"],
         goal, threads, start, on_epoch=getattr(display, "epoch", None),
@@ -279,35 +288,34 @@ def _worker_main(config_json: dict, storage_url: str, tracking_uri: str, goal: G
 # --- study set-up ------------------------------------------------------------------
 
 
-def plan_trials(target: int, finished: int, requested: int | None) -> RunPlan:
-    """`--n-trials N` adds N trials; otherwise run until the study has `n_trials` finished
-    (complete, or stopped early)."""
-    if requested is not None:
-        return RunPlan(requested, f"adding {requested} trials ({finished} finished so far)")
-    remaining = max(target - finished, 0)
-    if remaining == 0:
-        return RunPlan(0, f"the study already has {finished} finished trials (n_trials: {target}); "
-                          f"pass --n-trials N to add more")
-    resumed = f", resuming after {finished}" if finished else ""
-    return RunPlan(remaining, f"running {remaining} trials to reach n_trials: {target}{resumed}")
-
-
 START_TRIALS = 10  # TPESampler's n_startup_trials: the trials it draws before it models
 
 
-def _enqueue_start(study: optuna.Study, config: StudyConfig) -> None:
+def _enqueue_start(study: optuna.Study, request: RunRequest) -> None:
     """A new TPE study starts with space-filling trials instead of TPE's random ones.
     Two runs creating one study at once compute the same points; `skip_if_exists` drops
     the second run's copies unless both check at the same moment."""
-    for params in start_points(config.search, min(START_TRIALS, config.n_trials), config.seed):
+    config = request.config
+    if request.sampler is not None:
+        points = request.start_points(config) if request.start_points else []
+    elif config.sampler == "tpe":
+        points = start_points(config.search, min(START_TRIALS, config.n_trials), config.seed)
+    else:
+        points = []
+    for params in points:
         study.enqueue_trial(params, skip_if_exists=True)
 
 
-def make_sampler(name: str, seed: int, offset: int = 0, worker: int = 0) -> optuna.samplers.BaseSampler:
-    """The study's sampler, seeded from the study seed. `offset` (trials already in the
-    study) keeps a resumed run from replaying the first run's random start-up points, and
-    `worker` keeps parallel workers from sampling the same ones."""
+def make_sampler(
+    name: str, seed: int, offset: int = 0, worker: int = 0,
+    factory: Callable[[int], optuna.samplers.BaseSampler] | None = None,
+) -> optuna.samplers.BaseSampler:
+    """The study's sampler (or `factory`'s), seeded from the study seed. `offset` (trials
+    already in the study) keeps a resumed run from replaying the first run's random
+    start-up points, and `worker` keeps parallel workers from sampling the same ones."""
     sampler_seed = int(np.random.SeedSequence([seed, offset, worker]).generate_state(1)[0])
+    if factory is not None:
+        return factory(sampler_seed)
     if name == "tpe":
         return optuna.samplers.TPESampler(seed=sampler_seed)
     if name == "nsga2":
@@ -323,27 +331,3 @@ def make_sampler(name: str, seed: int, offset: int = 0, worker: int = 0) -> optu
     raise UsageError(f"sampler: unknown sampler {name!r}")
 
 
-def _check_compatible(stored: dict[str, Any] | None, config: StudyConfig) -> None:
-    """A study can be resumed only with the sections that define its trials unchanged."""
-    if not stored:
-        return
-    try:  # keys added to the study file since the study began get their defaults
-        stored = parse_stored_config(stored, source="stored study").model_dump(mode="json")
-    except ConfigError:  # e.g. a data file moved since: compare as stored
-        pass
-    wanted = config.model_dump(mode="json")
-    for key in FROZEN_SECTIONS:
-        if key in stored and stored[key] != wanted[key]:
-            raise UsageError(
-                f"study {config.name!r} already exists with a different {key} "
-                f"({_describe_difference(stored[key], wanted[key])}); "
-                f"give the study a new name, or restore the original {key}"
-            )
-
-
-def _describe_difference(stored: object, wanted: object) -> str:
-    if isinstance(stored, dict) and isinstance(wanted, dict):
-        for key in sorted(set(stored) | set(wanted)):
-            if stored.get(key) != wanted.get(key):
-                return f"{key}: stored {stored.get(key)!r}, study file {wanted.get(key)!r}"
-    return f"stored {stored!r}, study file {wanted!r}"

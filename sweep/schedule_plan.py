@@ -20,8 +20,10 @@ so the last pruning event applies exactly `final_sparsity`.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any
 
-from sweep.space import TrialParams
+from sweep.config import SearchConfig
+from sweep.space import Suggester, TrialParams, suggest_params
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,14 @@ class SchedulePlan:
         }
 
 
+def trial_plan(trial: Suggester, search: SearchConfig, total_steps: int) -> tuple[TrialParams, SchedulePlan]:
+    """A trial's parameters, sampled by `trial` (or replayed from its stored ones by an
+    `optuna.trial.FixedTrial`), and the plan they give over `total_steps` batches: the one
+    way a trial, its rerun and the analysis turn parameters into a schedule."""
+    params = suggest_params(trial, search)
+    return params, plan_schedule(params, total_steps)
+
+
 def plan_schedule(params: TrialParams, total_steps: int) -> SchedulePlan:
     """Place `params` on a training run of `total_steps` batches.
 
@@ -108,14 +118,14 @@ def plan_schedule(params: TrialParams, total_steps: int) -> SchedulePlan:
     if begin + events * frequency > total_steps:
         events -= 1
     end = begin + events * frequency
-    common = dict(
-        family=params.schedule,
-        total_steps=total_steps,
-        begin_step=begin,
-        end_step=end,
-        frequency=frequency,
-        final_sparsity=params.final_sparsity,
-    )
+    common: dict[str, Any] = {
+        "family": params.schedule,
+        "total_steps": total_steps,
+        "begin_step": begin,
+        "end_step": end,
+        "frequency": frequency,
+        "final_sparsity": params.final_sparsity,
+    }
     if params.schedule == "polynomial":
         assert params.initial_sparsity is not None and params.power is not None
         return SchedulePlan(**common, initial_sparsity=params.initial_sparsity, power=params.power)

@@ -14,10 +14,8 @@ from collections.abc import Iterator, Sequence
 from sweep._tf import keras, tf, tfmot
 from sweep.schedule_plan import SchedulePlan
 
-PruningSchedule = tfmot.sparsity.keras.PruningSchedule
 
-
-class StepSparsity(PruningSchedule):
+class StepSparsity(tfmot.sparsity.keras.PruningSchedule):
     """Sparsity `levels[i]` from step `boundaries[i]` on; masks change every `frequency`
     steps within `[begin_step, end_step]`.
 
@@ -71,7 +69,7 @@ class StepSparsity(PruningSchedule):
         }
 
 
-def build_schedule(plan: SchedulePlan) -> PruningSchedule:
+def build_schedule(plan: SchedulePlan) -> tfmot.sparsity.keras.PruningSchedule:
     """The tfmot schedule that does what `plan` describes."""
     if plan.family == "polynomial":
         return tfmot.sparsity.keras.PolynomialDecay(
@@ -99,6 +97,5 @@ def build_schedule(plan: SchedulePlan) -> PruningSchedule:
 @contextlib.contextmanager
 def load_scope() -> Iterator[None]:
     """Load a saved pruned model: `with load_scope(): keras.models.load_model(path)`."""
-    with keras.utils.custom_object_scope({"StepSparsity": StepSparsity}):
-        with tfmot.sparsity.keras.prune_scope():
-            yield
+    with keras.utils.custom_object_scope({"StepSparsity": StepSparsity}), tfmot.sparsity.keras.prune_scope():
+        yield

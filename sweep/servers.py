@@ -27,7 +27,7 @@ def port_in_use(host: str, port: int) -> bool:
     except socket.gaierror as error:
         raise UsageError(f"--host: cannot resolve {host!r} ({error.strerror}); give an address such as 127.0.0.1") from None
     for family, kind, protocol, _, address in addresses:
-        if ipaddress.ip_address(address[0].split("%")[0]).is_unspecified:
+        if ipaddress.ip_address(str(address[0]).split("%")[0]).is_unspecified:
             address = ("::1" if family == socket.AF_INET6 else "127.0.0.1", *address[1:])
         with contextlib.suppress(OSError), socket.socket(family, kind, protocol) as probe:
             probe.settimeout(2)

@@ -55,15 +55,15 @@ def suggest_params(trial: Suggester, search: SearchConfig) -> TrialParams:
     """Sample one configuration from `search` (define-by-run: conditional params appear
     only for the schedule family that uses them)."""
     schedule = trial.suggest_categorical("schedule", list(search.schedule))
-    common = dict(
-        schedule=schedule,
-        final_sparsity=_float(trial, "final_sparsity", search.final_sparsity),
-        begin_step=_float(trial, "begin_step", search.begin_step),
-        end_step=_float(trial, "end_step", search.end_step),
-        frequency=_int(trial, "frequency", search.frequency),
-        weight_decay=_float(trial, "weight_decay", search.weight_decay, log=True),
-        structure=_structure(trial, search),
-    )
+    common: dict[str, Any] = {  # suggested in this order (a seeded sampler draws in call order)
+        "schedule": schedule,
+        "final_sparsity": _float(trial, "final_sparsity", search.final_sparsity),
+        "begin_step": _float(trial, "begin_step", search.begin_step),
+        "end_step": _float(trial, "end_step", search.end_step),
+        "frequency": _int(trial, "frequency", search.frequency),
+        "weight_decay": _float(trial, "weight_decay", search.weight_decay, log=True),
+        "structure": _structure(trial, search),
+    }
     if schedule == "polynomial":
         return TrialParams(
             **common,

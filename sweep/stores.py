@@ -200,6 +200,20 @@ def _check_folder(folder: Path, url: str, fix: str) -> None:
         raise UsageError(f"the folder {folder} of {mask_password(url)} is not writable; fix {fix}")
 
 
+@contextlib.contextmanager
+def heartbeat_api() -> Iterator[None]:
+    """Optuna's heartbeat API (`RDBStorage(heartbeat_interval=...)`, `fail_stale_trials`,
+    `RetryHeartbeatStaleTrialCallback`), without its warning: "experimental" since Optuna
+    2.8, and still the way."""
+    import warnings
+
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        yield
+
+
 def open_storage(url: str, stale_trial_callback: Any = None, heartbeat: bool = False) -> optuna.storages.RDBStorage:
     """Optuna's RDB storage at `url`; a `UsageError` if it cannot be opened.
 
@@ -208,7 +222,6 @@ def open_storage(url: str, stale_trial_callback: Any = None, heartbeat: bool = F
     trials beat every `heartbeat_interval()` seconds and a silent one is failed (and
     handed to `stale_trial_callback`) by the next worker that looks.
     """
-    import warnings
 
     import optuna
 
@@ -219,8 +232,7 @@ def open_storage(url: str, stale_trial_callback: Any = None, heartbeat: bool = F
     beat = heartbeat_interval() if heartbeat else None
     for attempt in range(4):
         try:
-            with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.8
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            with heartbeat_api():
                 storage = optuna.storages.RDBStorage(
                     url,
                     engine_kwargs=engine_kwargs,

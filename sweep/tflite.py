@@ -19,11 +19,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from sweep._tf import keras, quiet_native_stderr, tf
+from sweep._tf import keras, mlir_sparsify, quiet_native_stderr, tf
 from sweep.data import Split
-
-# Not public API: the post-conversion pass behind tf.lite.Optimize.EXPERIMENTAL_SPARSITY.
-from tensorflow.lite.python.convert import mlir_sparsify  # noqa: E402
 
 CALIBRATION_EXAMPLES = 100
 CALIBRATION_SEED = 0

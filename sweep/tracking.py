@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from sweep.errors import UsageError
+from sweep.schedule_plan import SchedulePlan
 from sweep.stores import error_summary, local_store_exists, mask_password
 
 ROLE, STUDY, TRIAL_NUMBER, ERROR = "sweep.role", "sweep.study", "sweep.trial_number", "sweep.error"
@@ -273,3 +274,28 @@ class Tracker:
             params=[Param(k, str(v)) for k, v in params.items()],
             tags=[RunTag(k, v) for k, v in tags.items()],
         )
+
+
+def result_tags(pruned_layers: list[str], violations: Mapping[str, float]) -> dict[str, str]:
+    """The tags a trial's run gets with its results (also used by `sweep doctor` to log
+    them later): which layers were pruned and, with constraints, whether it is feasible."""
+    tags = {PRUNED_LAYERS: ",".join(pruned_layers)[:MAX_TAG_LENGTH]}
+    if violations:
+        tags[FEASIBLE] = "true" if all(v <= 0 for v in violations.values()) else "false"
+    return tags
+
+
+def result_params(pruned_layers: Sequence[str], layers: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """The params a trial's run gets with its results (also used by `sweep doctor`): how
+    many layers it pruned, and each one's pattern and target sparsity."""
+    params: dict[str, Any] = {"pruned_layers": len(pruned_layers)}
+    for name, how in layers.items():
+        params[f"pattern/{name}"] = how["pattern"]
+        params[f"target_sparsity/{name}"] = round(how["target"], 6)
+    return params
+
+
+def trial_run_params(params: Mapping[str, Any], plan: SchedulePlan, seed: int) -> dict[str, Any]:
+    """What a trial's MLflow run records as params: the sampled values, the absolute steps
+    and the seed (also used by `sweep doctor` to recreate a run MLflow never got)."""
+    return {**params, **plan.as_params(), "seed": seed}

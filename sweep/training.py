@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from sweep import interrupts
-from sweep._tf import keras, tf, tfmot
+from sweep._tf import PruneLowMagnitude, disable_op_determinism, keras, tf, tfmot
 from sweep.config import StudyConfig
 from sweep.data import Dataset
 from sweep.errors import SweepError, brief
@@ -24,14 +24,6 @@ from sweep.models import starting_model
 from sweep.pruning import all_layers, wrap_for_pruning
 from sweep.schedule_plan import SchedulePlan
 from sweep.structure import LayerPruning, Structure
-
-# Not in TensorFlow's public API (only enabling is), but there since TF 2.9.
-from tensorflow.python.framework.config import disable_op_determinism  # noqa: E402
-
-# The wrapper class is not re-exported by tfmot's public API.
-from tensorflow_model_optimization.python.core.sparsity.keras.pruning_wrapper import (  # noqa: E402
-    PruneLowMagnitude,
-)
 
 _configured = False
 

@@ -20,8 +20,7 @@ import os
 import sys
 import threading
 import time
-import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -30,7 +29,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from sweep import interrupts
 from sweep.errors import StoreFailed, StudyAborted
-from sweep.stores import error_summary
+from sweep.stores import error_summary, heartbeat_api
 
 POLL_SECONDS = 1.0
 # Trials that count toward `n_trials`: complete, and stopped early (sweep.early_stopping).
@@ -87,7 +86,7 @@ def check_not_surplus(trial: optuna.Trial, goal: Goal) -> None:
 
 def work(
     study: optuna.Study,
-    objective: Callable[[optuna.Trial], object],
+    objective: Callable[[optuna.Trial], Sequence[float]],
     goal: Goal,
     callbacks: list[Callable[[optuna.Study, FrozenTrial], None]] = (),  # type: ignore[assignment]
 ) -> None:
@@ -125,7 +124,7 @@ def _one_line_thread_errors() -> Iterator[None]:
 
 def _work(
     study: optuna.Study,
-    objective: Callable[[optuna.Trial], object],
+    objective: Callable[[optuna.Trial], Sequence[float]],
     goal: Goal,
     callbacks: list[Callable[[optuna.Study, FrozenTrial], None]],
 ) -> None:
@@ -155,8 +154,7 @@ def _work(
 def fail_stale_trials(study: optuna.Study) -> None:
     """Fail the trials whose worker died (heartbeat stale), calling the storage's callback
     (`objective.StaleTrials`: run KILLED, retry queued). A no-op without heartbeats."""
-    with warnings.catch_warnings():  # "experimental" since Optuna 2.9
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+    with heartbeat_api():
         optuna.storages.fail_stale_trials(study)
 
 

@@ -11,6 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+# Before any test imports TensorFlow directly: tfmot needs Keras 2 (see sweep/_tf.py).
+os.environ["TF_USE_LEGACY_KERAS"] = "1"
+
 REPO = Path(__file__).resolve().parents[1]
 SWEEP = [sys.executable, "-m", "sweep"]
 
@@ -41,7 +44,7 @@ def run_sweep(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout:
     full_env = {k: v for k, v in os.environ.items() if k not in ("SWEEP_STORAGE", "MLFLOW_TRACKING_URI")}
     full_env.update(env or {})
     return subprocess.run(
-        [*SWEEP, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
+        [*SWEEP, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout, check=False
     )
 
 
@@ -79,7 +82,7 @@ def _postgres_reachable() -> str | None:
     try:
         with psycopg.connect(POSTGRES, connect_timeout=5):
             return None
-    except Exception as error:  # noqa: BLE001
+    except Exception as error:
         return str(error).splitlines()[0]
 
 
@@ -128,13 +131,13 @@ def mlflow_server(postgres_database: Callable[[str], str], tmp_path: Path) -> It
     import urllib.request
 
     port = free_port()
-    log = open(tmp_path / "mlflow-server.log", "w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", postgres_database("mlflow"),
-         "--artifacts-destination", str(tmp_path / "mlflow-artifacts"), "--host", "127.0.0.1",
-         "--port", str(port), "--workers", "1"],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
+    with (tmp_path / "mlflow-server.log").open("w") as log:  # the server keeps its own copy of the file
+        process = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", postgres_database("mlflow"),
+             "--artifacts-destination", str(tmp_path / "mlflow-artifacts"), "--host", "127.0.0.1",
+             "--port", str(port), "--workers", "1"],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while True:

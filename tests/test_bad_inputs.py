@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import run_sweep, write_study
 from sweep.errors import UsageError
+
+from conftest import run_sweep, write_study
 
 pytestmark = pytest.mark.slow
 

@@ -13,10 +13,11 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from conftest import run_sweep
 from sweep.config import parse_study_config
 from sweep.runner import RunRequest, run_study
 from sweep.tracking import Tracker
+
+from conftest import run_sweep
 
 pytestmark = pytest.mark.slow
 

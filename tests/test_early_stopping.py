@@ -11,18 +11,19 @@ from hypothesis import given
 from hypothesis import strategies as st
 from optuna.trial import FrozenTrial, TrialState, create_trial
 
-from conftest import run_sweep, write_study
 from sweep.early_stopping import (
     EARLY_STOPPED,
     MIN_TRIALS,
     RUNGS,
     applies,
     domination_ranks,
+    judge,
     recorded_epochs,
     rung_epochs,
     rung_losses,
-    judge,
 )
+
+from conftest import run_sweep, write_study
 
 
 def trial(number: int, records: dict[int, tuple[float, float]], state: TrialState = TrialState.RUNNING,

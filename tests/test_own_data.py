@@ -47,13 +47,13 @@ def study(folder: Path, data: dict, **sections: object):  # type: ignore[no-unty
 
 
 def test_a_generator_of_unknown_length_is_counted_and_the_schedule_reaches_its_end(tmp_path: Path) -> None:
+    import optuna
+
     from sweep._tf import tf
     from sweep.measure import sparsity
     from sweep.schedule_plan import plan_schedule
     from sweep.space import suggest_params
     from sweep.training import train
-
-    import optuna
 
     config = study(tmp_path, {"loader": "data.py:generator"}, train={"epochs": 2, "batch_size": 60},
                    search={"schedule": "polynomial", "final_sparsity": 0.8, "initial_sparsity": 0.0,
@@ -62,7 +62,7 @@ def test_a_generator_of_unknown_length_is_counted_and_the_schedule_reaches_its_e
     assert dataset.train.stream.cardinality() == tf.data.UNKNOWN_CARDINALITY
     assert (dataset.train.size, dataset.val.size, dataset.test.size) == (1200, 300, 297)
     assert dataset.num_classes == 10 and dataset.input_shape == (8, 8, 1)
-    steps = config.train.epochs * dataset.steps_per_epoch(config.train.batch_size)
+    steps = dataset.total_steps(config.train)
     assert steps == 2 * math.ceil(1200 / 60)
     params = suggest_params(optuna.create_study().ask(), config.search)  # every value is fixed
     plan = plan_schedule(params, steps)
@@ -125,16 +125,16 @@ CASES = [
      "data.loader: train x and y differ in length (40 vs 39)"),
     ("label out of range", f"    return {{'train': ({X}, np.arange(40) % 12), 'test': ({X}, np.zeros(40, int))}}\n",
      {"num_classes": 10}, "data: train has label 11, out of range for num_classes: 10"),
-    ("batched stream", f"    d = tf.data.Dataset.from_tensor_slices(({X}, np.zeros(40, int))).batch(8)\n"
-                       "    return {'train': d, 'test': d}\n", {},
+    ("batched stream", (f"    d = tf.data.Dataset.from_tensor_slices(({X}, np.zeros(40, int))).batch(8)\n"
+                        "    return {'train': d, 'test': d}\n"), {},
      "data.loader: train labels have shape (8,); give one integer label per example (is the dataset batched?"),
     ("no (x, y) pairs", f"    d = tf.data.Dataset.from_tensor_slices({X})\n    return {{'train': d, 'test': d}}\n", {},
      "data.loader: train yields TensorSpec("),
-    ("shuffled in the loader", f"    d = tf.data.Dataset.from_tensor_slices(({X}, np.arange(40) % 3))\n"
-                               "    return {'train': d.shuffle(40, seed=1), 'test': d}\n", {},
+    ("shuffled in the loader", (f"    d = tf.data.Dataset.from_tensor_slices(({X}, np.arange(40) % 3))\n"
+                                "    return {'train': d.shuffle(40, seed=1), 'test': d}\n"), {},
      "data.loader: the training data comes in a different order on each pass (shuffled in the loader?)"),
-    ("repeats forever", f"    d = tf.data.Dataset.from_tensor_slices(({X}, np.zeros(40, int)))\n"
-                        "    return {'train': d.repeat(), 'test': d}\n", {},
+    ("repeats forever", (f"    d = tf.data.Dataset.from_tensor_slices(({X}, np.zeros(40, int)))\n"
+                         "    return {'train': d.repeat(), 'test': d}\n"), {},
      "data.loader: train repeats forever; remove .repeat()"),
     ("ragged arrays", "    return {'train': ([np.zeros(3), np.zeros(4)], [0, 1]), 'test': ([np.zeros(3)], [0])}\n", {},
      "data.loader: train is not a pair of arrays ("),

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from optuna.trial import TrialState, create_trial
 
 from sweep.pareto import (
+    completed_trials,
     hypervolume,
     hypervolume_history,
     is_feasible,
@@ -93,9 +94,9 @@ def test_hypervolume_of_a_hand_made_front() -> None:
     add(study, 0.6, 200.0)  # adds 0.6 x (0.5 - 0.2)
     add(study, 0.5, 600.0)  # dominated: adds nothing
     add(study, 0.95, 1500.0)  # larger than the dense baseline: outside the reference box
-    volume = hypervolume(study.trials, ["accuracy", "compressed_size"], BASELINE)
+    volume = hypervolume(trial_table(completed_trials(study)), ["accuracy", "compressed_size"], BASELINE)
     assert volume == pytest.approx(0.9 * 0.5 + 0.6 * 0.3)
-    history = hypervolume_history(study, ["accuracy", "compressed_size"], BASELINE)
+    history = hypervolume_history(trial_table(completed_trials(study)), ["accuracy", "compressed_size"], BASELINE)
     assert [n for n, _ in history] == [0, 1, 2, 3]
     assert [v for _, v in history] == pytest.approx([0.45, 0.63, 0.63, 0.63])
 
@@ -106,7 +107,7 @@ def test_hypervolume_matches_a_grid_estimate_with_three_objectives() -> None:
     points = [(rng.uniform(0.5, 1), rng.uniform(100, 900), rng.uniform(0, 1)) for _ in range(6)]
     for accuracy, size, sparsity in points:
         add(study, accuracy, size, sparsity=sparsity)
-    volume = hypervolume(study.trials, ["accuracy", "compressed_size", "sparsity"], BASELINE)
+    volume = hypervolume(trial_table(completed_trials(study)), ["accuracy", "compressed_size", "sparsity"], BASELINE)
     grid = np.linspace(0.005, 0.995, 100)
     inside = sum(
         any(a >= ga and s / 1000 <= 1 - gs and p >= gp for a, s, p in points)
@@ -140,7 +141,7 @@ def exact_dominated_volume(points: np.ndarray, reference: np.ndarray) -> float:
 def test_three_objective_hypervolume_of_what_ships_equals_brute_force(seed: int) -> None:
     import pandas as pd
 
-    from sweep.pareto import hypervolume_of, pareto_front
+    from sweep.pareto import hypervolume, pareto_front
 
     rng = np.random.default_rng(seed)
     baseline = {"int8_val_accuracy": 0.97, "int8_bytes": 40000.0, "int8_latency_ms": 0.01}
@@ -153,7 +154,7 @@ def test_three_objective_hypervolume_of_what_ships_equals_brute_force(seed: int)
     losses = np.stack([-table["int8_val_accuracy"], table["int8_bytes"] / 40000, table["int8_latency_ms"] / 0.01], 1)
     reference = np.array([0.0, 1.0, 1.0])
     inside = losses[np.all(losses < reference, axis=1)]
-    assert hypervolume_of(table, objectives, baseline) == pytest.approx(exact_dominated_volume(inside, reference))
+    assert hypervolume(table, objectives, baseline) == pytest.approx(exact_dominated_volume(inside, reference))
     front = set(pareto_front(table, objectives)["trial"])
     assert front == {i for i in range(12) if not any(np.all(losses[j] <= losses[i]) and np.any(losses[j] < losses[i])
                                                      for j in range(12))}

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sweep._tf import keras, tfmot
+from sweep._tf import PruneLowMagnitude, keras, tfmot
 from sweep.config import PruneConfig, SearchConfig, parse_study_config
 from sweep.data import load_dataset
 from sweep.errors import UsageError
@@ -16,7 +16,6 @@ from sweep.schedule_plan import SchedulePlan
 from sweep.schedules import build_schedule
 from sweep.structure import Structure
 from sweep.training import train
-from tensorflow_model_optimization.python.core.sparsity.keras.pruning_wrapper import PruneLowMagnitude
 
 BUILDERS = '''
 import tf_keras as keras
@@ -61,7 +60,7 @@ def study(builder: str, epochs: int = 2, **prune: str) -> object:
 def test_a_model_with_layers_tfmot_cannot_wrap_is_pruned_where_it_can_be(builders: str) -> None:
     config = study(f"{builders}:with_preprocessing")
     data = load_dataset(config.data)
-    steps = config.train.epochs * data.steps_per_epoch(config.train.batch_size)
+    steps = data.total_steps(config.train)
     trained = train(data, config, seed=1, plan=plan(steps))
     assert trained.pruned_layers == ["inner_conv", "hidden", "logits"]
     names = [layer.name for layer in trained.model.layers]

@@ -13,8 +13,8 @@ from sweep.space import TrialParams, suggest_params
 
 
 def constant(**kw: object) -> TrialParams:
-    values = dict(schedule="constant", final_sparsity=0.8, begin_step=0.1, end_step=0.9,
-                  frequency=10, weight_decay=0.0)
+    values = {"schedule": "constant", "final_sparsity": 0.8, "begin_step": 0.1, "end_step": 0.9,
+              "frequency": 10, "weight_decay": 0.0}
     return TrialParams(**{**values, **kw})  # type: ignore[arg-type]
 
 

@@ -24,7 +24,7 @@ PARAMS = {
 def test_tfmot_schedule_matches_the_plan_at_every_step(family: str) -> None:
     plan = plan_schedule(PARAMS[family], total_steps=120)
     schedule = build_schedule(plan)
-    for step in range(0, 130):
+    for step in range(130):
         should_prune, sparsity = schedule(tf.constant(step, tf.int64))
         assert bool(should_prune) == plan.should_prune(step), step
         assert float(sparsity) == pytest.approx(plan.sparsity_at(step), abs=1e-6), step
@@ -43,9 +43,9 @@ def test_step_sparsity_config_round_trips() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        (dict(boundaries=[0, 10], levels=[0.5], begin_step=0, end_step=10), "equal length"),
-        (dict(boundaries=[10, 0], levels=[0.1, 0.5], begin_step=0, end_step=10), "ascending"),
-        (dict(boundaries=[0, 10], levels=[0.1, 1.0], begin_step=0, end_step=10), "range"),
+        ({"boundaries": [0, 10], "levels": [0.5], "begin_step": 0, "end_step": 10}, "equal length"),
+        ({"boundaries": [10, 0], "levels": [0.1, 0.5], "begin_step": 0, "end_step": 10}, "ascending"),
+        ({"boundaries": [0, 10], "levels": [0.1, 1.0], "begin_step": 0, "end_step": 10}, "range"),
     ],
 )
 def test_step_sparsity_rejects_impossible_levels(kwargs: dict, message: str) -> None:

@@ -20,9 +20,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conftest import SWEEP, free_port, run_sweep, write_study
 from sweep.errors import UsageError
 from sweep.stores import check_tracking, mask_password
+
+from conftest import SWEEP, free_port, run_sweep, write_study
 
 # --- mask_password ------------------------------------------------------------------------
 
@@ -294,7 +295,7 @@ def test_check_tracking_sends_a_urls_user_and_password_as_basic_auth() -> None:
     expected = "Basic " + base64.b64encode(b"u:s3cr#et").decode()
 
     class Health(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        def do_GET(self) -> None:
             self.send_response(200 if self.headers.get("Authorization") == expected else 401)
             self.end_headers()
 

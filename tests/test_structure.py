@@ -14,11 +14,12 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conftest import run_sweep, write_study
 from sweep.config import parse_study_config
 from sweep.errors import ConfigError
 from sweep.schedule_plan import SchedulePlan
 from sweep.structure import Pattern, Structure, allocate, plan_layers
+
+from conftest import run_sweep, write_study
 
 CNN = {"conv1": [(3, 3, 1, 16)], "conv2": [(3, 3, 16, 32)], "dense1": [(512, 64)], "logits": [(64, 10)]}
 
@@ -157,7 +158,7 @@ def test_trained_weights_have_the_pattern_and_each_layer_its_target(structure: S
 
     config = parse_study_config({"name": "s", "model": {"builder": "cnn"}, "train": {"epochs": 2, "batch_size": 64}})
     data = load_dataset(config.data)
-    steps = config.train.epochs * data.steps_per_epoch(config.train.batch_size)
+    steps = data.total_steps(config.train)
     plan = SchedulePlan("polynomial", steps, 0, steps - 4, 4, 0.8, initial_sparsity=0.2, power=3.0)
     trained = train(data, config, seed=2, plan=plan, structure=structure)
     layers = {name: asdict(how) for name, how in trained.layers.items()}

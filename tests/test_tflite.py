@@ -85,11 +85,12 @@ def test_a_three_objective_study_on_what_ships_and_every_objective_combination(t
     import itertools
     import json
 
-    from conftest import run_notebook, run_sweep, write_study
     from sweep.config import OBJECTIVES
-    from sweep.pareto import completed_trials, hypervolume_of, pareto_front, trial_table
+    from sweep.pareto import completed_trials, hypervolume, pareto_front, trial_table
     from sweep.selection import select_trial
     from sweep.stores import load_study
+
+    from conftest import run_notebook, run_sweep, write_study
 
     write_study(tmp_path, name="ships", n_trials=4, model={"builder": "cnn"},
                 objectives=["accuracy", "int8_size", "int8_latency"])
@@ -126,5 +127,5 @@ def test_a_three_objective_study_on_what_ships_and_every_objective_combination(t
         for objectives in itertools.combinations(OBJECTIVES, size):
             front = pareto_front(table, objectives)
             assert not front.empty, objectives
-            assert 0 <= hypervolume_of(table, objectives, baseline) <= 1, objectives
+            assert 0 <= hypervolume(table, objectives, baseline) <= 1, objectives
             assert select_trial(front, objectives) in set(front["trial"]), objectives

@@ -20,7 +20,7 @@ CONFIG = parse_study_config(
     {"name": "t", "model": {"builder": "mlp"}, "train": {"epochs": 2, "batch_size": 64}}
 )
 DATA = load_dataset(CONFIG.data)
-TOTAL_STEPS = CONFIG.train.epochs * DATA.steps_per_epoch(CONFIG.train.batch_size)
+TOTAL_STEPS = DATA.total_steps(CONFIG.train)
 
 
 def sampled(family: str, seed: int):  # type: ignore[no-untyped-def]

@@ -12,12 +12,12 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from sweep.stores import heartbeat_api
 from sweep.workers import Goal, work
 
 
 def heartbeat_storage(path: Path, interval: int = 1) -> optuna.storages.RDBStorage:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+    with heartbeat_api():
         return optuna.storages.RDBStorage(
             f"sqlite:///{path}", heartbeat_interval=interval, grace_period=2 * interval,
             heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(),
@@ -84,15 +84,15 @@ def test_max_failures_is_a_fraction_of_the_trials_wanted_or_a_count(value: str, 
 
 def test_a_study_stored_before_a_key_existed_resumes_with_its_default() -> None:
     from sweep.config import parse_study_config
-    from sweep.runner import _check_compatible
+    from sweep.resume import check_compatible
 
     config = parse_study_config({"name": "x"})
     stored = config.model_dump(mode="json")
     del stored["model"]["prune"]  # as stored by sweep before model.prune existed
-    _check_compatible(stored, config)
+    check_compatible(stored, config)
     stored["model"]["builder"] = "mlp"
     with pytest.raises(Exception, match="already exists with a different model"):
-        _check_compatible(stored, config)
+        check_compatible(stored, config)
 
 
 class FakeTracker:

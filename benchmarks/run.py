@@ -527,7 +527,8 @@ def early_stopping_notes() -> str:
     for r in runs:
         off, on = r["median"]["off"], r["median"]["on"]
         search = r.get("search", {}).get("end_step")
-        rows.append(f"| {r['study']}{f' (end_step {search})' if search else ''} | {len(r['seeds'])} | "
+        epochs = r.get("train", {}).get("epochs", 8)
+        rows.append(f"| {r['study']} ({epochs} epochs{f', end_step {search}' if search else ''}) | {len(r['seeds'])} | "
                     f"{off['trials_seconds']:.1f} / {on['trials_seconds']:.1f} ({on['trials_seconds'] / off['trials_seconds']:.0%}) | "
                     f"{off['hypervolume']:.4f} / {on['hypervolume']:.4f} | {off['hypervolume_at_on_time']:.4f} | {on['stopped']:.1f} of {r['n_trials']} |")
     start = json.loads((HERE / "startup.json").read_text()) if (HERE / "startup.json").exists() else None
@@ -547,6 +548,7 @@ baseline's training. The floor is importing TensorFlow with tf_keras and tfmot i
 ```bash
 .venv/bin/python benchmarks/early_stopping.py --study quickstart > benchmarks/early_stopping.json
 .venv/bin/python benchmarks/early_stopping.py --study recovery > benchmarks/early_stopping-recovery.json
+.venv/bin/python benchmarks/early_stopping.py --study heavy > benchmarks/early_stopping-heavy.json
 ```
 
 Each study run with `early_stopping: false` and `true`, seeds interleaved, medians over the seeds.

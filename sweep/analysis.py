@@ -7,8 +7,13 @@ Optuna storage (for `sweep report`), in the same shape, drawn by the same code.
 
 from __future__ import annotations
 
+import html
+import os
+import shutil
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -17,6 +22,7 @@ import yaml
 from matplotlib.figure import Figure
 
 from sweep import plots
+from sweep.columns import COLUMNS, METRIC_COLUMNS
 from sweep.config import StudyConfig, parse_stored_config
 from sweep.pareto import completed_trials, hypervolume_history, pareto_front, trial_table
 from sweep.schedule_plan import SchedulePlan, trial_plan
@@ -131,17 +137,36 @@ def figures(results: StudyResults, chosen: int) -> dict[str, Figure]:
     }
 
 
-# The front's columns people compare, in the report, `pareto --plot` and the notebook (those measured).
-FRONT_COLUMNS = ("trial", "schedule", "pattern", "policy", "allocation", "val_accuracy", "test_accuracy", "sparsity", "compressed_bytes",
-                 "compression_ratio", "tflite_gzip_bytes", "int8_val_accuracy", "int8_bytes", "latency_ms",
-                 "int8_latency_ms", "mlflow_run_id")
-
-
 def front_table(front: pd.DataFrame) -> pd.DataFrame:
-    return front[[c for c in FRONT_COLUMNS if c in front]]
+    return front[[c for c in COLUMNS if c in front]]
 
 
 def baseline_table(baseline: Mapping[str, float]) -> pd.DataFrame:
-    keys = ("val_accuracy", "test_accuracy", "compressed_bytes", "tflite_gzip_bytes", "int8_val_accuracy",
-            "int8_bytes", "latency_ms", "int8_latency_ms", "params", "train_seconds")
+    keys = (*METRIC_COLUMNS, "params", "train_seconds")
     return pd.DataFrame([{k: baseline[k] for k in keys if k in baseline}])
+
+
+def write_report(results: StudyResults, chosen: int, output: Path) -> tuple[list[Path], int]:
+    """The analysis figures (PNG) and a one-page `report.html` in `output`, each file
+    renamed into place once whole; returns the files written and the number of figures."""
+    drawn = figures(results, chosen)
+    output.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".report-", dir=output))
+    try:
+        for stem, figure in drawn.items():
+            figure.savefig(staging / f"{stem}.png", dpi=110)
+        sections = [
+            plots.svg(drawn["pareto_front"]),
+            "<h2>Pareto-optimal trials</h2>" + plots.table_html(front_table(results.front)),
+            "<h2>Dense baseline</h2>" + plots.table_html(baseline_table(results.baseline)),
+            f"<h2>Chosen: trial {chosen}</h2>",
+            *(plots.svg(figure) for stem, figure in drawn.items() if stem != "pareto_front"),
+            f"<h2>Study file</h2><pre>{html.escape(results.config.to_yaml())}</pre>",
+        ]
+        (staging / "report.html").write_text(plots.html_page(f"sweep report: {results.name}", sections))
+        written = sorted(output / item.name for item in staging.iterdir())
+        for path in written:
+            os.replace(staging / path.name, path)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return written, len(drawn)

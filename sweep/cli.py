@@ -3,10 +3,14 @@ so `sweep --help` answers without importing TensorFlow."""
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import math
 import sys
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -20,7 +24,7 @@ if TYPE_CHECKING:  # loaded by the commands that use them: `sweep --help` stays 
 
     from sweep.config import StudyConfig
     from sweep.rerun import RerunResult
-    from sweep.resume import RunPlan
+    from sweep.tracking import Tracker
 
 app = typer.Typer(
     help="Find the best way to prune a Keras model: an Optuna search over tfmot pruning "
@@ -102,18 +106,9 @@ def run(
         jobs=jobs,
         max_failures=max_failures,
     )
-    progress: StudyProgress | None = None
-
-    def make_progress(plan: RunPlan) -> StudyProgress:
-        nonlocal progress
-        progress = StudyProgress(plan, config.train.epochs, stderr).__enter__()
-        return progress
-
-    try:
-        study = run_study(request, progress=make_progress)
-    finally:
-        if progress is not None:
-            progress.__exit__(None, None, None)
+    with contextlib.ExitStack() as shown:  # the progress display starts once the run knows its plan
+        study = run_study(request, progress=lambda plan: shown.enter_context(
+            StudyProgress(plan, config.train.epochs, stderr)))
     _print_front(study)
 
 
@@ -130,13 +125,31 @@ MaxLatency = Annotated[float | None, typer.Option(
     "--max-latency", min=0, help="Only trials with latency <= MS (latency_ms with a latency objective, else int8_latency_ms).")]
 
 
-def _open_study(study_file: Path | None, study_name: str | None, storage: str | None
-                ) -> tuple[optuna.Study, StudyConfig]:
-    """(study, stored config) from a study file or --study NAME."""
+@dataclass
+class _Opened:
+    """A study a command reads, its resolved study file, and its MLflow tracker (opened on
+    first use: not every command needs it, and a study that is not there must not create a
+    tracking store)."""
+
+    study: optuna.Study
+    config: StudyConfig
+    tracking_uri: str
+
+    @functools.cached_property
+    def tracker(self) -> Tracker:
+        from sweep.tracking import Tracker
+
+        return Tracker(self.tracking_uri, self.study.study_name)
+
+
+def _open_study(study_file: Path | None, study_name: str | None, storage: str | None,
+                tracking_uri: str | None = None) -> _Opened:
+    """The study named by a study file or --study NAME."""
     from sweep.stores import load_study, storage_url, stored_config
+    from sweep.stores import tracking_uri as resolve_tracking_uri
 
     study = load_study(_study_name(study_file, study_name), storage_url(storage))
-    return study, stored_config(study)
+    return _Opened(study, stored_config(study), resolve_tracking_uri(tracking_uri))
 
 
 def _study_name(study_file: Path | None, study_name: str | None) -> str:
@@ -176,16 +189,14 @@ def pareto(
 
     from sweep.analysis import from_study, front_table
     from sweep.pareto import hypervolume, pareto_trials, trial_table
-    from sweep.stores import tracking_uri as resolve_tracking_uri
-    from sweep.tracking import Tracker
 
     _check_format(output_format, ("table", "csv", "json"))
     if plot is not None and plot.suffix.lower() not in (".png", ".html"):
         from sweep.errors import UsageError
 
         raise UsageError(f"--plot: use a .png or .html file name, got {plot.name!r}")
-    study, config = _open_study(study_file, study_name, storage)
-    tracker = Tracker(resolve_tracking_uri(tracking_uri), study.study_name)
+    opened = _open_study(study_file, study_name, storage, tracking_uri)
+    study, config, tracker = opened.study, opened.config, opened.tracker
     results = from_study(study, config)
     front_trials = pareto_trials(study)
     frame = trial_table(front_trials)
@@ -274,10 +285,12 @@ def best(
     """
     import json
 
+    from sweep.columns import METRIC_COLUMNS
     from sweep.rerun import trial_study_config
 
     _check_format(output_format, ("table", "yaml", "json"))
-    study, config = _open_study(study_file, study_name, storage)
+    opened = _open_study(study_file, study_name, storage)
+    study, config = opened.study, opened.config
     trial = _select(study, config, min_accuracy, max_size, max_latency)
     if output_format == "yaml":
         sys.stdout.write(trial_study_config(config, trial).to_yaml())
@@ -304,8 +317,7 @@ def best(
         how += f", {latency} <= {max_latency}"
     stdout.print(f"[bold]trial {trial.number}[/] of {study.study_name} ({how})", highlight=False)
     metrics = trial.user_attrs["metrics"]
-    for key in ("val_accuracy", "test_accuracy", "sparsity", "compressed_bytes", "compression_ratio", "tflite_gzip_bytes",
-                "int8_val_accuracy", "int8_bytes", "latency_ms", "int8_latency_ms"):
+    for key in METRIC_COLUMNS:
         if key in metrics:  # studies measured before int8 and latency existed lack the last four
             stdout.print(f"  {key:<20} {_cell(metrics[key])}", highlight=False)
     for key, value in {**trial.params, **{f"pruning_{k}": v for k, v in details["steps"].items()}, "seed": details["seed"]}.items():
@@ -337,15 +349,14 @@ def rerun(
     """
     from sweep.errors import UsageError
     from sweep.rerun import check_output_folder, rerun_trial
-    from sweep.stores import tracking_uri as resolve_tracking_uri
-    from sweep.tracking import Tracker
 
     if output is None:
         raise UsageError("--output: give a new folder for the exported model, e.g. --output exported/")
     if (trial_number is None) == (not use_best):
         raise UsageError("choose the trial with --trial N or --best (with --min-accuracy/--max-size)")
     check_output_folder(output)
-    study, config = _open_study(study_file, study_name, storage)
+    opened = _open_study(study_file, study_name, storage, tracking_uri)
+    study, config = opened.study, opened.config
     if use_best:
         trial = _select(study, config, min_accuracy, max_size, max_latency)
     else:
@@ -353,9 +364,8 @@ def rerun(
         if not matches or "metrics" not in matches[0].user_attrs:
             raise UsageError(f"--trial: study {study.study_name!r} has no completed trial {trial_number}")
         trial = matches[0]
-    tracker = Tracker(resolve_tracking_uri(tracking_uri), study.study_name)
     stderr.print(f"rerunning trial {trial.number} of {study.study_name} (seed {trial.user_attrs['seed']})")
-    result = rerun_trial(study, trial, config, tracker, output, register=register)
+    result = rerun_trial(study, trial, config, opened.tracker, output, register=register)
     _print_comparison(result)
 
 
@@ -407,54 +417,26 @@ def report(
 
     Example: sweep report studies/quickstart.yaml --output report/ --min-accuracy 0.95
     """
-    import html
-    import os
-    import shutil
-    import tempfile
-
-    from sweep.analysis import baseline_table, figures, from_study, front_table
+    from sweep.analysis import from_study, write_report
     from sweep.errors import UsageError
-    from sweep.plots import html_page, svg, table_html
-    from sweep.stores import tracking_uri as resolve_tracking_uri
-    from sweep.tracking import Tracker
 
     if output is None:
         raise UsageError("--output: give a folder for the report, e.g. --output report/")
     if output.exists() and not output.is_dir():
         raise UsageError(f"--output: {output} is a file; give a folder")
-    study, config = _open_study(study_file, study_name, storage)
-    tracker = Tracker(resolve_tracking_uri(tracking_uri), study.study_name)
+    opened = _open_study(study_file, study_name, storage, tracking_uri)
+    study, config, tracker = opened.study, opened.config, opened.tracker
     store = tracker.local_artifact_store()
     if store is not None and (store == output.resolve() or output.resolve() in store.parents):
         raise UsageError(f"--output: {output} holds the study's MLflow artifact store {store}; "
                          f"give a folder outside it, e.g. --output report/")
     chosen = _select(study, config, min_accuracy, max_size, max_latency).number
     results = from_study(study, config)
-    drawn = figures(results, chosen)
-
-    output.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".report-", dir=output))
-    try:
-        for stem, figure in drawn.items():
-            figure.savefig(staging / f"{stem}.png", dpi=110)
-        sections = [
-            svg(drawn["pareto_front"]),
-            "<h2>Pareto-optimal trials</h2>" + table_html(front_table(results.front)),
-            "<h2>Dense baseline</h2>" + table_html(baseline_table(results.baseline)),
-            f"<h2>Chosen: trial {chosen}</h2>",
-            *(svg(figure) for stem, figure in drawn.items() if stem != "pareto_front"),
-            f"<h2>Study file</h2><pre>{html.escape(config.to_yaml())}</pre>",
-        ]
-        (staging / "report.html").write_text(html_page(f"sweep report: {study.study_name}", sections))
-        written = sorted(output / item.name for item in staging.iterdir())
-        for path in written:
-            os.replace(staging / path.name, path)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    written, figure_count = write_report(results, chosen, output)
     if results.study_run_id:  # only our files: --output may hold anything (.env, databases)
         for path in written:
             tracker.log_artifact(results.study_run_id, str(path), "report")
-    stdout.print(f"report for trial {chosen} written to {output / 'report.html'} ({len(drawn)} figures)", highlight=False)
+    stdout.print(f"report for trial {chosen} written to {output / 'report.html'} ({figure_count} figures)", highlight=False)
 
 
 @app.command()
@@ -474,18 +456,12 @@ def doctor(
 
     Example: sweep doctor studies/quickstart.yaml --repair
     """
-    from sweep.doctor import diagnose
-    from sweep.objective import StaleTrials
-    from sweep.stores import load_study, open_storage, require_storage, storage_url
+    from sweep.doctor import apply, diagnose, open_for_check
+    from sweep.stores import storage_url
     from sweep.stores import tracking_uri as resolve_tracking_uri
-    from sweep.tracking import Tracker
 
-    name = _study_name(study_file, study_name)
-    require_storage(storage_url(storage))
-    tracker = Tracker(resolve_tracking_uri(tracking_uri), name, create=False)  # reads only
-    # heartbeats on, as `sweep run` has them: stale trials are found, and --repair fails and retries them
-    opened = open_storage(storage_url(storage), stale_trial_callback=StaleTrials(tracker), heartbeat=True)
-    study = load_study(name, storage_url(storage), opened)
+    study, tracker, opened = open_for_check(_study_name(study_file, study_name), storage_url(storage),
+                                            resolve_tracking_uri(tracking_uri))
     problems = diagnose(study, tracker, opened)
     trials = study.get_trials(deepcopy=False)
     complete = sum(t.state.name == "COMPLETE" for t in trials)
@@ -494,23 +470,9 @@ def doctor(
         stdout.print(f"Optuna and MLflow agree: {complete} complete trials, each with one FINISHED run"
                      + (f"; {stopped} stopped early, their runs KILLED" if stopped else ""))
         return
-    remaining = 0
-    for problem in problems:
-        where = f"trial {problem.trial}" if problem.trial is not None else "no trial"
-        if repair and problem.repair is not None:
-            try:
-                problem.repair()
-            except Exception as error:  # e.g. the tracking store is still down: the others may work
-                from sweep.stores import error_summary
-
-                remaining += 1
-                stdout.print(f"{where}, run {problem.run_id}: {problem.detail}: repair failed "
-                             f"({type(error).__name__}: {error_summary(error)})", highlight=False)
-                continue
-            stdout.print(f"repaired {where}, run {problem.run_id}: {problem.detail} -> {problem.fix}", highlight=False)
-        else:
-            remaining += problem.repair is None or not repair
-            stdout.print(f"{where}, run {problem.run_id}: {problem.detail} (fix: {problem.fix})", highlight=False)
+    lines, remaining = apply(problems, repair)
+    for line in lines:
+        stdout.print(line, highlight=False)
     if remaining:
         hint = "" if repair else "; run with --repair to fix them"
         stderr.print(f"{remaining} problem{'s' if remaining > 1 else ''} left{hint}")
@@ -528,26 +490,10 @@ def studies(
     """
     import json
 
-    import optuna
-
-    from sweep.stores import mask_password, open_storage, storage_url
+    from sweep.stores import mask_password, storage_url, study_rows
 
     _check_format(output_format, ("table", "csv", "json"))
-    rows = []
-    opened = open_storage(storage_url(storage))  # one engine for all studies
-    for summary in optuna.get_all_study_summaries(opened, include_best_trial=False):
-        study = optuna.load_study(study_name=summary.study_name, storage=opened)
-        trials = study.get_trials(deepcopy=False)
-        states = {state.name.lower(): sum(t.state == state for t in trials) for state in optuna.trial.TrialState}
-        done = [t for t in trials if "metrics" in t.user_attrs and t.state.name == "COMPLETE"]
-        rows.append({
-            "study": summary.study_name,
-            "objectives": ",".join(study.user_attrs.get("objectives", [])),
-            "complete": states["complete"], "running": states["running"],
-            "failed": states["fail"], "pruned": states["pruned"],
-            "best_val_accuracy": max((t.user_attrs["metrics"]["val_accuracy"] for t in done), default=None),
-            "smallest_compressed_bytes": min((t.user_attrs["metrics"]["compressed_bytes"] for t in done), default=None),
-        })
+    rows = study_rows(storage_url(storage))
     if output_format == "json":
         sys.stdout.write(json.dumps(rows, indent=2) + "\n")
         return
@@ -569,17 +515,25 @@ def studies(
     stdout.print(table)
 
 
+PortOption = Annotated[int, typer.Option("--port", min=1, max=65535, help="Port to serve on.")]
+HostOption = Annotated[str, typer.Option("--host", help="Interface to bind; 0.0.0.0 (or ::) exposes it to the network.")]
+
+
 @app.command()
 def ui(
-    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port to serve on.")] = 5000,
-    host: Annotated[str, typer.Option("--host", help="Interface to bind; 0.0.0.0 (or ::) exposes it to the network.")] = "127.0.0.1",
+    study_file: StudyFileOptional = None,
+    study_name: StudyNameOption = None,
+    port: PortOption = 5000,
+    host: HostOption = "127.0.0.1",
     tracking_uri: TrackingOption = None,
 ) -> None:
     """Start the MLflow UI on the tracking store `sweep run` uses, and print its URL.
 
+    With a study (file or --study NAME): the URLs of its runs and of its saved "Pareto
+    front" view (the front's runs, with accuracy and size as columns).
     Ctrl-C, SIGTERM and SIGHUP stop the whole server, its workers and job runners too.
 
-    Example: sweep ui --port 5001
+    Example: sweep ui studies/quickstart.yaml --port 5001
     """
     import os
 
@@ -591,12 +545,60 @@ def ui(
     uri = resolve_tracking_uri(tracking_uri)
     if not uri.startswith(("sqlite:", "postgresql", "mysql", "file:", "/")) and "://" in uri:
         raise UsageError(f"--tracking-uri: {mask_password(uri)} is a server already; open it in a browser")
+    pages = {"": browser_url(host, port)}
+    if study_file is not None or study_name is not None:
+        from sweep.tracking import Tracker
+
+        pages = Tracker(uri, _study_name(study_file, study_name), create=False).ui_pages(browser_url(host, port))
     if port_in_use(host, port):
         raise UsageError(f"--port: port {port} on {host} is already in use; pass another --port")
-    stderr.print(f"MLflow UI for {mask_password(uri)}: open {browser_url(host, port)}  (Ctrl-C stops it)", highlight=False)
+    [(first, url), *more] = pages.items()
+    stderr.print(f"MLflow UI for {mask_password(uri)}: open {url}  {first and f'({first}) '}(Ctrl-C stops it)",
+                 highlight=False, soft_wrap=True)  # a URL is one line, to copy whole
+    for name, url in more:
+        stderr.print(f"  {name}: {url}", highlight=False, soft_wrap=True)
     # The store URI (password and all) goes in the environment: a command line is public in `ps`.
     env = {**os.environ, "MLFLOW_BACKEND_STORE_URI": uri}
     sys.exit(serve([sys.executable, "-m", "mlflow", "ui", "--host", host, "--port", str(port)], env))
+
+
+@app.command()
+def dashboard(
+    study_file: StudyFileOptional = None,
+    study_name: StudyNameOption = None,
+    port: PortOption = 8080,
+    host: HostOption = "127.0.0.1",
+    storage: StorageOption = None,
+) -> None:
+    """Serve the Optuna storage in optuna-dashboard, and print the URL of the study's page.
+
+    Needs the dashboard extra: pip install 'sweep[dashboard]'. Ctrl-C stops it.
+
+    Example: sweep dashboard studies/quickstart.yaml --port 8081
+    """
+    from sweep.errors import UsageError
+    from sweep.servers import browser_url, port_in_use
+    from sweep.stores import load_study, mask_password, open_storage, require_storage, storage_url
+
+    try:
+        import optuna_dashboard
+    except ImportError:
+        raise UsageError("sweep dashboard needs optuna-dashboard; pip install 'sweep[dashboard]' "
+                         "(or pip install optuna-dashboard)") from None
+    url = storage_url(storage)
+    require_storage(url)
+    page = browser_url(host, port) + "/dashboard/"
+    if study_file is not None or study_name is not None:
+        opened = open_storage(url)
+        name = load_study(_study_name(study_file, study_name), url, opened).study_name
+        page += f"studies/{opened.get_study_id_from_name(name)}"
+    if port_in_use(host, port):
+        raise UsageError(f"--port: port {port} on {host} is already in use; pass another --port")
+    stderr.print(f"optuna-dashboard for {mask_password(url)}: open {page}  (Ctrl-C stops it)", highlight=False,
+                 soft_wrap=True)
+    # In this process: the storage URL (password and all) never reaches a command line.
+    with contextlib.suppress(KeyboardInterrupt):
+        optuna_dashboard.run_server(url, host=host, port=port)
 
 
 def _print_front(study: optuna.Study) -> None:
@@ -609,35 +611,33 @@ def _print_front(study: optuna.Study) -> None:
     _print_table(frame, f"Pareto-optimal trials of {study.study_name}", study.user_attrs.get("objectives", ()))
 
 
-# Column -> short header of the human-readable trial table.
-TABLE_HEADERS = {
-    "trial": "trial", "schedule": "schedule", "val_accuracy": "val acc", "test_accuracy": "test acc",
-    "sparsity": "sparsity", "compressed_bytes": "gzip bytes", "compression_ratio": "ratio",
-    "mlflow_run_id": "mlflow run",
-}
-
-# The int8 columns a study with int8 objectives also shows in the terminal.
-INT8_HEADERS = {"int8_val_accuracy": "int8 acc", "int8_bytes": "int8 bytes", "int8_latency_ms": "int8 µs"}
-
-
 def _print_table(frame: pd.DataFrame, title: str, objectives: Sequence[str] = ()) -> None:
     from rich import box
     from rich.table import Table
 
-    extra = {k: v for k, v in INT8_HEADERS.items() if any(o.startswith("int8_") for o in objectives) and k in frame}
+    from sweep.columns import COLUMNS, compact
+
+    columns = [column for column in compact(objectives) if column in frame]
     table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
-    for column, header in {**TABLE_HEADERS, **extra}.items():
-        table.add_column(header, justify="left" if column in ("schedule", "mlflow_run_id") else "right", no_wrap=True)
+    for column in columns:
+        table.add_column(COLUMNS[column], justify="left" if column in ("schedule", "mlflow_run_id") else "right", no_wrap=True)
     for row in frame.to_dict("records"):
-        int8 = {"int8_val_accuracy": f"{row.get('int8_val_accuracy', 0):.4f}",
-                "int8_bytes": f"{row.get('int8_bytes', 0):.0f}",
-                "int8_latency_ms": f"{row.get('int8_latency_ms', 0) * 1000:.1f}"}
-        table.add_row(
-            str(row["trial"]), str(row["schedule"]), f"{row['val_accuracy']:.4f}",
-            f"{row['test_accuracy']:.4f}", f"{row['sparsity']:.4f}", f"{row['compressed_bytes']:.0f}",
-            f"{row['compression_ratio']:.2f}x", str(row["mlflow_run_id"])[:8], *(int8[k] for k in extra),
-        )
+        table.add_row(*(_terminal_cell(column, row.get(column)) for column in columns))
     stdout.print(table)
+
+
+def _terminal_cell(column: str, value: Any) -> str:
+    if value is None or isinstance(value, float) and math.isnan(value):  # not measured
+        return ""
+    if column == "mlflow_run_id":
+        return str(value)[:8]
+    if column == "compression_ratio":
+        return f"{value:.2f}x"
+    if column.endswith("latency_ms"):
+        return f"{float(value) * 1000:.1f}"  # shown in µs
+    if column.endswith("bytes"):
+        return f"{value:.0f}"
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
 def _cell(value: object) -> str:

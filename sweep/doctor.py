@@ -10,16 +10,18 @@ each break (reading only) and `Problem.repair` mends it from what Optuna recorde
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 import optuna
+from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from sweep.early_stopping import EARLY_STOPPED
 from sweep.schedule_plan import SchedulePlan
+from sweep.stores import error_summary
 from sweep.tracking import TRIAL_NUMBER, Tracker, result_params, result_tags, trial_run_params
 from sweep.workers import fail_stale_trials
 
@@ -33,7 +35,20 @@ class Problem:
     repair: Callable[[], object] | None  # None: cannot be repaired automatically
 
 
-def diagnose(study: optuna.Study, tracker: Tracker, storage: optuna.storages.RDBStorage) -> list[Problem]:
+def open_for_check(name: str, storage_url: str, tracking_uri: str) -> tuple[optuna.Study, Tracker, RDBStorage]:
+    """The study, a tracker that only reads unless asked to repair, and the storage with
+    heartbeats on as `sweep run` has them: stale trials are found, and a repair fails them
+    and queues their retries."""
+    from sweep.objective import StaleTrials
+    from sweep.stores import load_study, open_storage, require_storage
+
+    require_storage(storage_url)
+    tracker = Tracker(tracking_uri, name, create=False)
+    storage = open_storage(storage_url, stale_trial_callback=StaleTrials(tracker), heartbeat=True)
+    return load_study(name, storage_url, storage), tracker, storage
+
+
+def diagnose(study: optuna.Study, tracker: Tracker, storage: RDBStorage) -> list[Problem]:
     """Every disagreement between the study's trials and its MLflow trial runs. `storage`
     is the one `study` was opened with, heartbeats on, so stale trials can be found."""
     runs = tracker.trial_runs()
@@ -99,6 +114,28 @@ def diagnose(study: optuna.Study, tracker: Tracker, storage: optuna.storages.RDB
     return problems
 
 
+def apply(problems: Sequence[Problem], repair: bool) -> tuple[list[str], int]:
+    """With `repair`, mend each problem that can be mended (one failing, e.g. with the
+    tracking store still down, does not stop the others). Returns a line per problem and
+    how many are left."""
+    lines, remaining = [], 0
+    for problem in problems:
+        where = f"trial {problem.trial}" if problem.trial is not None else "no trial"
+        if not repair or problem.repair is None:
+            remaining += 1
+            lines.append(f"{where}, run {problem.run_id}: {problem.detail} (fix: {problem.fix})")
+            continue
+        try:
+            problem.repair()
+        except Exception as error:
+            remaining += 1
+            lines.append(f"{where}, run {problem.run_id}: {problem.detail}: repair failed "
+                         f"({type(error).__name__}: {error_summary(error)})")
+        else:
+            lines.append(f"repaired {where}, run {problem.run_id}: {problem.detail} -> {problem.fix}")
+    return lines, remaining
+
+
 def _runs_by_trial(trials: list[FrozenTrial], runs: dict[str, Any]) -> dict[int, str]:
     """Trial number -> its run: the recorded run id, else (the MLflow write that returns
     the id failed) the run tagged with the trial's number."""
@@ -111,7 +148,7 @@ def _runs_by_trial(trials: list[FrozenTrial], runs: dict[str, Any]) -> dict[int,
     return run_of
 
 
-def _stale_trial_ids(study: optuna.Study, storage: optuna.storages.RDBStorage) -> list[int]:
+def _stale_trial_ids(study: optuna.Study, storage: RDBStorage) -> list[int]:
     # Optuna reads stale trials only to fail them (`fail_stale_trials`); this read-only
     # check uses the same query, with the grace period `sweep run` uses.
     if storage.get_heartbeat_interval() is None:

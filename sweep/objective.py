@@ -26,7 +26,7 @@ from sweep.config import StudyConfig
 from sweep.data import Dataset
 from sweep.evaluate import train_and_measure
 from sweep.schedule_plan import trial_plan
-from sweep.stores import heartbeat_api, mask_passwords_in
+from sweep.stores import experimental_api, mask_passwords_in
 from sweep.tracking import MAX_TAG_LENGTH, Tracker, result_params, result_tags, trial_run_params
 from sweep.workers import Goal, check_not_surplus
 
@@ -214,7 +214,7 @@ class StaleTrials:
 
     def __init__(self, tracker: Tracker, max_retry: int = 3) -> None:
         self.tracker = tracker
-        with heartbeat_api():
+        with experimental_api():
             self.retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:

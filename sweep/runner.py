@@ -28,6 +28,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from sweep import early_stopping, interrupts
 from sweep.baseline import ensure_baseline, start_weights
+from sweep.columns import METRIC_COLUMNS, compact
 from sweep.config import StudyConfig, inherit_stored_values, parse_study_config
 from sweep.data import Dataset
 from sweep.errors import Interrupted, StoreFailed, StudyAborted, SweepError, UsageError
@@ -40,6 +41,7 @@ from sweep.stores import (
     check_storage,
     check_tracking,
     existing_study_attrs,
+    experimental_api,
     open_storage,
     setup_lock,
 )
@@ -133,9 +135,12 @@ def _run_study(
                 _enqueue_start(study, request)
             for key, value in study_user_attrs(config).items():
                 study.set_user_attr(key, value)
+            with experimental_api():  # the objectives by name in optuna-dashboard (`sweep dashboard`)
+                study.set_metric_names(list(config.objectives))
             for key, fingerprint in fingerprints.items():
                 study.set_user_attr(key, fingerprint)
             study_run_id = tracker.study_run(config.to_yaml())
+            tracker.present([column for column in compact(config.objectives) if column in METRIC_COLUMNS])
             study.set_user_attr("mlflow_study_run_id", study_run_id)
             ensure_baseline(study, tracker, study_run_id, config, dataset)
 
@@ -178,11 +183,11 @@ def _run_worker(
     )
     callbacks: list[Any] = [FinishRuns(tracker)] + ([display] if display else [])
     # Garbage collection happens once per trial, at its end (PruningObjective), instead of
-    # automatically: a trial's only cyclic garbage is its model and graphs (a constant
-    # ~25,000 objects however long it trains), so nothing builds up in between, and the
-    # trial is spared the automatic passes over what Keras creates while tracing (~45 ms per
-    # quickstart trial). What is alive now (TensorFlow's modules, the data set) lives as
-    # long as the worker: frozen, it is not scanned again.
+    # automatically: a trial's only cyclic garbage is its model and graphs (as many objects
+    # however long it trains), so nothing builds up in between, and the trial is spared the
+    # automatic passes over what Keras creates while tracing. What is alive now
+    # (TensorFlow's modules, the data set) lives as long as the worker: frozen, it is not
+    # scanned again. Measured in benchmarks/README.md, sections 2 and 4.
     automatic = gc.isenabled()
     gc.collect()
     gc.freeze()

@@ -100,8 +100,8 @@ def start_points(search: SearchConfig, n: int, seed: int) -> list[dict[str, Any]
     `final_sparsity` spans its range from the first trials on) and whose schedules (and
     searched patterns) take turns. The sampler draws the rest: each family's own parameters.
 
-    Random start-up points cluster and leave gaps; this start raised the quickstart's
-    hypervolume after 10 trials from 0.746 to 0.789 (benchmarks/README.md, section 6).
+    Random start-up points cluster and leave gaps; this start raises the quickstart's
+    hypervolume after 10 trials (benchmarks/README.md, section 6).
     """
     from scipy.stats import qmc  # scipy comes with scikit-learn and Optuna
 

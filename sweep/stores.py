@@ -201,10 +201,10 @@ def _check_folder(folder: Path, url: str, fix: str) -> None:
 
 
 @contextlib.contextmanager
-def heartbeat_api() -> Iterator[None]:
-    """Optuna's heartbeat API (`RDBStorage(heartbeat_interval=...)`, `fail_stale_trials`,
-    `RetryHeartbeatStaleTrialCallback`), without its warning: "experimental" since Optuna
-    2.8, and still the way."""
+def experimental_api() -> Iterator[None]:
+    """Optuna APIs sweep relies on that are still marked experimental, without the warning:
+    heartbeats (`RDBStorage(heartbeat_interval=...)`, `fail_stale_trials`,
+    `RetryHeartbeatStaleTrialCallback`, since Optuna 2.8) and `Study.set_metric_names` (3.2)."""
     import warnings
 
     import optuna
@@ -232,7 +232,7 @@ def open_storage(url: str, stale_trial_callback: Any = None, heartbeat: bool = F
     beat = heartbeat_interval() if heartbeat else None
     for attempt in range(4):
         try:
-            with heartbeat_api():
+            with experimental_api():
                 storage = optuna.storages.RDBStorage(
                     url,
                     engine_kwargs=engine_kwargs,
@@ -321,6 +321,28 @@ def load_study(name: str, url: str, storage: optuna.storages.RDBStorage | None =
             f"no study named {name!r} in {mask_password(url)}{known}; run `sweep run` first "
             f"or pass the right --storage"
         ) from None
+
+
+def study_rows(url: str) -> list[dict[str, Any]]:
+    """A row per study in the storage at `url`: trial counts by state, objectives and best values."""
+    import optuna
+
+    rows = []
+    opened = open_storage(url)  # one engine for all studies
+    for summary in optuna.get_all_study_summaries(opened, include_best_trial=False):
+        study = optuna.load_study(study_name=summary.study_name, storage=opened)
+        trials = study.get_trials(deepcopy=False)
+        states = {state.name.lower(): sum(t.state == state for t in trials) for state in optuna.trial.TrialState}
+        done = [t for t in trials if "metrics" in t.user_attrs and t.state.name == "COMPLETE"]
+        rows.append({
+            "study": summary.study_name,
+            "objectives": ",".join(study.user_attrs.get("objectives", [])),
+            "complete": states["complete"], "running": states["running"],
+            "failed": states["fail"], "pruned": states["pruned"],
+            "best_val_accuracy": max((t.user_attrs["metrics"]["val_accuracy"] for t in done), default=None),
+            "smallest_compressed_bytes": min((t.user_attrs["metrics"]["compressed_bytes"] for t in done), default=None),
+        })
+    return rows
 
 
 def stored_config(study: optuna.Study) -> StudyConfig:

@@ -20,6 +20,7 @@ Layout in the tracking store (experiment = study name):
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -37,6 +38,11 @@ PRUNED_LAYERS = "sweep.pruned_layers"  # comma-separated names of the layers a t
 EARLY_STOPPED = "sweep.early_stopped"  # the epoch after which a trial was stopped early
 PARENT = "mlflow.parentRunId"
 BASELINE_PREFIX = "baseline/"
+# How the MLflow UI (3.15+) presents an experiment: its kind, and saved runs-table views,
+# each an experiment tag holding {"name", "createdAt", "updatedAt", "state"} (the view's
+# filter, sort and columns as JSON), opened by `#/experiments/<id>/runs?viewStateShareKey=<id>`.
+EXPERIMENT_KIND, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
+SAVED_VIEW_PREFIX, PARETO_VIEW = "mlflow.sharedViewState.", "pareto-front"
 MAX_TAG_LENGTH = 5000  # MLflow's tag value limit is 8000; keep room for the rest
 
 
@@ -171,6 +177,26 @@ class Tracker:
             token = page.token
             if not token:
                 return found
+
+    def present(self, metrics: Sequence[str]) -> None:
+        """Let the MLflow UI open the study where a user works: a model-training experiment
+        (not the GenAI pages), with a saved runs-table view "Pareto front" showing `metrics`,
+        most accurate first, of the runs `sweep pareto` tagged as on the front."""
+        state = {"searchFilter": f"tags.{PARETO} = 'true'", "orderByKey": f"metrics.`{metrics[0]}`",
+                 "orderByAsc": False, "selectedColumns": [f"metrics.`{metric}`" for metric in metrics]}
+        now = int(time.time() * 1000)
+        view = {"name": "Pareto front", "createdAt": now, "updatedAt": now, "state": json.dumps(state)}
+        self.client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND, MODEL_TRAINING)
+        self.client.set_experiment_tag(self.experiment_id, SAVED_VIEW_PREFIX + PARETO_VIEW, json.dumps(view))
+
+    def ui_pages(self, base_url: str) -> dict[str, str]:
+        """The MLflow UI pages of the study at `base_url`: its runs, and its Pareto view if
+        the study has one (`present`)."""
+        runs = f"{base_url}/#/experiments/{self.experiment_id}/runs"
+        pages = {"runs": f"{runs}?workflowType=machine_learning"}
+        if SAVED_VIEW_PREFIX + PARETO_VIEW in self.client.get_experiment(self.experiment_id).tags:
+            pages["Pareto front"] = f"{runs}?viewStateShareKey={PARETO_VIEW}&workflowType=machine_learning"
+        return pages
 
     def set_pareto_tags(self, pareto_run_ids: set[str]) -> int:
         """Tag trial runs `sweep.pareto=true` on the front, `false` elsewhere; returns how

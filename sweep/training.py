@@ -155,7 +155,7 @@ def _single_device(optimizer: keras.optimizers.Optimizer) -> keras.optimizers.Op
     Keras all-reduces gradients through `tf.custom_gradient`, which registers a gradient
     function per trace in TensorFlow's global gradient registry and never removes it; that
     function holds the whole traced training graph. Every trial in a worker would keep its
-    graph alive: about 20 MB per pruned trial, +100% resident memory over 50 trials. sweep
+    graph alive, and memory would grow with every trial (benchmarks/README.md, section 4). sweep
     trains on one device (TensorFlow's default strategy), where the all-reduce is the
     identity, so skipping it changes no number.
     """

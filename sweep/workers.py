@@ -29,7 +29,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from sweep import interrupts
 from sweep.errors import StoreFailed, StudyAborted
-from sweep.stores import error_summary, heartbeat_api
+from sweep.stores import error_summary, experimental_api
 
 POLL_SECONDS = 1.0
 # Trials that count toward `n_trials`: complete, and stopped early (sweep.early_stopping).
@@ -154,7 +154,7 @@ def _work(
 def fail_stale_trials(study: optuna.Study) -> None:
     """Fail the trials whose worker died (heartbeat stale), calling the storage's callback
     (`objective.StaleTrials`: run KILLED, retry queued). A no-op without heartbeats."""
-    with heartbeat_api():
+    with experimental_api():
         optuna.storages.fail_stale_trials(study)
 
 

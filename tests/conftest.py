@@ -16,6 +16,42 @@ os.environ["TF_USE_LEGACY_KERAS"] = "1"
 
 REPO = Path(__file__).resolve().parents[1]
 SWEEP = [sys.executable, "-m", "sweep"]
+COSTS = ("integration", "slow")  # marked by hand; every other test is `unit`
+UNIT_GUARD = "SWEEP_UNIT_GUARD"  # set: unit tests fail on a subprocess or a server, the session on TensorFlow
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` selects
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if not any(item.get_closest_marker(cost) for cost in COSTS):
+            item.add_marker(pytest.mark.unit)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    if os.environ.get(UNIT_GUARD) and "tensorflow" in sys.modules:
+        raise pytest.UsageError("a test module with unit tests imports TensorFlow when imported; import it "
+                                "inside the tests that need it")
+
+
+@pytest.fixture(autouse=True)
+def _unit_guard(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Under the guard (tests/test_imports.py runs `pytest -m unit` so, on the files that
+    hold unit tests), a unit test that starts a subprocess or a server, or imports
+    TensorFlow, fails."""
+    if not os.environ.get(UNIT_GUARD) or not request.node.get_closest_marker("unit"):
+        yield
+        return
+    import socket
+
+    def refuse(what: str) -> Callable[..., object]:
+        def refused(*args: object, **kwargs: object) -> object:
+            raise AssertionError(f"a unit test {what}; mark it integration or slow")
+        return refused
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", refuse("started a subprocess"))
+    monkeypatch.setattr(socket.socket, "listen", refuse("started a server"))
+    yield
+    assert "tensorflow" not in sys.modules, "a unit test imported TensorFlow; mark it integration or slow"
 
 
 def write_study(folder: Path, **overrides: object) -> Path:

@@ -1,14 +1,15 @@
-"""The MLflow UI that `sweep ui` serves, checked in a real headless Chromium: the study's
-trial runs are listed with their metrics, and the search `tags.sweep.pareto = 'true'`
-lists exactly the Pareto-optimal runs. Saves a screenshot to test-artifacts/."""
+"""What `sweep ui` and `sweep dashboard` serve, checked in a real headless Chromium on the
+pages they print, without clicking: the MLflow runs table and its saved "Pareto front"
+view, and optuna-dashboard's study page. Saves screenshots to test-artifacts/."""
 
 from __future__ import annotations
 
-import json
+import contextlib
 import os
 import re
 import shutil
 import subprocess
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -26,27 +27,35 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-ne
          "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
 
 
-@pytest.fixture
-def ui(analysed_study: Path) -> Iterator[str]:
-    """`sweep ui` on a free loopback port over the analysed study's tracking store."""
+def require_chromium() -> None:
     if not Path(CHROMIUM).exists():
         if os.environ.get("SWEEP_TEST_BROWSER"):
             pytest.fail(f"chromium not found at {CHROMIUM}")
         pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+
+
+@contextlib.contextmanager
+def served(*args: str, cwd: Path, ready: str, lines: int = 1) -> Iterator[tuple[str, list[str]]]:
+    """`sweep <args> --port P` on a free loopback port, once `ready` answers; yields its
+    base URL and the first `lines` it printed (the URLs it tells the user to open)."""
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    process = subprocess.Popen([*SWEEP, "ui", "--port", str(port)], cwd=analysed_study, env=env,
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "SWEEP_STORAGE")}
+    process = subprocess.Popen([*SWEEP, *args, "--port", str(port)], cwd=cwd, env=env, text=True,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    assert process.stderr is not None
+    printed = [process.stderr.readline() for _ in range(lines)]
+    logged: list[str] = []  # read as it comes: a server blocks once a full pipe is not read
+    threading.Thread(target=lambda: logged.extend(process.stderr), daemon=True).start()  # type: ignore[arg-type]
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90
     while True:
         try:
-            urllib.request.urlopen(f"{url}/health", timeout=2)
+            urllib.request.urlopen(f"{url}{ready}", timeout=2)
             break
         except OSError:
-            assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()
+            assert process.poll() is None and time.monotonic() < deadline, "".join(printed + logged)
             time.sleep(0.5)
-    yield url
+    yield url, printed
     os.killpg(process.pid, 15)
     process.wait(timeout=30)
 
@@ -55,49 +64,66 @@ def run_names(page) -> set[str]:  # type: ignore[no-untyped-def]
     return set(re.findall(r"trial-\d{3}", page.inner_text("body")))
 
 
-def test_mlflow_ui_lists_the_trials_and_filters_the_pareto_front(ui: str, analysed_study: Path) -> None:
+def test_sweep_ui_prints_pages_that_open_on_the_runs_and_the_pareto_front(analysed_study: Path) -> None:
+    """Without a click: the printed runs page is the runs table (not MLflow's GenAI pages),
+    and the printed "Pareto front" view lists exactly the front's trials with their
+    accuracy and size."""
     from playwright.sync_api import sync_playwright
 
+    require_chromium()
     study = optuna.load_study(study_name="analysed", storage=f"sqlite:///{analysed_study / 'sweep.db'}")
-    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    front = {f"trial-{t.number:03d}" for t in study.best_trials}
-    experiment = json.load(urllib.request.urlopen(
-        f"{ui}/ajax-api/2.0/mlflow/experiments/get-by-name?experiment_name=analysed"))["experiment"]["experiment_id"]
-    ARTIFACTS.mkdir(exist_ok=True)
+    front = study.best_trials
+    with served("ui", "analysed.yaml", cwd=analysed_study, ready="/health", lines=2) as (url, printed):
+        [runs_page] = re.findall(r"open (http://\S+)", printed[0])
+        [view_page] = re.findall(r"Pareto front: (http://\S+)", printed[1])
+        assert runs_page.startswith(f"{url}/#/experiments/") and "/runs?" in runs_page
+        ARTIFACTS.mkdir(exist_ok=True)
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS[1:])
+            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            page.goto(runs_page)
+            page.get_by_text("analysed (study)").first.wait_for(timeout=60_000)  # the study's parent run
+            page.screenshot(path=str(ARTIFACTS / "mlflow-ui-runs.png"))
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS[1:])
-        page = browser.new_page(viewport={"width": 1600, "height": 1000})
-        page.goto(f"{ui}/#/experiments/{experiment}/runs")
-        page.get_by_text("analysed (study)").first.wait_for(timeout=60_000)
-        close_assistant = page.get_by_role("button", name="Close")
-        if close_assistant.count():
-            close_assistant.first.click()
-        # Trial runs are nested under the study's parent run: expand it.
-        page.locator("[role=row]", has_text="analysed (study)").first.locator("button").first.click()
-        page.get_by_text("trial-000").first.wait_for(timeout=30_000)
-        assert run_names(page) == {f"trial-{t.number:03d}" for t in done}
-        # Show two metric columns and check every trial's values are on screen.
-        page.get_by_role("button", name="Columns", exact=True).click()
-        for metric in ("val_accuracy", "compressed_bytes"):
-            page.get_by_placeholder("Search columns").fill(metric)
-            page.get_by_text(metric, exact=True).last.click()  # the first is baseline/<metric>
-        page.keyboard.press("Escape")
-        page.get_by_role("columnheader", name="val_accuracy").first.wait_for(timeout=10_000)
-        body = page.inner_text("body")
-        for trial in done:
-            metrics = trial.user_attrs["metrics"]
-            assert str(metrics["compressed_bytes"]) in body and repr(metrics["val_accuracy"])[:6] in body
-        page.screenshot(path=str(ARTIFACTS / "mlflow-ui-runs.png"))
+            page.goto(view_page)
+            page.get_by_text(f"trial-{front[0].number:03d}").first.wait_for(timeout=60_000)
+            page.wait_for_function(  # every front trial is listed, and no other
+                "names => names.every(n => document.body.innerText.includes(n))",
+                arg=[f"trial-{t.number:03d}" for t in front], timeout=30_000)
+            body = page.inner_text("body")
+            listed = run_names(page)
+            assert listed == {f"trial-{t.number:03d}" for t in front}
+            assert "analysed (study)" not in body  # the filter applies: the untagged parent run is not listed
+            for column in ("val_accuracy", "test_accuracy", "sparsity", "compressed_bytes", "compression_ratio"):
+                assert column in body
+            for trial in front:
+                metrics = trial.user_attrs["metrics"]
+                assert str(metrics["compressed_bytes"]) in body and repr(metrics["val_accuracy"])[:6] in body
+            page.screenshot(path=str(ARTIFACTS / "mlflow-ui-pareto.png"))
+            browser.close()
 
-        search = page.get_by_test_id("search-box")
-        search.fill("tags.sweep.pareto = 'true'")
-        search.press("Enter")
-        page.wait_for_function(
-            "names => names.every(n => document.body.innerText.includes(n))", arg=sorted(front), timeout=30_000)
-        others = sorted({f"trial-{t.number:03d}" for t in done} - front)
-        page.wait_for_function(  # and the others are gone
-            "names => !names.some(n => document.body.innerText.includes(n))", arg=others, timeout=30_000)
-        assert run_names(page) == front
-        page.screenshot(path=str(ARTIFACTS / "mlflow-ui-pareto.png"))
-        browser.close()
+
+def test_the_dashboard_opens_on_the_studys_trials_and_its_two_objectives(analysed_study: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    require_chromium()
+    study = optuna.load_study(study_name="analysed", storage=f"sqlite:///{analysed_study / 'sweep.db'}")
+    numbers = [t.number for t in study.trials]
+    with served("dashboard", "analysed.yaml", cwd=analysed_study, ready="/api/studies") as (url, printed):
+        [page_url] = re.findall(r"open (http://\S+)", printed[0])
+        assert page_url.startswith(f"{url}/dashboard/studies/")
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS[1:])
+            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            page.goto(page_url)  # the study's page, as printed: its front, by objective name
+            page.get_by_text("Pareto Front").first.wait_for(timeout=60_000)
+            body = page.inner_text("body")
+            assert "analysed" in body and "accuracy" in body and "compressed_size" in body
+            assert "Objective 0" not in body  # named, not numbered (the study records its metric names)
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "optuna-dashboard.png"))
+            page.goto(f"{page_url}/trials")
+            page.get_by_text(f"{len(numbers)} Trials").first.wait_for(timeout=30_000)
+            body = page.inner_text("body")
+            assert all(f"Trial {n}" in body for n in numbers)
+            browser.close()

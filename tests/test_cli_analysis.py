@@ -24,13 +24,18 @@ from conftest import SWEEP, run_sweep, write_study
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def study_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("analysis")
+def run_tiny_study(folder: Path) -> Path:
     write_study(folder, n_trials=4, search={"schedule": ["polynomial", "constant", "step"]})
     result = run_sweep("run", "tiny.yaml", cwd=folder)
     assert result.returncode == 0, result.stderr
     return folder
+
+
+@pytest.fixture(scope="module")
+def study_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One study the tests only read (reruns and reports add MLflow runs and artifacts, never
+    trials), so each passes alone and in any order."""
+    return run_tiny_study(tmp_path_factory.mktemp("analysis"))
 
 
 def load(folder: Path) -> optuna.Study:
@@ -50,7 +55,8 @@ def brute_force_front(study: optuna.Study) -> set[int]:
         o.values[0] >= t.values[0] and o.values[1] <= t.values[1] and o.values != t.values for o in done)}
 
 
-def test_pareto_json_tags_and_plots_follow_the_front_as_trials_are_added(study_dir: Path) -> None:
+def test_pareto_json_tags_and_plots_follow_the_front_as_trials_are_added(tmp_path: Path) -> None:
+    study_dir = run_tiny_study(tmp_path)  # its own: it adds trials
     result = run_sweep("pareto", "tiny.yaml", "--format", "json", "--plot", "front.png", cwd=study_dir)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)  # clean JSON on stdout

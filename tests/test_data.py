@@ -294,6 +294,7 @@ def file_server(tmp_path: Path) -> Iterator[tuple[Path, str]]:
     thread.join()
 
 
+@pytest.mark.integration  # a local HTTP server
 def test_download_is_checked_against_the_published_checksum(
     keras_home: Path, file_server: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -366,6 +367,7 @@ def builders(tmp_path: Path) -> str:
     return str(path)
 
 
+@pytest.mark.integration  # TensorFlow in this process
 @pytest.mark.parametrize(
     ("function", "message"),
     [
@@ -389,6 +391,7 @@ def test_builder_that_does_not_fit_the_dataset_is_refused(builders: str, functio
     assert re.search(message, text), text
 
 
+@pytest.mark.integration  # TensorFlow in this process
 @pytest.mark.parametrize("builder", ["mlp", "cnn", "ends_in_softmax"])
 def test_builder_with_one_output_per_class_is_accepted(builders: str, builder: str) -> None:
     from sweep.models import build_model

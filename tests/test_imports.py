@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+
+import pytest
+
+pytestmark = pytest.mark.integration  # subprocesses
 
 HEAVY = ("tensorflow", "tf_keras", "tensorflow_model_optimization", "mlflow", "optuna")
 
@@ -31,3 +36,18 @@ def test_help_does_not_import_heavy_libraries() -> None:
 def test_pure_modules_do_not_import_tensorflow() -> None:
     modules = "sweep.config, sweep.space, sweep.schedule_plan, sweep.pareto, sweep.stores"
     assert "tensorflow" not in loaded_after(f"import {modules}")
+
+
+def test_unit_tests_run_without_tensorflow_subprocesses_or_servers() -> None:
+    """`pytest -m unit` is the seconds-long logic suite: run it under conftest's guard, on
+    the files that hold unit tests, and it must pass with nothing heavy."""
+    from conftest import REPO, UNIT_GUARD
+
+    listed = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-m", "unit", "-p", "no:xdist"],
+                            cwd=REPO, capture_output=True, text=True, check=True).stdout
+    files = sorted({line.split("::")[0] for line in listed.splitlines() if "::" in line})
+    assert len(files) > 5, listed[-2000:]
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-m", "unit", "-p", "no:xdist", "-p", "no:cacheprovider",
+                             *files], cwd=REPO, capture_output=True, text=True, check=False,
+                            env={**os.environ, UNIT_GUARD: "1"})
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]

@@ -12,6 +12,8 @@ from sweep.data import Dataset, Split
 from sweep.measure import accuracy, gzip_size, keras_h5_bytes, measure, sparsity
 from sweep.tflite import float_tflite
 
+pytestmark = pytest.mark.integration  # TensorFlow in this process
+
 
 def model_with_zeros(zeros_dense1: int, zeros_logits: int) -> keras.Model:
     keras.backend.clear_session()  # layer names restart, as before every trial

@@ -14,6 +14,8 @@ from sweep.config import parse_study_config
 from sweep.data import load_dataset
 from sweep.errors import UsageError
 
+pytestmark = pytest.mark.integration  # TensorFlow in this process
+
 DIGITS_LOADER = '''
 import numpy as np
 import tensorflow as tf

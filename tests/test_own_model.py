@@ -156,6 +156,7 @@ class Scale(keras.layers.Layer):
 """
 
 
+@pytest.mark.integration  # TensorFlow in this process
 def test_custom_layers_load_with_custom_objects_and_stay_unwrapped(tmp_path: Path) -> None:
     import uuid
 

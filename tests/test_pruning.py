@@ -17,6 +17,8 @@ from sweep.schedules import build_schedule
 from sweep.structure import Structure
 from sweep.training import train
 
+pytestmark = pytest.mark.integration  # TensorFlow in this process
+
 BUILDERS = '''
 import tf_keras as keras
 

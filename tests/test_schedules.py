@@ -12,6 +12,8 @@ from sweep.schedule_plan import plan_schedule
 from sweep.schedules import StepSparsity, build_schedule, load_scope
 from sweep.space import TrialParams
 
+pytestmark = pytest.mark.integration  # TensorFlow in this process
+
 PARAMS = {
     "polynomial": TrialParams("polynomial", 0.9, 0.1, 0.8, 7, 0.0, initial_sparsity=0.2, power=3.0),
     "constant": TrialParams("constant", 0.6, 0.0, 1.0, 11, 0.0),

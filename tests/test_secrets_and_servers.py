@@ -271,6 +271,7 @@ def ipv6_listener() -> Iterator[int]:
         yield sock.getsockname()[1]
 
 
+@pytest.mark.integration  # a listening socket
 @pytest.mark.parametrize("host", ["::1", "::"])
 def test_ui_refuses_a_busy_ipv6_port_in_one_line(
     ipv6_listener: int, host: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
@@ -286,6 +287,7 @@ def test_ui_refuses_a_busy_ipv6_port_in_one_line(
     assert "already in use" in str(result.exception) and "--port" in str(result.exception)
 
 
+@pytest.mark.integration  # a local HTTP server
 def test_check_tracking_sends_a_urls_user_and_password_as_basic_auth() -> None:
     """MLflow's client accepts http://user:password@host; so must the reachability check."""
     import base64

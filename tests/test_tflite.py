@@ -12,6 +12,8 @@ from sweep.measure import measure
 from sweep.tflite import Runner
 from sweep.training import train
 
+pytestmark = pytest.mark.integration  # TensorFlow in this process
+
 CONFIG = parse_study_config({"name": "t", "model": {"builder": "cnn"}, "train": {"epochs": 3, "batch_size": 64}})
 DATA = load_dataset(CONFIG.data)
 

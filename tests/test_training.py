@@ -16,6 +16,8 @@ from sweep.schedule_plan import plan_schedule
 from sweep.space import suggest_params
 from sweep.training import TrainingDiverged, train
 
+pytestmark = pytest.mark.integration  # TensorFlow in this process
+
 CONFIG = parse_study_config(
     {"name": "t", "model": {"builder": "mlp"}, "train": {"epochs": 2, "batch_size": 64}}
 )

@@ -12,12 +12,12 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from sweep.stores import heartbeat_api
+from sweep.stores import experimental_api
 from sweep.workers import Goal, work
 
 
 def heartbeat_storage(path: Path, interval: int = 1) -> optuna.storages.RDBStorage:
-    with heartbeat_api():
+    with experimental_api():
         return optuna.storages.RDBStorage(
             f"sqlite:///{path}", heartbeat_interval=interval, grace_period=2 * interval,
             heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(),
@@ -127,3 +127,50 @@ def test_a_lost_trials_retry_starts_clean_and_its_run_is_killed(tmp_path: Path) 
     retry = study.trials[1]
     assert retry.state == TrialState.WAITING and retry.params == lost.params and retry.user_attrs == {}
     assert tracker.failed == [("run-1", "KILLED")]
+
+
+@pytest.mark.parametrize(("target", "finished", "requested", "runs", "reason"), [
+    (20, 0, None, 20, "running 20 trials to reach n_trials: 20"),
+    (20, 8, None, 12, "running 12 trials to reach n_trials: 20, resuming after 8"),
+    (20, 20, None, 0, "the study already has 20 finished trials (n_trials: 20); pass --n-trials N to add more"),
+    (20, 25, None, 0, "the study already has 25 finished trials (n_trials: 20); pass --n-trials N to add more"),
+    (20, 20, 5, 5, "adding 5 trials (20 finished so far)"),
+])
+def test_a_run_plans_the_trials_it_adds(target: int, finished: int, requested: int | None, runs: int, reason: str) -> None:
+    from sweep.resume import plan_trials
+
+    plan = plan_trials(target, finished, requested)
+    assert (plan.n_trials, plan.reason) == (runs, reason)
+
+
+def test_failures_are_this_runs_failed_trials_less_the_skipped_ones() -> None:
+    study = optuna.create_study()
+    before = datetime.now()
+    study.optimize(lambda t: 1 / 0, n_trials=1, catch=(ZeroDivisionError,))  # an earlier run's
+    goal = Goal(target=5, started=datetime.now(), max_failures=0)
+    study.optimize(lambda t: 1 / 0, n_trials=2, catch=(ZeroDivisionError,))
+
+    def skipped(trial: optuna.Trial) -> float:
+        trial.set_user_attr("skipped", True)
+        raise RuntimeError("skipped")
+
+    study.optimize(skipped, n_trials=1, catch=(RuntimeError,))
+    study.optimize(lambda t: 1.0, n_trials=1)
+    assert [t.number for t in goal.failures(study.trials)] == [1, 2]
+    assert len(Goal(target=5, started=before, max_failures=0).failures(study.trials)) == 3
+
+
+def test_a_trial_started_once_the_target_is_finished_or_running_is_skipped() -> None:
+    from sweep.workers import SKIPPED, TrialSkipped, check_not_surplus
+
+    study = optuna.create_study()
+    study.optimize(lambda t: 1.0, n_trials=1)
+    running = study.ask()  # another worker's trial, in flight
+    goal = Goal(target=2, started=datetime.now(), max_failures=0)
+    surplus = study.ask()
+    with pytest.raises(TrialSkipped, match="already has 2 trials finished or running"):
+        check_not_surplus(surplus, goal)
+    assert surplus.user_attrs[SKIPPED] is True
+    study.tell(surplus, state=TrialState.FAIL)  # as Optuna records it, the exception caught
+    study.tell(running, state=TrialState.FAIL)  # the running one failed: a later trial is needed again
+    check_not_surplus(study.ask(), goal)

@@ -73,7 +73,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--study", choices=list(STUDIES), default="quickstart")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4, 5])
+    parser.add_argument("--merge", nargs=2, metavar=("RUN", "RERUN"),
+                        help="write RUN's results with the seeds RERUN ran (alone, --seeds) in place of its own")
     args = parser.parse_args()
+    if args.merge:
+        run, rerun = (json.loads(Path(path).read_text()) for path in args.merge)
+        for arm in ("off", "on"):
+            for seed, row in zip(rerun["seeds"], rerun["raw"][arm], strict=True):
+                run["raw"][arm][run["seeds"].index(seed)] = row
+        summarise(run["study"], run["seeds"], run["raw"], rerun_seeds=rerun["seeds"])
+        return
     raw: dict[str, list[dict]] = {"off": [], "on": []}
     with tempfile.TemporaryDirectory() as tmp:
         for seed in args.seeds:
@@ -84,6 +93,11 @@ def main() -> None:
                 row = raw[arm][-1]
                 print(f"seed {seed} {arm}: {row['trials_seconds']:.0f} s, hypervolume {row['hypervolume']:.4f}, "
                       f"{row['stopped']} stopped", file=sys.stderr, flush=True)
+    summarise(args.study, args.seeds, raw)
+
+
+def summarise(study: str, seeds: list[int], raw: dict[str, list[dict]], **notes: object) -> None:
+    """Medians over the seeds, as JSON on stdout."""
     # equal wall time: the hypervolume early stopping reached by the end, and what the run
     # without it had reached by the same time
     equal_time = [at_time(off["hypervolume_by_time"], on["trials_seconds"]) for off, on in zip(raw["off"], raw["on"], strict=True)]
@@ -93,7 +107,7 @@ def main() -> None:
         for arm, rows in raw.items()
     }
     summary["off"]["hypervolume_at_on_time"] = statistics.median(equal_time)
-    json.dump({"machine": machine(), "study": args.study, "seeds": args.seeds, **STUDIES[args.study],
+    json.dump({"machine": machine(), "study": study, "seeds": seeds, **STUDIES[study], **notes,
                "median": summary, "raw": raw, "off_hypervolume_at_on_time": equal_time}, sys.stdout, indent=2)
     print()
 

@@ -528,9 +528,19 @@ def early_stopping_notes() -> str:
         off, on = r["median"]["off"], r["median"]["on"]
         search = r.get("search", {}).get("end_step")
         epochs = r.get("train", {}).get("epochs", 8)
+        budget = r["n_trials"] * epochs  # epochs trained without early stopping
+        trained = statistics.median(budget - sum(epochs - e for e in on_row["stopped_after_epoch"])
+                                    for on_row in r["raw"]["on"]) / budget
         rows.append(f"| {r['study']} ({epochs} epochs{f', end_step {search}' if search else ''}) | {len(r['seeds'])} | "
                     f"{off['trials_seconds']:.1f} / {on['trials_seconds']:.1f} ({on['trials_seconds'] / off['trials_seconds']:.0%}) | "
-                    f"{off['hypervolume']:.4f} / {on['hypervolume']:.4f} | {off['hypervolume_at_on_time']:.4f} | {on['stopped']:.1f} of {r['n_trials']} |")
+                    f"{off['hypervolume']:.4f} / {on['hypervolume']:.4f} | {off['hypervolume_at_on_time']:.4f} | {on['stopped']:.1f} of {r['n_trials']} | "
+                    f"{trained:.0%} |")
+    rerun_note = "".join(
+        f" The {r['study']} study ran while test runs at low priority (`nice -n 19`) shared the machine, so its "
+        f"wall times are less steady than its epochs; its seed {', '.join(map(str, r['rerun_seeds']))} was run "
+        f"again alone (`--seeds`, merged with `--merge`): a longer test run overlapped its first run, which took "
+        f"478 s with early stopping against 380 s without."
+        for r in runs if r.get("rerun_seeds"))
     start = json.loads((HERE / "startup.json").read_text()) if (HERE / "startup.json").exists() else None
     startup = "" if start is None else f"""
 Start-up of `sweep run` (`.venv/bin/python benchmarks/startup.py --before {start['before']} > benchmarks/startup.json`;
@@ -548,16 +558,21 @@ baseline's training. The floor is importing TensorFlow with tf_keras and tfmot i
 ```bash
 .venv/bin/python benchmarks/early_stopping.py --study quickstart > benchmarks/early_stopping.json
 .venv/bin/python benchmarks/early_stopping.py --study recovery > benchmarks/early_stopping-recovery.json
-.venv/bin/python benchmarks/early_stopping.py --study heavy > benchmarks/early_stopping-heavy.json
+.venv/bin/python benchmarks/early_stopping.py --study heavy > first.json
+.venv/bin/python benchmarks/early_stopping.py --study heavy --seeds 5 > rerun.json
+.venv/bin/python benchmarks/early_stopping.py --merge first.json rerun.json > benchmarks/early_stopping-heavy.json
 ```
 
 Each study run with `early_stopping: false` and `true`, seeds interleaved, medians over the seeds.
 Wall time is from the first trial's start to the last trial's end (the `--jobs 1` worker's trials);
 hypervolume is of accuracy vs compressed size. "at equal time" is the hypervolume the run without
-early stopping had reached by the time the run with it ended.
+early stopping had reached by the time the run with it ended. "epochs trained" is the epochs the
+trials trained with early stopping, as a share of those without it (n_trials x epochs): the compute
+saved, in a measure this VM's drifting speed does not blur (a complete trial also converts and
+measures its model, 13% of a quickstart trial in section 8; a stopped one does not).{rerun_note}
 
-| study | seeds | wall time s, off / on | hypervolume, off / on | off at equal time | trials stopped |
-| --- | --- | --- | --- | --- | --- |
+| study | seeds | wall time s, off / on | hypervolume, off / on | off at equal time | trials stopped | epochs trained, on |
+| --- | --- | --- | --- | --- | --- | --- |
 {chr(10).join(rows)}
 {startup}"""
 

@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import math
 import sys
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -19,11 +17,8 @@ from sweep.errors import SweepError
 
 if TYPE_CHECKING:  # loaded by the commands that use them: `sweep --help` stays fast
     import optuna
-    import pandas as pd
-    from optuna.trial import FrozenTrial
 
     from sweep.config import StudyConfig
-    from sweep.rerun import RerunResult
     from sweep.tracking import Tracker
 
 app = typer.Typer(
@@ -188,7 +183,7 @@ def pareto(
     import json
 
     from sweep.analysis import from_study, front_table
-    from sweep.pareto import hypervolume, pareto_trials, trial_table
+    from sweep.pareto import hypervolume, pareto_trials, reference_description, trial_table
 
     _check_format(output_format, ("table", "csv", "json"))
     if plot is not None and plot.suffix.lower() not in (".png", ".html"):
@@ -204,7 +199,7 @@ def pareto(
     volume = hypervolume(results.trials, config.objectives, baseline)
     history = results.hypervolume_history
     tracker.set_pareto_tags({t.user_attrs["mlflow_run_id"] for t in front_trials if "mlflow_run_id" in t.user_attrs})
-    reference = _reference_text(config.objectives, baseline)
+    reference = reference_description(config.objectives, baseline)
 
     if plot is not None:
         from sweep.plots import pareto_figure, save_figure
@@ -232,35 +227,14 @@ def pareto(
         if frame.empty:
             stderr.print("no feasible completed trials yet")
         else:
-            _print_table(frame, f"Pareto-optimal trials of {study.study_name}", config.objectives)
+            from sweep.terminal import trials_table
+
+            stdout.print(trials_table(frame, f"Pareto-optimal trials of {study.study_name}", config.objectives))
         stdout.print(f"hypervolume {volume:.4f} (reference point: {reference}; 1.0 is a perfect model of no size "
                      f"or latency)")
         if history:
             steps = "  ".join(f"{n}:{v:.3f}" for n, v in history)
             stdout.print(f"hypervolume after each completed trial (trial:hv): {steps}", soft_wrap=False)
-
-
-def _reference_text(objectives: Sequence[str], baseline: Mapping[str, float]) -> str:
-    from sweep.config import OBJECTIVES
-
-    parts = []
-    for objective in objectives:
-        metric, direction = OBJECTIVES[objective]
-        value = f"{baseline[metric]:.0f}" if metric.endswith("bytes") else f"{baseline[metric]:.4g}"
-        parts.append(f"{metric} 0" if direction == "maximize" else f"{metric} {value} (dense baseline)")
-    return ", ".join(parts)
-
-
-def _select(study: optuna.Study, config: StudyConfig, min_accuracy: float | None, max_size: int | None,
-            max_latency: float | None) -> FrozenTrial:
-    """The FrozenTrial `sweep best` picks (the same rule the notebook applies to MLflow runs)."""
-    from sweep.pareto import pareto_trials, trial_table
-    from sweep.selection import select_trial
-
-    front = pareto_trials(study)
-    number = select_trial(trial_table(front), config.objectives, min_accuracy=min_accuracy, max_size=max_size,
-                          max_latency=max_latency)
-    return next(t for t in front if t.number == number)
 
 
 @app.command()
@@ -287,11 +261,12 @@ def best(
 
     from sweep.columns import METRIC_COLUMNS
     from sweep.rerun import trial_study_config
+    from sweep.selection import select_from_front
 
     _check_format(output_format, ("table", "yaml", "json"))
     opened = _open_study(study_file, study_name, storage)
     study, config = opened.study, opened.config
-    trial = _select(study, config, min_accuracy, max_size, max_latency)
+    trial = select_from_front(study, config.objectives, min_accuracy, max_size, max_latency)
     if output_format == "yaml":
         sys.stdout.write(trial_study_config(config, trial).to_yaml())
         return
@@ -307,6 +282,7 @@ def best(
         sys.stdout.write(json.dumps(details, indent=2) + "\n")
         return
     from sweep.selection import selection_metrics
+    from sweep.terminal import cell
 
     accuracy, size, latency = selection_metrics(config.objectives)
     how = (f"smallest with {accuracy} >= {min_accuracy}" if min_accuracy is not None
@@ -319,9 +295,9 @@ def best(
     metrics = trial.user_attrs["metrics"]
     for key in METRIC_COLUMNS:
         if key in metrics:  # studies measured before int8 and latency existed lack the last four
-            stdout.print(f"  {key:<20} {_cell(metrics[key])}", highlight=False)
+            stdout.print(f"  {key:<20} {cell(metrics[key])}", highlight=False)
     for key, value in {**trial.params, **{f"pruning_{k}": v for k, v in details["steps"].items()}, "seed": details["seed"]}.items():
-        stdout.print(f"  {key:<20} {_cell(value)}", highlight=False)
+        stdout.print(f"  {key:<20} {cell(value)}", highlight=False)
     stdout.print(f"  {'mlflow_run_id':<20} {details['mlflow_run_id']}", highlight=False)
 
 
@@ -349,6 +325,7 @@ def rerun(
     """
     from sweep.errors import UsageError
     from sweep.rerun import check_output_folder, rerun_trial
+    from sweep.selection import select_from_front
 
     if output is None:
         raise UsageError("--output: give a new folder for the exported model, e.g. --output exported/")
@@ -358,7 +335,7 @@ def rerun(
     opened = _open_study(study_file, study_name, storage, tracking_uri)
     study, config = opened.study, opened.config
     if use_best:
-        trial = _select(study, config, min_accuracy, max_size, max_latency)
+        trial = select_from_front(study, config.objectives, min_accuracy, max_size, max_latency)
     else:
         matches = [t for t in study.get_trials(deepcopy=False) if t.number == trial_number]
         if not matches or "metrics" not in matches[0].user_attrs:
@@ -366,36 +343,12 @@ def rerun(
         trial = matches[0]
     stderr.print(f"rerunning trial {trial.number} of {study.study_name} (seed {trial.user_attrs['seed']})")
     result = rerun_trial(study, trial, config, opened.tracker, output, register=register)
-    _print_comparison(result)
+    from sweep.terminal import rerun_table, rerun_warnings
 
-
-def _print_comparison(result: RerunResult) -> None:
-    from rich import box
-    from rich.table import Table
-
-    from sweep.rerun import COMPARED, LATENCY_TOLERANCE, TIMED
-
-    table = Table(title=f"trial {result.trial}: original vs rerun", box=box.SIMPLE_HEAD)
-    for column in ("metric", "original", "rerun", ""):
-        table.add_column(column, justify="right")
-    close = "same" if result.tolerance == 0 else f"within {result.tolerance:.0%}"
-    for name in COMPARED:
-        before, after = result.original.get(name), result.reproduced.get(name)
-        agrees = f"within {LATENCY_TOLERANCE:.0%}" if name in TIMED else close
-        verdict = "" if before is None else "[red]DIFFERS[/]" if name in result.differences else f"[green]{agrees}[/]"
-        table.add_row(name, _cell(before), _cell(after), verdict)
-    stdout.print(table)
-    if result.tolerance:
-        stderr.print(f"the study trains with train.deterministic: false, so a rerun is compared within "
-                     f"{result.tolerance:.0%}, not exactly")
-    if result.differences:
-        stderr.print(f"[red]warning:[/] the rerun differs in {', '.join(result.differences)} "
-                     f"(another machine, TensorFlow version or thread settings?)")
+    stdout.print(rerun_table(result))
     stdout.print(f"exported to {result.output} (mlflow run {result.run_id})", highlight=False)
-    if result.reproduced.get("int8_xnnpack") == 0.0:
-        stderr.print("model_int8.tflite stores its pruned tensors sparse (the smaller file); LiteRT's XNNPack "
-                     "delegate refuses that, so load it with experimental_op_resolver_type="
-                     "OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES (int8_latency_ms was measured that way)")
+    for warning in rerun_warnings(result):
+        stderr.print(warning)
 
 
 @app.command()
@@ -419,6 +372,7 @@ def report(
     """
     from sweep.analysis import from_study, write_report
     from sweep.errors import UsageError
+    from sweep.selection import select_from_front
 
     if output is None:
         raise UsageError("--output: give a folder for the report, e.g. --output report/")
@@ -430,7 +384,7 @@ def report(
     if store is not None and (store == output.resolve() or output.resolve() in store.parents):
         raise UsageError(f"--output: {output} holds the study's MLflow artifact store {store}; "
                          f"give a folder outside it, e.g. --output report/")
-    chosen = _select(study, config, min_accuracy, max_size, max_latency).number
+    chosen = select_from_front(study, config.objectives, min_accuracy, max_size, max_latency).number
     results = from_study(study, config)
     written, figure_count = write_report(results, chosen, output)
     if results.study_run_id:  # only our files: --output may hold anything (.env, databases)
@@ -507,11 +461,13 @@ def studies(
     from rich import box
     from rich.table import Table
 
+    from sweep.terminal import cell
+
     table = Table(box=box.SIMPLE_HEAD, title=f"studies in {mask_password(storage_url(storage))}")
     for column in frame.columns:
         table.add_column(column.replace("_", " "), justify="left" if column in ("study", "objectives") else "right")
     for row in frame.itertuples(index=False):
-        table.add_row(*(_cell(v) for v in row))
+        table.add_row(*(cell(v) for v in row))
     stdout.print(table)
 
 
@@ -608,44 +564,9 @@ def _print_front(study: optuna.Study) -> None:
     if frame.empty:
         stderr.print("no feasible completed trials yet")
         return
-    _print_table(frame, f"Pareto-optimal trials of {study.study_name}", study.user_attrs.get("objectives", ()))
+    from sweep.terminal import trials_table
 
-
-def _print_table(frame: pd.DataFrame, title: str, objectives: Sequence[str] = ()) -> None:
-    from rich import box
-    from rich.table import Table
-
-    from sweep.columns import COLUMNS, compact
-
-    columns = [column for column in compact(objectives) if column in frame]
-    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
-    for column in columns:
-        table.add_column(COLUMNS[column], justify="left" if column in ("schedule", "mlflow_run_id") else "right", no_wrap=True)
-    for row in frame.to_dict("records"):
-        table.add_row(*(_terminal_cell(column, row.get(column)) for column in columns))
-    stdout.print(table)
-
-
-def _terminal_cell(column: str, value: Any) -> str:
-    if value is None or isinstance(value, float) and math.isnan(value):  # not measured
-        return ""
-    if column == "mlflow_run_id":
-        return str(value)[:8]
-    if column == "compression_ratio":
-        return f"{value:.2f}x"
-    if column.endswith("latency_ms"):
-        return f"{float(value) * 1000:.1f}"  # shown in µs
-    if column.endswith("bytes"):
-        return f"{value:.0f}"
-    return f"{value:.4f}" if isinstance(value, float) else str(value)
-
-
-def _cell(value: object) -> str:
-    if isinstance(value, float):
-        if value != 0 and abs(value) < 1e-3:
-            return f"{value:.3g}"
-        return f"{value:.4f}" if abs(value) < 100 else f"{value:.0f}"
-    return "" if value is None else str(value)
+    stdout.print(trials_table(frame, f"Pareto-optimal trials of {study.study_name}", study.user_attrs.get("objectives", ())))
 
 
 def main() -> None:

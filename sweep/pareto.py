@@ -116,6 +116,16 @@ def reference_point(objectives: Sequence[str]) -> np.ndarray:
     return np.array([1.0 if OBJECTIVES[o][1] == "minimize" else 0.0 for o in objectives])
 
 
+def reference_description(objectives: Sequence[str], baseline: Mapping[str, float]) -> str:
+    """`reference_point` in words: 0 for what is maximised, the dense baseline's value else."""
+    parts = []
+    for objective in objectives:
+        metric, direction = OBJECTIVES[objective]
+        value = f"{baseline[metric]:.0f}" if metric.endswith("bytes") else f"{baseline[metric]:.4g}"
+        parts.append(f"{metric} 0" if direction == "maximize" else f"{metric} {value} (dense baseline)")
+    return ", ".join(parts)
+
+
 def hypervolume(table: pd.DataFrame, objectives: Sequence[str], baseline: Mapping[str, float]) -> float:
     """Hypervolume of the feasible rows' front against `reference_point` (of trials:
     `hypervolume(trial_table(trials), ...)`)."""

@@ -18,10 +18,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import optuna
 import pandas as pd
+from optuna.trial import FrozenTrial
 
 from sweep.errors import SweepError
-from sweep.pareto import losses
+from sweep.pareto import losses, pareto_trials, trial_table
 
 
 class NoTrialMatches(SweepError):
@@ -90,3 +92,13 @@ def knee(front: pd.DataFrame, objectives: Sequence[str]) -> int:
     spread = np.where(high > low, high - low, 1.0)
     distance = np.linalg.norm((points - low) / spread, axis=1)
     return int(ordered.iloc[int(np.argmin(distance))]["trial"])
+
+
+def select_from_front(study: optuna.Study, objectives: Sequence[str], min_accuracy: float | None = None,
+                      max_size: int | None = None, max_latency: float | None = None) -> FrozenTrial:
+    """The trial of the study's front `select_trial` picks (`sweep best`, `rerun --best`,
+    `report`)."""
+    front = pareto_trials(study)
+    number = select_trial(trial_table(front), objectives, min_accuracy=min_accuracy, max_size=max_size,
+                          max_latency=max_latency)
+    return next(t for t in front if t.number == number)

@@ -222,7 +222,6 @@ def open_storage(url: str, stale_trial_callback: Any = None, heartbeat: bool = F
     trials beat every `heartbeat_interval()` seconds and a silent one is failed (and
     handed to `stale_trial_callback`) by the next worker that looks.
     """
-
     import optuna
 
     engine_kwargs: dict[str, Any] = {}

@@ -15,7 +15,9 @@ Layout in the tracking store (experiment = study name):
   ends FAILED with the error in the tag `sweep.error`. `sweep pareto` tags trial runs
   `sweep.pareto=true|false`; with `constraints.min_accuracy`, `sweep.feasible=true|false`;
 * a run per `sweep rerun`, tags `sweep.role=rerun`, `sweep.rerun_of=<original run id>`,
-  nested under the study's run, with the exported models.
+  nested under the study's run, with the exported models;
+* experiment tags for the MLflow UI (`Tracker.present`): the experiment's kind, and the
+  saved runs-table view "Pareto front".
 """
 
 from __future__ import annotations

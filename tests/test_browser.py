@@ -48,16 +48,18 @@ def served(*args: str, cwd: Path, ready: str, lines: int = 1) -> Iterator[tuple[
     threading.Thread(target=lambda: logged.extend(process.stderr), daemon=True).start()  # type: ignore[arg-type]
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}{ready}", timeout=2)
-            break
-        except OSError:
-            assert process.poll() is None and time.monotonic() < deadline, "".join(printed + logged)
-            time.sleep(0.5)
-    yield url, printed
-    os.killpg(process.pid, 15)
-    process.wait(timeout=30)
+    try:
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}{ready}", timeout=2)
+                break
+            except OSError:
+                assert process.poll() is None and time.monotonic() < deadline, "".join(printed + logged)
+                time.sleep(0.5)
+        yield url, printed
+    finally:  # a failing test must not leave the server running
+        os.killpg(process.pid, 15)
+        process.wait(timeout=30)
 
 
 def run_names(page) -> set[str]:  # type: ignore[no-untyped-def]

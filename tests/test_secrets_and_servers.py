@@ -287,6 +287,23 @@ def test_ui_refuses_a_busy_ipv6_port_in_one_line(
     assert "already in use" in str(result.exception) and "--port" in str(result.exception)
 
 
+def test_dashboard_without_optuna_dashboard_names_the_extra_and_writes_nothing(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import sys
+
+    from typer.testing import CliRunner
+
+    from sweep.cli import app
+
+    monkeypatch.setitem(sys.modules, "optuna_dashboard", None)  # as if not installed
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["dashboard", "--storage", f"sqlite:///{tmp_path / 'sweep.db'}"])
+    assert isinstance(result.exception, UsageError), result.output
+    assert "pip install 'sweep[dashboard]'" in str(result.exception)
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.integration  # a local HTTP server
 def test_check_tracking_sends_a_urls_user_and_password_as_basic_auth() -> None:
     """MLflow's client accepts http://user:password@host; so must the reachability check."""

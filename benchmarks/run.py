@@ -527,7 +527,7 @@ def early_stopping_notes() -> str:
     for r in runs:
         off, on = r["median"]["off"], r["median"]["on"]
         search = r.get("search", {}).get("end_step")
-        epochs = r.get("train", {}).get("epochs", 8)
+        epochs = r.get("train", QUICKSTART["train"])["epochs"]
         budget = r["n_trials"] * epochs  # epochs trained without early stopping
         trained = statistics.median(budget - sum(epochs - e for e in on_row["stopped_after_epoch"])
                                     for on_row in r["raw"]["on"]) / budget

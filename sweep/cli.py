@@ -183,7 +183,7 @@ def pareto(
     import json
 
     from sweep.analysis import from_study, front_table
-    from sweep.pareto import hypervolume, pareto_trials, reference_description, trial_table
+    from sweep.pareto import pareto_trials, reference_description, trial_table
 
     _check_format(output_format, ("table", "csv", "json"))
     if plot is not None and plot.suffix.lower() not in (".png", ".html"):
@@ -196,8 +196,8 @@ def pareto(
     front_trials = pareto_trials(study)
     frame = trial_table(front_trials)
     baseline = results.baseline
-    volume = hypervolume(results.trials, config.objectives, baseline)
     history = results.hypervolume_history
+    volume = history[-1][1] if history else 0.0  # the last is of every trial
     tracker.set_pareto_tags({t.user_attrs["mlflow_run_id"] for t in front_trials if "mlflow_run_id" in t.user_attrs})
     reference = reference_description(config.objectives, baseline)
 

@@ -135,8 +135,9 @@ def _run_study(
                 _enqueue_start(study, request)
             for key, value in study_user_attrs(config).items():
                 study.set_user_attr(key, value)
-            with experimental_api():  # the objectives by name in optuna-dashboard (`sweep dashboard`)
-                study.set_metric_names(list(config.objectives))
+            if study.metric_names != list(config.objectives):  # by name in optuna-dashboard
+                with experimental_api():
+                    study.set_metric_names(list(config.objectives))
             for key, fingerprint in fingerprints.items():
                 study.set_user_attr(key, fingerprint)
             study_run_id = tracker.study_run(config.to_yaml())

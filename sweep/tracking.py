@@ -183,12 +183,18 @@ class Tracker:
     def present(self, metrics: Sequence[str]) -> None:
         """Let the MLflow UI open the study where a user works: a model-training experiment
         (not the GenAI pages), with a saved runs-table view "Pareto front" showing `metrics`,
-        most accurate first, of the runs `sweep pareto` tagged as on the front."""
+        most accurate first, of the runs `sweep pareto` tagged as on the front. Each tag is
+        written only where it is missing: a view the user saved over, or a kind they chose,
+        stays theirs."""
+        present = self.client.get_experiment(self.experiment_id).tags
+        if EXPERIMENT_KIND not in present:
+            self.client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND, MODEL_TRAINING)
+        if SAVED_VIEW_PREFIX + PARETO_VIEW in present:
+            return
         state = {"searchFilter": f"tags.{PARETO} = 'true'", "orderByKey": f"metrics.`{metrics[0]}`",
                  "orderByAsc": False, "selectedColumns": [f"metrics.`{metric}`" for metric in metrics]}
         now = int(time.time() * 1000)
         view = {"name": "Pareto front", "createdAt": now, "updatedAt": now, "state": json.dumps(state)}
-        self.client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND, MODEL_TRAINING)
         self.client.set_experiment_tag(self.experiment_id, SAVED_VIEW_PREFIX + PARETO_VIEW, json.dumps(view))
 
     def ui_pages(self, base_url: str) -> dict[str, str]:

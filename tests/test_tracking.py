@@ -1,0 +1,34 @@
+"""What `sweep run` tells the MLflow UI about a study (experiment tags), on a real SQLite
+tracking store."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from sweep.tracking import EXPERIMENT_KIND, PARETO_VIEW, SAVED_VIEW_PREFIX, Tracker
+
+pytestmark = pytest.mark.integration  # MLflow runs `uname` in a subprocess as it starts
+
+
+def test_the_pareto_view_is_added_once_and_a_view_the_user_saved_over_stays_theirs(tmp_path: Path) -> None:
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "s")
+    tags = lambda: tracker.client.get_experiment(tracker.experiment_id).tags
+    assert set(tracker.ui_pages("http://h")) == {"runs"}  # no view yet: only the runs page
+
+    tracker.present(["val_accuracy", "compressed_bytes"])
+    view = json.loads(tags()[SAVED_VIEW_PREFIX + PARETO_VIEW])
+    state = json.loads(view["state"])
+    assert view["name"] == "Pareto front" and tags()[EXPERIMENT_KIND] == "custom_model_development"
+    assert state["searchFilter"] == "tags.sweep.pareto = 'true'" and state["orderByKey"] == "metrics.`val_accuracy`"
+    assert state["selectedColumns"] == ["metrics.`val_accuracy`", "metrics.`compressed_bytes`"]
+    pages = tracker.ui_pages("http://h")
+    assert pages["Pareto front"] == (f"http://h/#/experiments/{tracker.experiment_id}/runs"
+                                     "?viewStateShareKey=pareto-front&workflowType=machine_learning")
+
+    tracker.client.set_experiment_tag(tracker.experiment_id, SAVED_VIEW_PREFIX + PARETO_VIEW, "theirs")
+    tracker.client.set_experiment_tag(tracker.experiment_id, EXPERIMENT_KIND, "genai_development")
+    tracker.present(["val_accuracy", "compressed_bytes"])  # the next `sweep run`
+    assert tags()[SAVED_VIEW_PREFIX + PARETO_VIEW] == "theirs" and tags()[EXPERIMENT_KIND] == "genai_development"

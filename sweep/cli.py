@@ -73,6 +73,12 @@ def run(
         str,
         typer.Option("--max-failures", help="Stop after more failed trials than this: a fraction of the trials wanted (0.5) or a count (3)."),
     ] = "0.5",
+    wait_for_stores: Annotated[
+        float,
+        typer.Option("--wait-for-stores", min=0, envvar="SWEEP_WAIT_FOR_STORES",
+                     help="Seconds to wait for the storage and tracking servers to answer, for "
+                          "workers started with them (containers) [env SWEEP_WAIT_FOR_STORES]."),
+    ] = 0,
     storage: StorageOption = None,
     tracking_uri: TrackingOption = None,
 ) -> None:
@@ -100,6 +106,7 @@ def run(
         timeout=timeout,
         jobs=jobs,
         max_failures=max_failures,
+        wait_for_stores=wait_for_stores,
     )
     with contextlib.ExitStack() as shown:  # the progress display starts once the run knows its plan
         study = run_study(request, progress=lambda plan: shown.enter_context(

@@ -35,6 +35,11 @@ class UsageError(SweepError):
     exit_code = 2
 
 
+class Unreachable(UsageError):
+    """Raised when a storage or tracking server does not answer; worth trying again while
+    the server starts (`stores.check_stores`' wait)."""
+
+
 class ConfigError(UsageError):
     """Raised when a study file fails validation; the message names the key."""
 

@@ -38,8 +38,7 @@ from sweep.resume import RunPlan, check_compatible, plan_trials, study_user_attr
 from sweep.space import start_points
 from sweep.startup import NewTrackingStore, tracking_store_aside
 from sweep.stores import (
-    check_storage,
-    check_tracking,
+    check_stores,
     existing_study_attrs,
     experimental_api,
     open_storage,
@@ -62,6 +61,7 @@ class RunRequest:
     timeout: float | None = None  # seconds after which no new trial starts
     jobs: int = 1  # worker processes on this machine
     max_failures: str = "0.5"  # a fraction of the trials wanted, or a count
+    wait_for_stores: float = 0  # seconds to wait for a storage or tracking server to answer
     # Benchmarks of sampler settings (in this process: --jobs 1): a sampler made from its
     # seed in place of config.sampler, and the trials a new study starts with (none: the
     # sampler's own random start-up) in place of the default start design.
@@ -90,8 +90,7 @@ def _run_study(
         raise UsageError(f"--jobs: must be at least 1, got {request.jobs}")
     if request.sampler is not None and request.jobs > 1:
         raise UsageError("--jobs: a sampler given in place of the study file's runs in this process only")
-    check_storage(request.storage_url)
-    check_tracking(request.tracking_uri)
+    check_stores(request.storage_url, request.tracking_uri, wait=request.wait_for_stores)
     stored = existing_study_attrs(request.storage_url, config.name) or {}
     config = inherit_stored_values(config, stored.get("config"))
     request = dataclasses.replace(request, config=config)  # what --jobs workers run

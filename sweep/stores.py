@@ -14,12 +14,13 @@ import fcntl
 import os
 import random
 import re
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sweep.errors import UsageError
+from sweep.errors import Unreachable, UsageError
 
 if TYPE_CHECKING:
     import optuna
@@ -65,6 +66,30 @@ def require_storage(url: str) -> None:
         raise UsageError(f"no Optuna storage at {mask_password(url)}; run `sweep run` first or pass the right --storage")
 
 
+def check_stores(storage_url: str, tracking_uri: str, wait: float = 0) -> None:
+    """Reach the Optuna storage and the MLflow tracking store without writing to them.
+
+    With `wait`, a server that does not answer yet is tried again every 2 s for up to
+    `wait` seconds, saying so on stderr: containers started together (compose, Kubernetes)
+    come up in no guaranteed order. Any other error fails at once.
+    """
+    deadline = time.monotonic() + wait
+    for check, target in ((check_storage, storage_url), (check_tracking, tracking_uri)):
+        said = False
+        while True:
+            try:
+                check(target)
+                break
+            except Unreachable as error:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise
+                if not said:
+                    print(f"waiting up to {left:.0f} s: {error}", file=sys.stderr)
+                    said = True
+                time.sleep(min(2.0, left))
+
+
 def check_storage(url: str) -> None:
     """Reach the Optuna storage without writing to it (nothing is created on failure)."""
     _check_database(url, what="Optuna storage", fix="--storage or SWEEP_STORAGE")
@@ -76,6 +101,7 @@ def check_tracking(uri: str) -> None:
     if uri.startswith(("http://", "https://")):
         import base64
         import http.client
+        import urllib.error
         import urllib.parse
         import urllib.request
 
@@ -95,7 +121,8 @@ def check_tracking(uri: str) -> None:
                 f"# / ? @ : in its user and password (%23 %2F %3F %40 %3A) or fix {fix}"
             ) from None
         except (OSError, http.client.HTTPException) as error:
-            raise UsageError(
+            answered = isinstance(error, urllib.error.HTTPError)  # e.g. a wrong password: no use waiting
+            raise (UsageError if answered else Unreachable)(
                 f"cannot reach the MLflow tracking server {mask_password(uri)}: {error_summary(error)}; "
                 f"start it or fix {fix}"
             ) from None
@@ -128,7 +155,7 @@ def _check_database(url: str, what: str, fix: str) -> None:
             pass
         engine.dispose()
     except Exception as error:  # sqlalchemy and its drivers raise many kinds
-        raise UsageError(
+        raise Unreachable(
             f"cannot reach the {what} {mask_password(url)}: {error_summary(error)}; "
             f"check {fix} and that the database is running"
         ) from None

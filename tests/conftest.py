@@ -16,7 +16,7 @@ os.environ["TF_USE_LEGACY_KERAS"] = "1"
 
 REPO = Path(__file__).resolve().parents[1]
 SWEEP = [sys.executable, "-m", "sweep"]
-COSTS = ("integration", "slow")  # marked by hand; every other test is `unit`
+COSTS = ("integration", "slow")  # marked by hand; every other test is `unit` (`docker` is also slow)
 UNIT_GUARD = "SWEEP_UNIT_GUARD"  # set: unit tests fail on a subprocess or a server, the session on TensorFlow
 
 

@@ -1,6 +1,7 @@
 """Passwords stay out of output and command lines; `sweep ui` stops its whole server.
 
-Unit tests for `stores.mask_password` and `stores.check_tracking`, then the real `sweep ui`
+Unit tests for `stores.mask_password`, `stores.check_tracking` and `stores.check_stores`' wait
+for servers that start with the workers, then the real `sweep ui`
 and `sweep studies` commands against real SQLite and PostgreSQL stores (marked slow).
 """
 
@@ -20,8 +21,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sweep.errors import UsageError
-from sweep.stores import check_tracking, mask_password
+from sweep.errors import Unreachable, UsageError
+from sweep.stores import check_stores, check_tracking, mask_password
 
 from conftest import SWEEP, free_port, run_sweep, write_study
 
@@ -93,6 +94,56 @@ def test_check_tracking_turns_a_bad_url_into_a_masked_usage_error(uri: str) -> N
     message = str(raised.value)
     assert "\n" not in message and "s3cr" not in message and "et@" not in message.replace("***@", "")
     assert "tracking" in message and "--tracking-uri" in message
+
+
+# --- check_stores(wait=...) ---------------------------------------------------------------
+
+
+def test_check_stores_waits_for_a_server_that_does_not_answer_then_names_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    closed = f"postgresql://sweep:s3cret@127.0.0.1:{free_port()}/optuna"  # nothing listens there
+    started = time.monotonic()
+    with pytest.raises(Unreachable, match="cannot reach the Optuna storage"):
+        check_stores(closed, f"sqlite:///{tmp_path / 'mlflow.db'}", wait=3)
+    assert time.monotonic() - started >= 3
+    said = capsys.readouterr().err.splitlines()
+    assert len(said) == 1 and said[0].startswith("waiting up to 3 s: cannot reach the Optuna storage "
+                                                 "postgresql://sweep:***@127.0.0.1:")
+
+
+def test_check_stores_does_not_wait_on_a_wrong_url(tmp_path: Path) -> None:
+    started = time.monotonic()
+    with pytest.raises(UsageError, match="not a valid URL") as raised:
+        check_stores(f"sqlite:///{tmp_path / 'sweep.db'}", "https://u:s3cr/et@[::1", wait=60)
+    assert not isinstance(raised.value, Unreachable) and time.monotonic() - started < 10
+
+
+@pytest.mark.integration
+def test_check_stores_goes_on_once_the_tracking_server_answers(tmp_path: Path) -> None:
+    import http.server
+    import threading
+
+    class Health(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200 if self.path == "/health" else 404)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    port = free_port()
+    server = http.server.HTTPServer(("127.0.0.1", port), Health, bind_and_activate=False)
+    starting = threading.Timer(2, lambda: (server.server_bind(), server.server_activate(), server.serve_forever()))
+    starting.start()
+    try:
+        started = time.monotonic()
+        check_stores(f"sqlite:///{tmp_path / 'sweep.db'}", f"http://127.0.0.1:{port}", wait=60)
+        assert 2 <= time.monotonic() - started < 30
+    finally:
+        server.shutdown()
+        starting.join()
+        server.server_close()
 
 
 @pytest.mark.slow

@@ -126,17 +126,17 @@ class Compose:
     def logs(self) -> str:
         names = [self.container("worker", n) for n in (1, 2)] + [self.container("mlflow")]
         return "\n".join(f"--- {name}\n" + subprocess.run(
-            ["podman", "logs", "--tail", "15", name], env=self.env, capture_output=True, text=True, check=False
-        ).stderr for name in names)
+            ["podman", "logs", "--tail", "15", name], env=self.env, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True, check=False,
+        ).stdout for name in names)
 
-    def remove_everything(self) -> None:
-        """What `down --volumes` should have removed, removed by the project's label."""
+    def left(self) -> dict[str, list[str]]:
+        """The project's containers, volumes and networks that still exist, by kind."""
         label = f"label=io.podman.compose.project={PROJECT}"
-        for kind, listing in (("container", "ps"), ("volume", "volume"), ("network", "network")):
-            args = ["ps", "-aq"] if listing == "ps" else [listing, "ls", "-q"]
-            names = self.podman("podman", *args, "--filter", label, check=False).split()
-            if names:
-                self.podman("podman", kind, "rm", "-f", *names, check=False)
+        listings = {"container": ["ps", "-aq"], "volume": ["volume", "ls", "-q"], "network": ["network", "ls", "-q"]}
+        found = {kind: self.podman("podman", *args, "--filter", label, check=False).split()
+                 for kind, args in listings.items()}
+        return {kind: names for kind, names in found.items() if names}
 
 
 @pytest.fixture
@@ -169,10 +169,10 @@ def stack(tmp_path: Path) -> Iterator[Compose]:
     try:
         yield runner
         runner("down", "--volumes", timeout=120)
-        assert not runner.podman("podman", "volume", "ls", "-q", "--filter",
-                                 f"label=io.podman.compose.project={PROJECT}")
+        assert not runner.left()
     finally:
-        runner.remove_everything()
+        for kind, names in runner.left().items():
+            runner.podman("podman", kind, "rm", "-f", *names, check=False)
 
 
 @pytest.mark.slow

@@ -223,14 +223,15 @@ class StaleTrials:
         fresh = copy.deepcopy(trial)
         fresh.user_attrs = {}
         self.retry(study, fresh)
-        run_id = trial.user_attrs.get("mlflow_run_id")
-        if run_id:
-            try:
+        try:
+            recorded = trial.user_attrs.get("mlflow_run_id")
+            # none recorded: the worker may have died between creating the run and recording it
+            for run_id in [recorded] if recorded else self.tracker.unfinished_trial_runs(trial.number):
                 self.tracker.fail_trial(run_id, "worker lost: no heartbeat (killed or machine down); retried",
                                         status="KILLED")
-            except Exception as error:  # `sweep doctor --repair` ends it later
-                print(f"warning: MLflow could not end run {run_id} of lost trial {trial.number}: "
-                      f"{_reason(error)}", file=sys.stderr)
+        except Exception as error:  # `sweep doctor --repair` ends it later
+            print(f"warning: MLflow could not end the run of lost trial {trial.number}: {_reason(error)}",
+                  file=sys.stderr)
 
 
 def resident_megabytes() -> float:

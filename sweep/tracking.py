@@ -164,6 +164,16 @@ class Tracker:
         self._log(run.info.run_id, params=params)
         return run.info.run_id
 
+    def unfinished_trial_runs(self, number: int) -> list[str]:
+        """The ids of trial `number`'s runs still RUNNING. A worker lost between creating a
+        trial's run and recording its id in Optuna leaves one that only its tag names."""
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`{ROLE}` = 'trial' and tags.`{STUDY}` = '{self.study_name}' "
+                          f"and tags.`{TRIAL_NUMBER}` = '{number}' and attributes.status = 'RUNNING'",
+        )
+        return [run.info.run_id for run in runs]
+
     def trial_runs(self) -> dict[str, Any]:
         """Every (not deleted) trial run of the study, by run id."""
         found: dict[str, Any] = {}

@@ -32,3 +32,13 @@ def test_the_pareto_view_is_added_once_and_a_view_the_user_saved_over_stays_thei
     tracker.client.set_experiment_tag(tracker.experiment_id, EXPERIMENT_KIND, "genai_development")
     tracker.present(["val_accuracy", "compressed_bytes"])  # the next `sweep run`
     assert tags()[SAVED_VIEW_PREFIX + PARETO_VIEW] == "theirs" and tags()[EXPERIMENT_KIND] == "genai_development"
+
+
+def test_a_trial_run_no_trial_recorded_is_found_by_its_number_while_it_runs(tmp_path: Path) -> None:
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "s")
+    parent = tracker.study_run("name: s\n")
+    untold = tracker.start_trial(parent, 3, {"x": 1})
+    tracker.start_trial(parent, 4, {"x": 2})
+    assert tracker.unfinished_trial_runs(3) == [untold]
+    tracker.fail_trial(untold, "worker lost", status="KILLED")
+    assert tracker.unfinished_trial_runs(3) == [] and tracker.client.get_run(untold).info.status == "KILLED"

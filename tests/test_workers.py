@@ -98,27 +98,36 @@ def test_a_study_stored_before_a_key_existed_resumes_with_its_default() -> None:
 class FakeTracker:
     """Records what a Tracker would have been asked to do."""
 
-    def __init__(self) -> None:
+    def __init__(self, unfinished: dict[int, list[str]] | None = None) -> None:
         self.failed: list[tuple[str, str]] = []
+        self.unfinished = unfinished or {}
 
     def fail_trial(self, run_id: str, error: str, curves: object = None, status: str = "FAILED") -> None:
         self.failed.append((run_id, status))
 
+    def unfinished_trial_runs(self, number: int) -> list[str]:
+        return self.unfinished.get(number, [])
 
-def test_a_lost_trials_retry_starts_clean_and_its_run_is_killed(tmp_path: Path) -> None:
+
+@pytest.mark.parametrize(("recorded", "killed"), [(True, ["run-1"]), (False, ["run-untold"])])
+def test_a_lost_trials_retry_starts_clean_and_its_run_is_killed(tmp_path: Path, recorded: bool,
+                                                                killed: list[str]) -> None:
     """Optuna copies user attributes to a retry; a lost trial's run id, metrics or tracking
-    error must not make the retry look tracked, finished or broken."""
+    error must not make the retry look tracked, finished or broken. A worker lost before it
+    recorded the run's id leaves the run found by the trial's number."""
     from sweep.objective import StaleTrials
 
-    tracker = FakeTracker()
+    tracker = FakeTracker(unfinished={0: ["run-untold"]})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 's.db'}", heartbeat_interval=1, grace_period=1,
                                              heartbeat_stale_trial_callback=StaleTrials(tracker))  # type: ignore[arg-type]
         study = optuna.create_study(study_name="s", storage=storage)
         lost = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
-    for key, value in {"mlflow_run_id": "run-1", "tracking_error": "MLflow: down", "metrics": {"a": 1.0}}.items():
-        lost.set_user_attr(key, value)
+    attrs = {"mlflow_run_id": "run-1", "tracking_error": "MLflow: down", "metrics": {"a": 1.0}}
+    for key, value in attrs.items():
+        if recorded or key != "mlflow_run_id":
+            lost.set_user_attr(key, value)
     storage.record_heartbeat(lost._trial_id)
     time.sleep(2.5)
     with warnings.catch_warnings():
@@ -126,7 +135,7 @@ def test_a_lost_trials_retry_starts_clean_and_its_run_is_killed(tmp_path: Path) 
         optuna.storages.fail_stale_trials(study)
     retry = study.trials[1]
     assert retry.state == TrialState.WAITING and retry.params == lost.params and retry.user_attrs == {}
-    assert tracker.failed == [("run-1", "KILLED")]
+    assert tracker.failed == [(run_id, "KILLED") for run_id in killed]
 
 
 @pytest.mark.parametrize(("target", "finished", "requested", "runs", "reason"), [

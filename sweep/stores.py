@@ -246,20 +246,21 @@ def open_storage(url: str, stale_trial_callback: Any = None, heartbeat: bool = F
 
     SQLite gets a long busy timeout and write-ahead logging, so `--jobs 2..4` queue for
     the lock instead of failing with "database is locked". With `heartbeat`, running
-    trials beat every `heartbeat_interval()` seconds and a silent one is failed (and
-    handed to `stale_trial_callback`) by the next worker that looks.
+    trials beat every `heartbeat_interval()` seconds and a silent one, or one that never
+    beat (`sweep.heartbeats`), is failed (and handed to `stale_trial_callback`) by the next
+    worker that looks.
     """
-    import optuna
-
     engine_kwargs: dict[str, Any] = {}
     is_sqlite = url.startswith("sqlite")
     if is_sqlite:
         engine_kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT}
+    from sweep.heartbeats import HeartbeatStorage
+
     beat = heartbeat_interval() if heartbeat else None
     for attempt in range(4):
         try:
             with experimental_api():
-                storage = optuna.storages.RDBStorage(
+                storage = HeartbeatStorage(
                     url,
                     engine_kwargs=engine_kwargs,
                     heartbeat_interval=beat,

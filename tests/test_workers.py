@@ -46,6 +46,31 @@ def test_a_waiting_worker_fails_a_dead_workers_trial_and_runs_its_retry(tmp_path
     assert time.monotonic() - started < 10  # grace period 2 s, polled every second
 
 
+def test_a_trial_whose_worker_died_before_its_first_heartbeat_is_failed_and_retried(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Killed between creating its trial and the first heartbeat: Optuna alone never reaps
+    a trial that never beat, and the study would wait for it forever."""
+    from sweep.stores import open_storage
+
+    monkeypatch.setenv("SWEEP_HEARTBEAT_INTERVAL", "1")  # grace period 3 s
+    with experimental_api():
+        retry = optuna.storages.RetryHeartbeatStaleTrialCallback()
+    storage = open_storage(f"sqlite:///{tmp_path / 's.db'}", heartbeat=True, stale_trial_callback=retry)
+    study = optuna.create_study(study_name="s", storage=storage)
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        dead = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})  # never beats
+    assert storage._get_stale_trial_ids(study._study_id) == []  # just seen: it may be about to beat
+
+    work(study, lambda t: t.suggest_float("x", 0, 1), Goal(target=2, started=datetime.now(), max_failures=5,
+                                                             deadline=time.time() + 30))
+    states = [t.state for t in study.trials]
+    assert states == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE], states
+    assert study.trials[2].system_attrs["failed_trial"] == dead.number
+
+
 def test_a_worker_stops_at_the_target_and_counts_no_other_runs_failures(tmp_path: Path) -> None:
     study = optuna.create_study(study_name="s", storage=f"sqlite:///{tmp_path / 's.db'}")
     study.optimize(lambda t: 1 / 0, n_trials=2, catch=(ZeroDivisionError,))  # an earlier run's failures

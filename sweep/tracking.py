@@ -164,13 +164,16 @@ class Tracker:
         self._log(run.info.run_id, params=params)
         return run.info.run_id
 
+    def _trial_runs_filter(self) -> str:
+        return f"tags.`{ROLE}` = 'trial' and tags.`{STUDY}` = '{self.study_name}'"
+
     def unfinished_trial_runs(self, number: int) -> list[str]:
         """The ids of trial `number`'s runs still RUNNING. A worker lost between creating a
         trial's run and recording its id in Optuna leaves one that only its tag names."""
         runs = self.client.search_runs(
             [self.experiment_id],
-            filter_string=f"tags.`{ROLE}` = 'trial' and tags.`{STUDY}` = '{self.study_name}' "
-                          f"and tags.`{TRIAL_NUMBER}` = '{number}' and attributes.status = 'RUNNING'",
+            filter_string=f"{self._trial_runs_filter()} and tags.`{TRIAL_NUMBER}` = '{number}' "
+                          f"and attributes.status = 'RUNNING'",
         )
         return [run.info.run_id for run in runs]
 
@@ -181,7 +184,7 @@ class Tracker:
         while True:
             page = self.client.search_runs(
                 [self.experiment_id],
-                filter_string=f"tags.`{ROLE}` = 'trial' and tags.`{STUDY}` = '{self.study_name}'",
+                filter_string=self._trial_runs_filter(),
                 max_results=1000,
                 page_token=token,
             )

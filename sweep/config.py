@@ -14,7 +14,9 @@ from __future__ import annotations
 import ast
 import importlib.util
 import math
+import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -26,6 +28,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    PrivateAttr,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -513,6 +516,7 @@ class StudyConfig(_Strict):
     # stop trials during training that other trials already beat (sweep/early_stopping.py)
     early_stopping: bool = False
     sampler: Literal["tpe", "nsga2", "gp", "random"] = "tpe"
+    _folder: Path = PrivateAttr(default_factory=Path.cwd)  # see `folder`
 
     @field_validator("objectives")
     @classmethod
@@ -520,6 +524,11 @@ class StudyConfig(_Strict):
         if len(set(objectives)) != len(objectives):
             raise ValueError(f"lists an objective twice: {objectives}")
         return objectives
+
+    @model_validator(mode="after")
+    def _remember_folder(self, info: ValidationInfo) -> StudyConfig:
+        self._folder = Path((info.context or {}).get("base_dir", ".")).resolve()
+        return self
 
     @property
     def directions(self) -> list[Direction]:
@@ -529,8 +538,19 @@ class StudyConfig(_Strict):
     def objective_metrics(self) -> list[str]:
         return [OBJECTIVES[o][0] for o in self.objectives]
 
+    @property
+    def folder(self) -> Path:
+        """The study file's folder, which its relative paths were resolved against."""
+        return self._folder
+
+    def stored(self) -> dict[str, Any]:
+        """The study as `sweep run` stores it: every default filled in, paths relative to the
+        study file, so a copied or moved project finds its own files (`parse_stored_config`)."""
+        return _map_files(self.model_dump(mode="json"), lambda path: os.path.relpath(path, self.folder))
+
     def to_yaml(self) -> str:
-        """The resolved study: every default filled in, paths absolute."""
+        """The resolved study: every default filled in, paths absolute, so the file works
+        wherever it is written (an export folder, stdout, an MLflow artifact)."""
         return yaml.dump(self.model_dump(mode="json"), Dumper=_YamlDumper, sort_keys=False)
 
 
@@ -600,15 +620,17 @@ def parse_study_config(
 STORED_BEFORE = {("model", "start"): "scratch"}
 
 
-def parse_stored_config(raw: Any, source: str) -> StudyConfig:
-    """A study file as `sweep run` stored it, read with the values it ran with (its data
-    and model files may have moved since: reading its values does not need them)."""
+def parse_stored_config(raw: Any, source: str, folder: Path = Path(".")) -> StudyConfig:
+    """A study file as `sweep run` stored it, read with the values it ran with, its paths
+    resolved against `folder` (the study file's: a copied project uses its own files).
+    Older studies stored absolute paths, which stay as they are. Its files may be gone:
+    reading its values does not need them."""
     if isinstance(raw, dict):
         raw = {**raw}
         for (section, key), value in STORED_BEFORE.items():
             if isinstance(raw.get(section), dict) and key not in raw[section]:
                 raw[section] = {**raw[section], key: value}
-    return parse_study_config(raw, source=source, check_files=False)
+    return parse_study_config(raw, base_dir=folder, source=source, check_files=False)
 
 
 def inherit_stored_values(config: StudyConfig, stored: Any) -> StudyConfig:
@@ -650,6 +672,28 @@ def _allowed_keys(section: list[str]) -> list[str]:
     if "step_params" in keys:
         keys[keys.index("step_params")] = "step_level_<i>, step_position_<i>"
     return keys
+
+
+# Keys that can name files, relative to the study file: paths, and code given as
+# "file.py:function" or "file.py" (a "pkg.module:function" or a built-in builder names none).
+PATH_KEYS = (("data", "path"), ("model", "pretrained"))
+CODE_KEYS = (("data", "loader"), ("model", "builder"), ("model", "custom_objects"))
+
+
+def _map_files(dumped: dict[str, Any], change: Callable[[str], str]) -> dict[str, Any]:
+    """A dumped study with `change` applied to every file path it names."""
+    dumped = {**dumped}
+    for section, key in (*PATH_KEYS, *CODE_KEYS):
+        part = dumped.get(section)
+        value = part.get(key) if isinstance(part, dict) else None
+        if isinstance(part, dict) and isinstance(value, str):
+            dumped[section] = {**part, key: change(value) if (section, key) in PATH_KEYS else _map_code(value, change)}
+    return dumped
+
+
+def _map_code(spec: str, change: Callable[[str], str]) -> str:
+    target, sep, function = spec.rpartition(":") if ":" in spec else (spec, "", "")
+    return f"{change(target)}{sep}{function}" if target.endswith(".py") else spec
 
 
 def _checks_files(info: ValidationInfo) -> bool:
@@ -705,3 +749,20 @@ def _defines(path: Path, name: str) -> bool:
         ):
             return True
     return False
+
+
+def load_study_name(path: str | Path) -> str:
+    """Only the `name:` of a study file, for the commands that read a study's results
+    (`sweep pareto`, `best`, `report`, `doctor`, `ui`, `dashboard`): they use the study file
+    `sweep run` stored, so the data and model files this one names may have moved since.
+
+    >>> load_study_name("studies/quickstart.yaml")
+    'digits-quickstart'
+    """
+    try:
+        raw = yaml.load(Path(path).read_text(encoding="utf-8"), Loader=_YamlLoader)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        raw = None
+    if not isinstance(raw, dict) or "name" not in raw:
+        return load_study_config(path).name  # raises the error that says what is wrong with the file
+    return parse_study_config({"name": raw["name"]}, source=str(path), check_files=False).name

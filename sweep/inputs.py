@@ -1,5 +1,6 @@
 """What a study's trials were measured on besides its study file: the data's values and a
-pretrained model's bytes. A study is resumed, rerun or joined by a worker only on the same.
+pretrained model's bytes. A study is resumed, rerun or joined by a worker only on the same,
+wherever its files are now (a copied or moved project).
 """
 
 from __future__ import annotations
@@ -7,14 +8,21 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sweep.config import StudyConfig
-from sweep.data import Dataset
-from sweep.errors import UsageError
+from sweep.config import StudyConfig, parse_stored_config
+from sweep.errors import ConfigError, UsageError
+
+if TYPE_CHECKING:
+    from sweep.data import Dataset
 
 DATA_FINGERPRINT = "data_fingerprint"  # study user_attrs key: `Dataset.fingerprint`
 MODEL_FINGERPRINT = "model_fingerprint"  # study user_attrs key: SHA-256 of model.pretrained
+# The study file keys whose files each fingerprint covers: their content decides, not where they are.
+FINGERPRINTED = {
+    DATA_FINGERPRINT: (("data", "path"), ("data", "loader")),
+    MODEL_FINGERPRINT: (("model", "pretrained"),),
+}
 
 
 def input_fingerprints(config: StudyConfig, dataset: Dataset) -> dict[str, str]:
@@ -37,9 +45,12 @@ def file_fingerprint(path: Path) -> str:
 
 
 def check_same_inputs(stored: Mapping[str, Any], fingerprints: Mapping[str, str], config: StudyConfig) -> None:
-    """A study resumes only on the data and the pretrained model its trials were measured on."""
+    """A study resumes only on the data and the pretrained model its trials were measured on:
+    the same content, or for a study stored before its fingerprint, the same files."""
     for key, fingerprint in fingerprints.items():
         before = stored.get(key)
+        if before is None:
+            _check_same_files(stored.get("config"), config, FINGERPRINTED[key])
         if before is None or before == fingerprint:
             continue
         data = config.data
@@ -52,3 +63,21 @@ def check_same_inputs(stored: Mapping[str, Any], fingerprints: Mapping[str, str]
             f"study {config.name!r} was run on different {what}: {source} (fingerprint {fingerprint[:12]}, "
             f"stored {before[:12]}); give the study a new name, or restore the original {what}"
         )
+
+
+def _check_same_files(stored: Any, config: StudyConfig, keys: tuple[tuple[str, str], ...]) -> None:
+    """Without a fingerprint only the place tells: the stored path, resolved from the study
+    file's folder, must be the study file's."""
+    if not stored:
+        return
+    try:
+        before = parse_stored_config(stored, source="stored study", folder=config.folder)
+    except ConfigError:
+        return  # unreadable now: nothing to compare with
+    for section, key in keys:
+        was, now = getattr(getattr(before, section), key), getattr(getattr(config, section), key)
+        if was != now:
+            raise UsageError(
+                f"study {config.name!r} already exists with a different {section} ({key}: stored {was!r}, "
+                f"study file {now!r}); give the study a new name, or restore the original {section}"
+            )

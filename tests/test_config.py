@@ -31,7 +31,7 @@ def test_scalar_fixes_a_value_and_single_schedule_name_is_a_choice() -> None:
 
 
 def test_resolved_yaml_round_trips(tmp_path: Path) -> None:
-    config = parse_study_config({"name": "x", "search": {"frequency": 7, "schedule": "constant"}})
+    config = parse_study_config({"name": "x", "search": {"frequency": 7, "schedule": "constant"}}, base_dir=tmp_path)
     path = tmp_path / "resolved.yaml"
     path.write_text(config.to_yaml())
     assert load_study_config(path) == config
@@ -246,6 +246,36 @@ def test_a_stored_study_is_read_even_if_its_files_moved(tmp_path: Path) -> None:
     (tmp_path / "data.py").unlink()
     config = parse_stored_config(stored, source="stored")
     assert config.model.pretrained == str(tmp_path / "model.keras") and config.data.loader == f"{tmp_path}/data.py:load"
+
+
+def test_a_study_is_stored_with_paths_relative_to_its_study_file(tmp_path: Path) -> None:
+    from sweep.config import parse_stored_config
+
+    project, shared = tmp_path / "project", tmp_path / "shared"
+    for folder in (project, shared):
+        folder.mkdir()
+    (project / "model.keras").write_bytes(b"")
+    (project / "loader.py").write_text("def load():\n    pass\n")
+    (project / "layers.py").write_text("")
+    (shared / "d.npz").write_bytes(b"")
+    (shared / "net.py").write_text("def build(input_shape, num_classes):\n    pass\n")
+    pretrained = parse_study_config({"name": "x", "data": {"loader": "loader.py:load"},
+                                     "model": {"pretrained": "model.keras", "custom_objects": "layers.py"}},
+                                    base_dir=project)
+    built = parse_study_config({"name": "y", "data": {"dataset": "npz", "path": "../shared/d.npz"},
+                                "model": {"builder": "../shared/net.py:build"}}, base_dir=project)
+    stored, stored_built = pretrained.stored(), built.stored()
+    assert stored["data"]["loader"] == "loader.py:load" and stored_built["data"]["path"] == "../shared/d.npz"
+    assert (stored["model"]["pretrained"], stored["model"]["custom_objects"]) == ("model.keras", "layers.py")
+    assert stored_built["model"]["builder"] == "../shared/net.py:build"
+    assert parse_study_config({"name": "z", "model": {"builder": "sweep.models:cnn"}}).stored()["model"]["builder"] \
+        == "sweep.models:cnn"  # a module names no file
+    assert f"loader: {project / 'loader.py'}:load" in pretrained.to_yaml()  # exports work from anywhere
+
+    copy = tmp_path / "copy"  # read back from another folder: that folder's files, present or not
+    assert parse_stored_config(stored, source="stored", folder=copy).data.loader == f"{copy / 'loader.py'}:load"
+    assert parse_stored_config(stored_built, source="stored", folder=copy / "x").model.builder == f"{copy / 'shared' / 'net.py'}:build"
+    assert parse_stored_config(stored, source="stored", folder=copy).folder == copy
 
 
 def test_the_accuracy_floor_is_the_higher_of_the_two_limits() -> None:

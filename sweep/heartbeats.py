@@ -6,6 +6,9 @@ and the first heartbeat leaves that trial RUNNING for good, and at the end of th
 worker waits for it. `HeartbeatStorage` counts such a trial stale once this process has seen
 it silent for the grace period. It goes by its own clock, because a trial's start time comes
 from the clock and time zone of whichever machine created it.
+
+A stale trial is given its reason (`user_attrs["error"]`) before Optuna fails it, since a
+finished trial's attributes can no longer be written; Optuna itself records none.
 """
 
 from __future__ import annotations
@@ -15,7 +18,6 @@ from typing import Any
 
 import optuna
 from sqlalchemy import text
-
 # Optuna's schema: RUNNING trials of a study that have no heartbeat row.
 NEVER_BEAT = text(
     "SELECT t.trial_id FROM trials t LEFT JOIN trial_heartbeats h ON h.trial_id = t.trial_id "
@@ -38,4 +40,16 @@ class HeartbeatStorage(optuna.storages.RDBStorage):
         self._silent_since = {trial_id: self._silent_since.get(trial_id, now) for trial_id in silent}
         assert self.heartbeat_interval is not None  # Optuna asks only with heartbeats on
         grace = self.grace_period or 2 * self.heartbeat_interval
-        return stale + [trial_id for trial_id, since in self._silent_since.items() if now - since > grace]
+        never_beat = [trial_id for trial_id, since in self._silent_since.items() if now - since > grace]
+        for trial_id in stale:
+            self._give_reason(trial_id, f"worker lost: no heartbeat for {grace:g} s (killed, out of memory, "
+                                        f"storage failed or machine down)")
+        for trial_id in never_beat:
+            self._give_reason(trial_id, f"worker lost before its first heartbeat (silent for {grace:g} s)")
+        return stale + never_beat
+
+    def _give_reason(self, trial_id: int, reason: str) -> None:
+        try:
+            self.set_trial_user_attr(trial_id, "error", reason)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass  # another worker failed it first, with the same reason

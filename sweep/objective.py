@@ -226,9 +226,9 @@ class StaleTrials:
         try:
             recorded = trial.user_attrs.get("mlflow_run_id")
             # none recorded: the worker may have died between creating the run and recording it
+            reason = trial.user_attrs.get("error", "worker lost: no heartbeat")  # from sweep.heartbeats
             for run_id in [recorded] if recorded else self.tracker.unfinished_trial_runs(trial.number):
-                self.tracker.fail_trial(run_id, "worker lost: no heartbeat (killed or machine down); retried",
-                                        status="KILLED")
+                self.tracker.fail_trial(run_id, f"{reason}; retried", status="KILLED")
         except Exception as error:  # `sweep doctor --repair` ends it later
             print(f"warning: MLflow could not end the run of lost trial {trial.number}: {_reason(error)}",
                   file=sys.stderr)

@@ -16,6 +16,7 @@ import os
 import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -266,9 +267,13 @@ def _report_new_trials(study: optuna.Study, goal: Goal, reported: set[int], disp
 
 
 def _worker_main(config_json: dict, storage_url: str, tracking_uri: str, goal: Goal, threads: int, index: int) -> None:
-    """One worker process of `--jobs N`."""
+    """One worker process of `--jobs N`. It ends with `os._exit` once its trials are
+    recorded: tearing TensorFlow down takes seconds, and a worker whose `sweep run` died
+    must be gone within seconds (see `interrupts.watch_parent`)."""
     os.setpgid(0, 0)  # out of the terminal's group: Ctrl-C reaches us once, forwarded by the parent
     interrupts.install()
+    interrupts.watch_parent()  # a parent killed with SIGKILL forwards nothing
+    code = 0
     try:
         from sweep.data import load_dataset
         from sweep.training import configure_tensorflow
@@ -284,10 +289,16 @@ def _worker_main(config_json: dict, storage_url: str, tracking_uri: str, goal: G
             _run_worker(study, config, dataset, tracker, goal, threads, worker=index,
                         start=start_weights(study, tracker, config, folder))
     except KeyboardInterrupt:
-        sys.exit(interrupts.exit_code())
+        code = interrupts.exit_code()
     except SweepError as error:
         print(f"error: {error}", file=sys.stderr)
-        sys.exit(error.exit_code)
+        code = error.exit_code
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 # --- study set-up ------------------------------------------------------------------

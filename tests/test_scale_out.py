@@ -48,9 +48,9 @@ def start(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subproces
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
-def wait_for_running_trial(storage: str, name: str, timeout: float = 240, number: int | None = None
-                           ) -> optuna.trial.FrozenTrial:
-    """The first trial (or trial `number`) that is RUNNING with its MLflow run started
+def wait_for_running_trials(storage: str, name: str, count: int = 1, timeout: float = 240,
+                            number: int | None = None) -> list[optuna.trial.FrozenTrial]:
+    """At least `count` trials (or trial `number`) RUNNING with their MLflow runs started
     (training under way)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -59,14 +59,19 @@ def wait_for_running_trial(storage: str, name: str, timeout: float = 240, number
             study = optuna.load_study(study_name=name, storage=opened)
             running = [t for t in study.get_trials(states=(TrialState.RUNNING,)) if "mlflow_run_id" in t.user_attrs
                        and number in (None, t.number)]
-            if running:
-                return running[0]
+            if len(running) >= count:
+                return running
         except KeyError:
             pass
         finally:
             opened.engine.dispose()
         time.sleep(0.3)
-    raise AssertionError("no trial started")
+    raise AssertionError(f"{count} trials did not start")
+
+
+def wait_for_running_trial(storage: str, name: str, timeout: float = 240, number: int | None = None
+                           ) -> optuna.trial.FrozenTrial:
+    return wait_for_running_trials(storage, name, timeout=timeout, number=number)[0]
 
 
 def test_two_workers_on_postgresql_and_an_mlflow_server(
@@ -113,6 +118,7 @@ def test_a_killed_worker_is_detected_and_its_trial_retried(
     study = assert_study_agrees(storage, tracking, "kill", complete=3)
     killed = study.trials[victim.number]
     assert killed.state == TrialState.FAIL
+    assert killed.user_attrs["error"].startswith("worker lost: no heartbeat for 3 s")
     retried = [t for t in study.trials if t.system_attrs.get("failed_trial") == killed.number]
     assert len(retried) == 1 and retried[0].params == killed.params
     run = MlflowClient(tracking).get_run(victim.user_attrs["mlflow_run_id"])
@@ -172,6 +178,67 @@ def test_interrupt_marks_the_running_trial_failed_and_run_resumes(tmp_path: Path
     resumed = run_sweep("run", "stop.yaml", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     assert_study_agrees(storage, tracking, "stop", complete=3)
+
+
+def descendants(pid: int) -> set[int]:
+    """The processes `pid` started, and theirs (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def alive(pids: set[int]) -> set[int]:
+    """Those of `pids` that still run (a zombie has ended)."""
+    running = set()
+    for pid in pids:
+        try:
+            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+                running.add(pid)
+        except OSError:
+            pass
+    return running
+
+
+def test_jobs_workers_end_with_their_run_killed_or_hung_up_and_the_next_run_finishes(tmp_path: Path) -> None:
+    """`sweep run --jobs 2` killed with SIGKILL (nothing can be forwarded), then one hung up
+    (the terminal closed): no worker outlives its run by more than 10 s, each run's running
+    trials end FAIL "interrupted" with their MLflow runs KILLED, and the next run finishes."""
+    storage, tracking = f"sqlite:///{tmp_path / 'sweep.db'}", f"sqlite:///{tmp_path / 'mlflow.db'}"
+    write_study(tmp_path, name="orphans", n_trials=2, train={"epochs": 20})
+    client = MlflowClient(tracking)
+    for signum in (signal.SIGKILL, signal.SIGHUP):
+        process = start("run", "orphans.yaml", "--jobs", "2", cwd=tmp_path)
+        victims = wait_for_running_trials(storage, "orphans", count=2)  # both workers train
+        workers = descendants(process.pid)
+        assert len(workers) >= 2
+        process.send_signal(signum)
+        process.wait(timeout=60)  # not communicate(): workers that live on keep its pipes open
+        deadline = time.monotonic() + 10
+        while alive(workers) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not alive(workers), f"after {signal.Signals(signum).name}: workers {alive(workers)} live on"
+        _, err = process.communicate(timeout=10)
+        assert process.returncode == (-signum if signum == signal.SIGKILL else 128 + signum), err
+        trials = optuna.load_study(study_name="orphans", storage=storage).trials
+        for victim in victims:
+            assert trials[victim.number].state == TrialState.FAIL
+            assert trials[victim.number].user_attrs["error"] == "interrupted"
+            assert client.get_run(victim.user_attrs["mlflow_run_id"]).info.status == "KILLED"
+        assert not [t.number for t in trials if t.state == TrialState.RUNNING]
+
+    resumed = run_sweep("run", "orphans.yaml", "--jobs", "2", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert_study_agrees(storage, tracking, "orphans", complete=2)
 
 
 def test_too_many_failures_stop_the_study(tmp_path: Path) -> None:

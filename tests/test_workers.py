@@ -12,13 +12,14 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from sweep.heartbeats import HeartbeatStorage
 from sweep.stores import experimental_api
 from sweep.workers import Goal, work
 
 
 def heartbeat_storage(path: Path, interval: int = 1) -> optuna.storages.RDBStorage:
     with experimental_api():
-        return optuna.storages.RDBStorage(
+        return HeartbeatStorage(
             f"sqlite:///{path}", heartbeat_interval=interval, grace_period=2 * interval,
             heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(),
         )
@@ -41,6 +42,7 @@ def test_a_waiting_worker_fails_a_dead_workers_trial_and_runs_its_retry(tmp_path
                                                              deadline=time.time() + 30))
     states = [t.state for t in study.trials]
     assert states == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE], states
+    assert study.trials[1].user_attrs["error"].startswith("worker lost: no heartbeat for 2 s (killed")
     assert study.trials[2].system_attrs["failed_trial"] == dead.number
     assert study.trials[2].params == dead.params
     assert time.monotonic() - started < 10  # grace period 2 s, polled every second
@@ -68,6 +70,7 @@ def test_a_trial_whose_worker_died_before_its_first_heartbeat_is_failed_and_retr
                                                              deadline=time.time() + 30))
     states = [t.state for t in study.trials]
     assert states == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE], states
+    assert study.trials[1].user_attrs["error"] == "worker lost before its first heartbeat (silent for 3 s)"
     assert study.trials[2].system_attrs["failed_trial"] == dead.number
 
 

@@ -26,7 +26,7 @@ import hashlib
 import os
 import pickle
 import tarfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -159,7 +159,7 @@ def load_dataset(config: DataConfig) -> Dataset:
     y_train, y_test = as_labels(y_train, "y_train"), as_labels(y_test, "y_test")
     _check_consistent(x_train, y_train, x_test, y_test)
     held_out, kept = split_indices(len(x_train), config.validation_split, "training")
-    num_classes = check_labels(config, {"y_train": y_train, "y_test": y_test})
+    num_classes = check_labels(config, {"y_train": y_train, "y_test": y_test}, train="y_train")
     return Dataset(
         name=config.dataset,
         train=Split.arrays(x_train[kept], y_train[kept]),
@@ -185,19 +185,43 @@ def split_indices(
     return order[:count], order[count:]
 
 
-def check_labels(config: DataConfig, largest: Mapping[str, np.ndarray | int]) -> int:
+def check_labels(
+    config: DataConfig, labels: Mapping[str, np.ndarray], train: str, names: Sequence[str] | None = None
+) -> int:
     """The number of classes (`data.num_classes`, or the largest label + 1), after checking
-    that every split's labels fit it; `largest` maps a split to its labels or largest one."""
-    tops = {name: int(np.max(v)) if isinstance(v, np.ndarray) else v for name, v in largest.items()}
-    if config.num_classes is None:
-        return max(tops.values()) + 1
-    for name, top in tops.items():
-        if top >= config.num_classes:
-            raise UsageError(
-                f"data: {name} has label {top}, out of range for num_classes: {config.num_classes} "
-                f"(labels are 0..{config.num_classes - 1}); fix the labels or data.num_classes"
-            )
-    return config.num_classes
+    that every split's labels fit it, that the training split `train` has two classes or
+    more (one class trains a model that is always right), and that no other split has a
+    class training never has. `labels` maps each split to its labels (or its distinct ones);
+    `names`, an image folder's class folders, name the labels in messages."""
+    classes = {name: np.unique(np.asarray(values)) for name, values in labels.items()}
+    if config.num_classes is not None:
+        for name, seen in classes.items():
+            if seen[-1] >= config.num_classes:
+                raise UsageError(
+                    f"data: {name} has label {seen[-1]}, out of range for num_classes: {config.num_classes} "
+                    f"(labels are 0..{config.num_classes - 1}); fix the labels or data.num_classes"
+                )
+    trained = classes[train]
+    if len(trained) < 2:
+        raise UsageError(f"data: {train} has one class ({_labelled(trained, names)}); a classifier needs two or more: "
+                         f"add examples of another class")
+    for name, seen in classes.items():
+        unseen = np.setdiff1d(seen, trained)
+        if len(unseen):
+            them = "them" if len(unseen) > 1 else "it"
+            raise UsageError(f"data: {name} has {_labelled(unseen, names)} that {train} never has; add training "
+                             f"examples of {them}, or remove {them} from {name}")
+    return config.num_classes if config.num_classes is not None else int(max(s[-1] for s in classes.values())) + 1
+
+
+def _labelled(labels: np.ndarray, names: Sequence[str] | None) -> str:
+    """`label 3`, `labels [3, 4]`, with class folder names when there are any."""
+    values = [int(label) for label in labels]
+    text = f"label {values[0]}" if len(values) == 1 else f"labels {brief(values)}"
+    if names is not None:
+        folders = [names[v] for v in values if v < len(names)]
+        text += f" (class folder{'s' if len(folders) > 1 else ''} {', '.join(folders[:4])})"
+    return text
 
 
 Arrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
@@ -405,9 +429,16 @@ def as_labels(y: np.ndarray, name: str) -> np.ndarray:
     y = np.asarray(y)
     if y.ndim == 2 and y.shape[1] == 1:  # CIFAR-style column of labels
         y = y[:, 0]
+    if looks_one_hot(y):  # what Keras' categorical_crossentropy examples feed
+        raise UsageError(f"data: {name} labels look one-hot (shape {y.shape}); pass integer labels: y.argmax(axis=1)")
     if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer) or (len(y) and y.min() < 0):
         raise UsageError(
             f"data: {name} must be a 1-D array of non-negative integer class labels, "
             f"got shape {y.shape} and dtype {y.dtype}"
         )
     return y.astype(np.int64)
+
+
+def looks_one_hot(y: np.ndarray) -> bool:
+    """Rows of 0s and 1s with exactly one 1: one-hot labels, not one integer label per example."""
+    return y.ndim == 2 and y.shape[1] > 1 and bool(np.isin(y, (0, 1)).all()) and bool((y.sum(axis=1) == 1).all())

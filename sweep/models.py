@@ -141,6 +141,31 @@ def check_model(config: ModelConfig, search: SearchConfig, input_shape: tuple[in
         ) from error
 
 
+def outputs_probabilities(model: keras.Model) -> bool:
+    """Whether `model` ends in a softmax, so its loss must take probabilities, not logits:
+    a `Softmax` or `Activation("softmax")` layer, a layer with a softmax activation, or
+    `tf.nn.softmax` on the last layer, also at the end of a nested model or inside a
+    pruning wrapper. Our builders output logits."""
+    layer = _output_layer(model)
+    if isinstance(layer, keras.layers.Softmax):
+        return True
+    function = getattr(layer, "activation", None) or getattr(layer, "function", None)  # TFOpLambda: tf.nn.softmax
+    return getattr(function, "__name__", None) in SOFTMAX_NAMES
+
+
+SOFTMAX_NAMES = ("softmax", "softmax_v2")  # keras.activations.softmax, tf.nn.softmax
+
+
+def _output_layer(model: keras.Model) -> keras.layers.Layer:
+    """The layer that makes the model's (first) output: the last one of a nested model,
+    the wrapped one of a pruning wrapper."""
+    history = getattr(model.outputs[0], "_keras_history", None) if model.outputs else None
+    layer = history.layer if history is not None else model.layers[-1]
+    if isinstance(layer, keras.Model):
+        return _output_layer(layer)
+    return getattr(layer, "layer", layer)
+
+
 def _keras3_hint(model: object) -> str:
     if type(model).__module__.startswith("keras"):
         return " (a Keras 3 model: build it with `import tf_keras as keras`, tfmot needs Keras 2)"

@@ -91,6 +91,37 @@ def check_prunable(model: keras.Model, rules: PruneConfig, search: SearchConfig,
         if search.per_layer and len(shapes) < 2:
             raise UsageError(f"search.per_layer: {what} has one layer to prune ({next(iter(shapes))}); "
                              f"per-layer targets need two or more; set per_layer: false")
+        _check_patterns(model, shapes, search, what, policy)
+
+
+def _check_patterns(
+    model: keras.Model, shapes: dict[str, list[tuple[int, ...]]], search: SearchConfig, what: str, policy: str
+) -> None:
+    """A searched pattern must fit a pruned layer: else every trial that draws it is pruned
+    unstructured while its params say otherwise, and the search wastes trials on a duplicate."""
+    patternable = set(patternable_layers(model)) & set(shapes)
+    under = f" under policy {policy}" if len(search.policy) > 1 else ""
+    for name in search.pattern:
+        pattern = Pattern(name)
+        if not any(pattern.fits(shapes[layer]) for layer in patternable):
+            kernels = ", ".join(f"{layer} {_inputs(pattern, shapes[layer])}" for layer in shapes if layer in patternable)
+            raise UsageError(
+                f'search.pattern: "{name}" fits no layer that {what} prunes{under}: it needs {pattern.requirement()}'
+                f"{f' ({kernels})' if kernels else ' (no Dense or Conv2D layer is pruned)'}; remove it from "
+                f"search.pattern, or prune layers it fits"
+            )
+
+
+def _inputs(pattern: Pattern, shapes: list[tuple[int, ...]]) -> str:
+    """What of a layer's kernel a pattern looks at: its input channels (M:N), its shape (a block)."""
+    return str(shapes[0][-2]) if pattern.m_of_n and len(shapes[0]) >= 2 else str(shapes[0])
+
+
+def patternable_layers(model: keras.Model) -> list[str]:
+    """The layers a pattern may apply to: Dense and Conv2D (not Conv2DTranspose, whose axis
+    -2 is its output), by name."""
+    return [layer.name for layer in all_layers(model) if isinstance(layer, keras.layers.Dense | keras.layers.Conv2D)
+            and not isinstance(layer, keras.layers.Conv2DTranspose)]
 
 
 def wrap_for_pruning(
@@ -100,9 +131,8 @@ def wrap_for_pruning(
     with its pattern and its schedule (`plan`, ending at the layer's target), and what each
     of them got; the other layers are the very same objects, so they keep their weights and
     state."""
-    patternable = [layer.name for layer in all_layers(model) if isinstance(layer, keras.layers.Dense | keras.layers.Conv2D)
-                   and not isinstance(layer, keras.layers.Conv2DTranspose)]  # its axis -2 is the output
-    layers = plan_layers(layer_shapes(model, rules, structure.policy), structure, plan.final_sparsity, patternable)
+    layers = plan_layers(layer_shapes(model, rules, structure.policy), structure, plan.final_sparsity,
+                         patternable_layers(model))
 
     def wrap(layer: keras.layers.Layer) -> keras.layers.Layer:
         if isinstance(layer, keras.Model):

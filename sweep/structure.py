@@ -12,7 +12,8 @@ Patterns, as tfmot's `prune_low_magnitude` arguments:
 * `"RxC"`: whole-zero blocks of R input by C output weights, tfmot's `block_size`; the
   schedule decides how many blocks.
 
-A layer a pattern does not fit is pruned unstructured along the schedule, never an error:
+A layer a pattern does not fit is pruned unstructured along the schedule, never an error
+(but a pattern that fits no pruned layer at all is refused: `sweep.pruning.check_prunable`):
 M:N needs a Dense or Conv2D kernel whose input channels are a multiple of N (a first conv
 on 1 or 3 channels is not); a block needs a 2-D kernel (Dense; tfmot refuses blocks on a
 conv) that whole blocks tile (no partial blocks at the edges, which block-sparse kernels
@@ -83,6 +84,15 @@ class Pattern:
             rows, cols = self.block
             return all(len(s) == 2 and s[0] % rows == 0 and s[1] % cols == 0 for s in shapes)
         return True
+
+    def requirement(self) -> str:
+        """What a layer needs for this pattern, as `fits` checks it (for messages)."""
+        if self.m_of_n:
+            return f"a Dense or Conv2D kernel whose input channels are a multiple of {self.m_of_n[1]}"
+        if self.block:
+            rows, cols = self.block
+            return f"a Dense kernel whose inputs are a multiple of {rows} and outputs a multiple of {cols}"
+        return "any prunable layer"
 
     @property
     def sparsity(self) -> float | None:

@@ -20,7 +20,7 @@ from sweep._tf import PruneLowMagnitude, disable_op_determinism, keras, tf, tfmo
 from sweep.config import StudyConfig
 from sweep.data import Dataset
 from sweep.errors import SweepError, brief
-from sweep.models import starting_model
+from sweep.models import outputs_probabilities, starting_model
 from sweep.pruning import all_layers, wrap_for_pruning
 from sweep.schedule_plan import SchedulePlan
 from sweep.structure import LayerPruning, Structure
@@ -117,7 +117,7 @@ def train(
         callbacks = [tfmot.sparsity.keras.UpdatePruningStep(), MaskSparsity(), *callbacks]
     model.compile(
         optimizer=_single_device(keras.optimizers.Adam(config.train.learning_rate, weight_decay=weight_decay)),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=not _ends_in_softmax(model)),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=not outputs_probabilities(model)),
         metrics=["accuracy"],
     )
     built = time.perf_counter()
@@ -162,10 +162,3 @@ def _single_device(optimizer: keras.optimizers.Optimizer) -> keras.optimizers.Op
     if not tf.distribute.has_strategy():
         optimizer.aggregate_gradients = list
     return optimizer
-
-
-def _ends_in_softmax(model: keras.Model) -> bool:
-    """Custom builders may end in softmax; ours output logits."""
-    last = model.layers[-1]
-    inner = getattr(last, "layer", last)  # look through a pruning wrapper
-    return getattr(inner, "activation", None) is keras.activations.softmax

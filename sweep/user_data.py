@@ -15,6 +15,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import multiprocessing
+import re
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -22,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from sweep.config import DataConfig
-from sweep.data import Dataset, Split, as_labels, check_labels, split_indices
+from sweep.data import Dataset, Split, as_labels, check_labels, looks_one_hot, split_indices
 from sweep.errors import SweepError, UsageError, brief
 from sweep.user_code import resolve_function
 
@@ -39,12 +42,13 @@ def load_user_dataset(config: DataConfig) -> Dataset:
         key, sources = "data.path", _read_directory(config)
     digest = hashlib.sha256()
     splits: dict[str, Split] = {}
-    largest: dict[str, int] = {}
+    labels: dict[str, np.ndarray] = {}
     shapes: dict[str, tuple[int, ...]] = {}
     contents: dict[str, bytes] = {}
     for name, source in sources.items():
-        splits[name], largest[name], shapes[name], contents[name] = _read(name, source, key)
+        splits[name], labels[name], shapes[name], contents[name] = _read(name, source, key)
         digest.update(name.encode() + contents[name])
+    num_classes = check_labels(config, labels, train="train", names=getattr(sources["train"], "class_names", None))
     if len(set(shapes.values())) > 1:
         raise UsageError(f"{key}: the splits' examples differ in shape ({_describe(shapes)}); give them one shape")
     if ("test" not in splits or "validation" not in splits) and splits["train"].stream is not None:
@@ -58,7 +62,7 @@ def load_user_dataset(config: DataConfig) -> Dataset:
         train=splits["train"],
         val=splits["validation"],
         test=splits["test"],
-        num_classes=check_labels(config, largest),
+        num_classes=num_classes,
         input_shape=shapes["train"],
         streamed_digest=digest.hexdigest(),
     )
@@ -109,6 +113,7 @@ def _read_directory(config: DataConfig) -> dict[str, Any]:
                 f"data.path: cannot read images from {folder} ({brief(error, 160)}); it needs one "
                 f"folder of images per class"
             ) from error
+        _check_class_folders(folder, stream)
         streams[name], classes[name] = stream, stream.class_names
     if any(names != classes["train"] for names in classes.values()):
         raise UsageError(f"data.path: the class folders differ between {', '.join(folders)} "
@@ -116,11 +121,27 @@ def _read_directory(config: DataConfig) -> dict[str, Any]:
     return streams
 
 
+def _check_class_folders(folder: Path, stream: Any) -> None:
+    """Two class folders or more; an empty one is a class nothing is trained or tested on:
+    said once, by the process that starts the study (not again by each --jobs worker)."""
+    names = stream.class_names
+    if len(names) < 2:
+        raise UsageError(f"data.path: {folder} has one class folder ({', '.join(names)}); a classifier needs two or "
+                         f"more: add a folder of images per class")
+    filled = {Path(path).relative_to(folder).parts[0] for path in stream.file_paths}
+    empty = [str(folder / name) for name in names if name not in filled]
+    if empty and multiprocessing.parent_process() is None:
+        folders = f"folder {empty[0]} holds" if len(empty) == 1 else f"folders {', '.join(empty)} hold"
+        print(f"warning: data.path: class {folders} no images, so nothing is trained or tested on "
+              f"{'that class' if len(empty) == 1 else 'those classes'}; add images or remove the folder",
+              file=sys.stderr)
+
+
 # --- reading and checking ----------------------------------------------------------------
 
 
-def _read(name: str, source: Any, key: str) -> tuple[Split, int, tuple[int, ...], bytes]:
-    """`source` as a checked `Split`, with its largest label, the shape of one example and
+def _read(name: str, source: Any, key: str) -> tuple[Split, np.ndarray, tuple[int, ...], bytes]:
+    """`source` as a checked `Split`, with its distinct labels, the shape of one example and
     the SHA-256 of its contents."""
     from sweep._tf import tf
 
@@ -143,22 +164,24 @@ def _read(name: str, source: Any, key: str) -> tuple[Split, int, tuple[int, ...]
     if len(x) != len(y) or not len(x):
         raise UsageError(f"{key}: {name} x and y differ in length ({len(x)} vs {len(y)}) or are empty; "
                          f"give one label per example")
-    return Split.arrays(x, y), int(y.max()), tuple(x.shape[1:]), _contents([(x, y)])
+    return Split.arrays(x, y), np.unique(y), tuple(x.shape[1:]), _contents([(x, y)])
 
 
-def _read_stream(name: str, stream: Any, key: str) -> tuple[Split, int, tuple[int, ...], bytes]:
+def _read_stream(name: str, stream: Any, key: str) -> tuple[Split, np.ndarray, tuple[int, ...], bytes]:
     from sweep._tf import tf
 
     spec = stream.element_spec
     if not (isinstance(spec, tuple) and len(spec) == 2 and all(isinstance(s, tf.TensorSpec) for s in spec)):
         raise UsageError(f"{key}: {name} yields {brief(spec, 120)}, not (x, y) pairs; map it to (x, y)")
+    _check_spec_shapes(name, spec[0].shape, spec[1].shape, key)
     if not spec[1].dtype.is_integer:
         raise UsageError(f"{key}: {name} labels are {spec[1].dtype.name}; give integer class labels")
     if not (spec[0].dtype.is_floating or spec[0].dtype.is_integer):
         raise UsageError(f"{key}: {name} x must be numbers, got dtype {spec[0].dtype.name}")
     if stream.cardinality() == tf.data.INFINITE_CARDINALITY:
         raise UsageError(f"{key}: {name} repeats forever; remove .repeat(): sweep runs the epochs itself")
-    size, largest, shape, example_bytes = 0, 0, None, 0
+    size, shape, example_bytes = 0, None, 0
+    labels = np.zeros(0, np.int64)
     digest = hashlib.sha256()
     try:
         for x, y in stream.batch(READ_BATCH).as_numpy_iterator():
@@ -167,20 +190,106 @@ def _read_stream(name: str, stream: Any, key: str) -> tuple[Split, int, tuple[in
             if x.shape[1:] != shape:
                 raise UsageError(f"{key}: {name} has examples of shape {x.shape[1:]} and {shape}; give them one shape")
             if y.ndim > 2 or (y.ndim == 2 and y.shape[1] != 1):
-                raise UsageError(f"{key}: {name} labels have shape {y.shape[1:]}; give one integer label "
-                                 f"per example (is the dataset batched? call .unbatch())")
+                raise UsageError(_label_shape_problem(name, x.shape[1:], y, key))
             if y.min() < 0:
                 raise UsageError(f"{key}: {name} has a negative label ({y.min()}); labels are 0..classes-1")
             size += len(x)
-            largest = max(largest, int(y.max()))
+            labels = np.union1d(labels, y)
             _update(digest, x, y)
     except SweepError:
         raise
-    except Exception as error:  # the user's pipeline: a generator raising, examples of different shapes
-        raise UsageError(f"{key}: reading {name} failed: {brief(error, 160)}; fix the dataset") from error
+    except Exception as error:  # the user's pipeline: a generator raising, an undecodable image, examples of different shapes
+        raise UsageError(_read_failure(name, stream, size, error, key)) from error
     if shape is None:
         raise UsageError(f"{key}: {name} is empty; it needs at least one example")
-    return Split(size, stream=stream, example_bytes=example_bytes), largest, tuple(shape), digest.digest()
+    return Split(size, stream=stream, example_bytes=example_bytes), labels, tuple(shape), digest.digest()
+
+
+BATCHED_FIX = "give unbatched (x, y) pairs: call .unbatch() on it (sweep batches by train.batch_size)"
+
+
+def _check_spec_shapes(name: str, x: Any, y: Any, key: str) -> None:
+    """A batched dataset (`.batch()` leaves an unknown leading dimension on both x and y)
+    or one-hot labels (one vector per example), seen from the dataset's shapes alone.
+    Anything less certain is left to the labels themselves (`_label_shape_problem`)."""
+    if x.rank is None or y.rank is None or x.rank == 0 or y.rank == 0:
+        return
+    if x[0] is None and y[0] is None:
+        raise UsageError(f"{key}: {name} is batched (examples of shape {_shape(x)}, labels {_shape(y)}); {BATCHED_FIX}")
+    if y.rank == 1 and y[0] is not None and y[0] > 1 and y[0] != x[0]:
+        raise UsageError(f"{key}: {name} labels look one-hot (shape {_shape(y)} per example); pass integer labels: "
+                         f"{name}.map(lambda x, y: (x, tf.argmax(y)))")
+
+
+def _label_shape_problem(name: str, x_shape: tuple[int, ...], y: np.ndarray, key: str) -> str:
+    """Why a batch of labels `y` is not one integer per example: one-hot rows, or a batched dataset."""
+    if y.ndim == 2 and looks_one_hot(y):
+        return (f"{key}: {name} labels look one-hot (shape {y.shape[1:]} per example); pass integer labels: "
+                f"{name}.map(lambda x, y: (x, tf.argmax(y)))")
+    return (f"{key}: {name} is batched (examples of shape {x_shape}, labels {y.shape[1:]}); {BATCHED_FIX}")
+
+
+def _read_failure(name: str, stream: Any, read: int, error: Exception, key: str) -> str:
+    """One line for a stream that failed after `read` examples: TensorFlow's own reason,
+    the image file that cannot be decoded (an image folder), and the likely fix."""
+    reason = _tf_reason(error)
+    undecodable = _undecodable_image(stream, read)
+    if undecodable is not None:
+        path, why = undecodable
+        return f"{key}: cannot decode {path} ({why}); fix or remove the file"
+    if "Cannot batch tensors with different shapes" in reason and _first_looks_batched(stream):
+        return f"{key}: reading {name} failed ({reason}); it looks batched: call .unbatch() on it"
+    if "Cannot batch tensors with different shapes" in reason:
+        return f"{key}: reading {name} failed ({reason}); give every example one shape"
+    return f"{key}: reading {name} failed ({reason}); fix the dataset"
+
+
+# TensorFlow's graph-op decorations around the reason: {{function_node ...}}, [[{{node ...}}]],
+# [Op:IteratorGetNext], "name: ", and tf.data's "Error in user-defined function passed to
+# ParallelMapDatasetV2:7 transformation with iterator: Iterator::Root::...::ParallelMapV2: ".
+_TF_NOISE = re.compile(
+    r"\{\{[^}]*\}\}|\[\[.*?\]\]|\[Op:[^\]]*\]|\bname: \S*\s*$"
+    r"|Error in user-defined function passed to \S+ transformation with iterator: |Iterator::\S+: "
+)
+
+
+def _tf_reason(error: BaseException, limit: int = 200) -> str:
+    """The first meaningful line of an exception, TensorFlow's without its graph-op noise:
+    an `OpError`'s repr is empty (`InvalidArgumentError()`), its text is in `.message`."""
+    from sweep._tf import tf
+
+    if not isinstance(error, tf.errors.OpError):
+        return brief(error, 160)
+    lines = (_TF_NOISE.sub("", line).strip() for line in error.message.splitlines())
+    first = next((line for line in lines if line), type(error).__name__)
+    return first if len(first) <= limit else first[: limit - 3] + "..."
+
+
+def _undecodable_image(stream: Any, read: int) -> tuple[str, str] | None:
+    """The first file of an image folder's stream (`file_paths`, in stream order) that
+    TensorFlow cannot decode, and why; the batch that failed (from example `read`) first."""
+    from sweep._tf import tf
+
+    paths = list(getattr(stream, "file_paths", None) or [])
+    for path in paths[read : read + READ_BATCH] + paths[:read] + paths[read + READ_BATCH :]:
+        try:
+            tf.io.decode_image(tf.io.read_file(path), expand_animations=False)
+        except tf.errors.OpError as error:
+            return path, _tf_reason(error)
+    return None
+
+
+def _first_looks_batched(stream: Any) -> bool:
+    """Whether the first (x, y) of `stream` is a batch: as many labels as examples, more than one."""
+    try:
+        x, y = next(stream.take(1).as_numpy_iterator())
+    except Exception:  # the stream fails at its start too: nothing to tell
+        return False
+    return np.ndim(x) >= 1 and np.ndim(y) == 1 and len(y) > 1 and len(x) == len(y)
+
+
+def _shape(shape: Any) -> tuple[int | None, ...]:
+    return tuple(shape.as_list())
 
 
 def _update(digest: Any, x: np.ndarray, y: np.ndarray) -> None:

@@ -101,8 +101,15 @@ def one_line_usage_error(path: Path) -> str:
         ({"x_train": np.full((20, 4, 4), "pixel")}, "x_train must hold numbers"),
         ({"x_test": np.full((5, 4, 4), "1")}, "x_test must hold numbers"),  # numeric text is still text
         ({"x_train": np.arange(20.0)}, r"x_train must have one row per example .*got shape \(20,\)"),
+        ({"y_train": np.eye(3)[np.arange(20) % 3]},
+         r"^data: y_train labels look one-hot \(shape \(20, 3\)\); pass integer labels: y.argmax\(axis=1\)$"),
+        ({"y_train": np.zeros(20, int), "y_test": np.zeros(5, int)},
+         r"^data: y_train has one class \(label 0\); a classifier needs two or more: add examples of another class$"),
+        ({"y_test": np.arange(5)}, (r"^data: y_test has labels \[3, 4\] that y_train never has; add training examples "
+                                   r"of them, or remove them from y_test$")),
     ],
-    ids=["test shape differs", "empty x_test", "empty x_train", "text images", "numeric text", "1-D x"],
+    ids=["test shape differs", "empty x_test", "empty x_train", "text images", "numeric text", "1-D x", "one-hot labels",
+         "one class", "test labels training never has"],
 )
 def test_npz_with_unusable_arrays_is_one_line_usage_error(tmp_path: Path, change: dict, message: str) -> None:
     path = write_npz(tmp_path / "bad.npz", **{**good_arrays(), **change})

@@ -127,9 +127,41 @@ CASES = [
      "data.loader: train x and y differ in length (40 vs 39)"),
     ("label out of range", f"    return {{'train': ({X}, np.arange(40) % 12), 'test': ({X}, np.zeros(40, int))}}\n",
      {"num_classes": 10}, "data: train has label 11, out of range for num_classes: 10"),
-    ("batched stream", (f"    d = tf.data.Dataset.from_tensor_slices(({X}, np.zeros(40, int))).batch(8)\n"
+    ("batched stream", (f"    d = tf.data.Dataset.from_tensor_slices(({X}, np.arange(40) % 2)).batch(16)\n"
                         "    return {'train': d, 'test': d}\n"), {},
-     "data.loader: train labels have shape (8,); give one integer label per example (is the dataset batched?"),
+     ("data.loader: train is batched (examples of shape (None, 8, 8, 1), labels (None,)); give unbatched (x, y) "
+     "pairs: call .unbatch() on it (sweep batches by train.batch_size)")),
+    ("batched generator of unknown shapes", (
+        "    def batches():\n"
+        "        for n in (16, 16, 8):\n"
+        "            yield np.zeros((n, 8, 8, 1), 'float32'), np.arange(n) % 2\n"
+        "    spec = (tf.TensorSpec(None, tf.float32), tf.TensorSpec(None, tf.int64))\n"
+        "    d = tf.data.Dataset.from_generator(batches, output_signature=spec)\n"
+        "    return {'train': d, 'test': d}\n"), {},
+     ("data.loader: reading train failed (Cannot batch tensors with different shapes in component 0. First element "
+     "had shape [16,8,8,1] and element 2 had shape [8,8,8,1].); it looks batched: call .unbatch() on it")),
+    ("generator raises", (
+        "    def examples():\n"
+        "        yield np.zeros((8, 8, 1), 'float32'), 1\n"
+        "        raise ValueError('row 3 is broken')\n"
+        "    spec = (tf.TensorSpec((8, 8, 1), tf.float32), tf.TensorSpec((), tf.int64))\n"
+        "    d = tf.data.Dataset.from_generator(examples, output_signature=spec)\n"
+        "    return {'train': d, 'test': d}\n"), {},
+     "data.loader: reading train failed (ValueError: row 3 is broken); fix the dataset"),
+    ("one-hot arrays", f"    return {{'train': ({X}, np.eye(4)[np.arange(40) % 4]), 'test': ({X}, np.arange(40) % 4)}}\n",
+     {}, "data: train y labels look one-hot (shape (40, 4)); pass integer labels: y.argmax(axis=1)"),
+    ("one-hot stream", (f"    d = tf.data.Dataset.from_tensor_slices(({X}, np.eye(4, dtype='float32')[np.arange(40) % 4]))\n"
+                        "    return {'train': d, 'test': d}\n"), {},
+     ("data.loader: train labels look one-hot (shape (4,) per example); pass integer labels: "
+     "train.map(lambda x, y: (x, tf.argmax(y)))")),
+    ("one class", f"    return {{'train': ({X}, np.zeros(40, int)), 'test': ({X}, np.zeros(40, int))}}\n", {},
+     "data: train has one class (label 0); a classifier needs two or more: add examples of another class"),
+    ("one class stream", (f"    d = tf.data.Dataset.from_tensor_slices(({X}, np.full(40, 3)))\n"
+                          "    return {'train': d, 'test': d}\n"), {"num_classes": 5},
+     "data: train has one class (label 3); a classifier needs two or more: add examples of another class"),
+    ("validation labels training never has",
+     f"    return {{'train': ({X}, np.arange(40) % 2), 'validation': ({X}, np.arange(40) % 3), 'test': ({X}, np.arange(40) % 2)}}\n",
+     {}, "data: validation has label 2 that train never has; add training examples of it, or remove it from validation"),
     ("no (x, y) pairs", f"    d = tf.data.Dataset.from_tensor_slices({X})\n    return {{'train': d, 'test': d}}\n", {},
      "data.loader: train yields TensorSpec("),
     ("shuffled in the loader", (f"    d = tf.data.Dataset.from_tensor_slices(({X}, np.arange(40) % 3))\n"
@@ -147,7 +179,7 @@ CASES = [
 def test_a_bad_loader_is_one_line_before_any_write(tmp_path: Path, body: str, data: dict, message: str) -> None:
     from sweep.runner import RunRequest, run_study
 
-    config = parse_study_config({"name": "bad", "model": {"builder": "mlp"},
+    config = parse_study_config({"name": "bad", "model": {"builder": "mlp"}, "n_trials": 1, "train": {"epochs": 1},
                                  "data": {"loader": loader_file(tmp_path, body), **data}}, base_dir=tmp_path)
     with pytest.raises(UsageError) as caught:
         run_study(RunRequest(config, f"sqlite:///{tmp_path}/sweep.db", f"sqlite:///{tmp_path}/mlflow.db"))
@@ -191,3 +223,91 @@ def test_image_folder_keys_belong_to_image_folders() -> None:
 
     with pytest.raises(ConfigError, match="data.color_mode: only used with dataset 'directory', not 'digits'"):
         parse_study_config({"name": "x", "data": {"color_mode": "grayscale"}})
+
+
+# --- image folders that cannot be a data set: the file and TensorFlow's reason, in one line ---
+
+
+def write_images(folder: Path, counts: dict[str, int]) -> None:
+    """`counts[name]` real 8x8 grey PNGs in each class folder `name` (an empty folder for 0)."""
+    from sweep._tf import tf
+
+    rng = np.random.default_rng(0)
+    for name, count in counts.items():
+        (folder / name).mkdir(parents=True, exist_ok=True)
+        for index in range(count):
+            pixels = rng.integers(0, 256, (8, 8, 1), dtype=np.uint8)
+            (folder / name / f"{index:03d}.png").write_bytes(tf.io.encode_png(pixels).numpy())
+
+
+def truncated_png(images: Path) -> None:
+    whole = (images / "a" / "005.png").read_bytes()
+    (images / "a" / "005.png").write_bytes(whole[: len(whole) // 2])
+
+
+def text_as_jpg(images: Path) -> None:
+    (images / "b" / "notes.jpg").write_text("not an image, whatever its name says\n")
+
+
+def one_class_folder(images: Path) -> None:
+    for path in (images / "b").iterdir():
+        path.unlink()
+    (images / "b").rmdir()
+
+
+FOLDER_DATA = {"dataset": "directory", "path": "images", "image_size": [8, 8], "color_mode": "grayscale"}
+BAD_FOLDERS = [
+    ("truncated png", truncated_png, "data.path: cannot decode {folder}/images/a/005.png (Invalid PNG data, size "),
+    ("text saved as jpg", text_as_jpg, ("data.path: cannot decode {folder}/images/b/notes.jpg (Unknown image file "
+                                       "format. One of JPEG, ")),
+    ("one class folder", one_class_folder, ("data.path: {folder}/images has one class folder (a); a classifier needs "
+                                           "two or more: add a folder of images per class")),
+]
+
+
+@pytest.mark.parametrize(("spoil", "message"), [c[1:] for c in BAD_FOLDERS], ids=[c[0] for c in BAD_FOLDERS])
+def test_a_bad_image_folder_is_one_line_exit_2_before_any_write(tmp_path: Path, spoil, message: str) -> None:  # type: ignore[no-untyped-def]
+    from conftest import run_sweep, write_study
+
+    write_images(tmp_path / "images", {"a": 12, "b": 12})
+    spoil(tmp_path / "images")
+    write_study(tmp_path, name="folder", n_trials=1, data=FOLDER_DATA)
+    result = run_sweep("run", "folder.yaml", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().count("\n") == 0, result.stderr
+    assert result.stderr.startswith("error: " + message.format(folder=tmp_path)), result.stderr
+    assert "fix or remove the file" in result.stderr or "one class folder" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder.yaml", "images"]  # no store written
+
+
+def test_a_batched_loader_is_one_line_exit_2_before_any_write(tmp_path: Path) -> None:
+    """The batch that does not fill up (40 examples in 16s) made TensorFlow's batching fail, and the hint was lost."""
+    from conftest import run_sweep, write_study
+
+    loader = loader_file(tmp_path, f"    d = tf.data.Dataset.from_tensor_slices(({X}, np.arange(40) % 2)).batch(16)\n"
+                                   "    return {'train': d, 'test': d}\n")
+    write_study(tmp_path, name="batched", n_trials=1, data={"loader": loader})
+    result = run_sweep("run", "batched.yaml", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip() == (
+        "error: data.loader: train is batched (examples of shape (None, 8, 8, 1), labels (None,)); give unbatched "
+        "(x, y) pairs: call .unbatch() on it (sweep batches by train.batch_size)"), result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.py", "batched.yaml"]
+
+
+def test_an_empty_class_folder_is_one_warning(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_images(tmp_path / "images", {"a": 10, "b": 10, "c": 0})
+    config = parse_study_config({"name": "folder", "data": FOLDER_DATA}, base_dir=tmp_path)
+    assert load_dataset(config.data).train.size > 0
+    assert capsys.readouterr().err.splitlines() == [
+        (f"warning: data.path: class folder {tmp_path}/images/c holds no images, so nothing is trained or tested "
+        f"on that class; add images or remove the folder")]
+
+
+def test_a_test_folder_with_a_class_training_never_has_is_refused(tmp_path: Path) -> None:
+    write_images(tmp_path / "images" / "train", {"a": 10, "b": 10, "c": 0})
+    write_images(tmp_path / "images" / "test", {"a": 3, "b": 3, "c": 3})
+    config = parse_study_config({"name": "folder", "data": FOLDER_DATA}, base_dir=tmp_path)
+    with pytest.raises(UsageError, match=r"^data: test has label 2 \(class folder c\) that train never has; add training examples of "
+                                         r"it, or remove it from test$"):
+        load_dataset(config.data)

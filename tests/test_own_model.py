@@ -206,3 +206,85 @@ def test_a_study_without_op_determinism_is_rerun_within_a_tolerance(tmp_path: Pa
     assert result.tolerance == NONDETERMINISTIC_TOLERANCE and result.differences == []
     run(write_study(tmp_path, name="strict", n_trials=1, model={"builder": "mlp"}, train={"epochs": 1}))
     assert is_op_determinism_enabled()  # each study as its file says, in one process
+
+
+SOFTMAX_HEADS = """
+import tensorflow as tf
+import tf_keras as keras
+
+
+def _logits(input_shape, num_classes):
+    inputs = keras.Input(input_shape)
+    hidden = keras.layers.Dense(32, activation="relu", name="hidden")(keras.layers.Flatten()(inputs))
+    return inputs, hidden, keras.layers.Dense(num_classes, name="logits")
+
+
+def softmax_layer(input_shape, num_classes):
+    inputs, hidden, logits = _logits(input_shape, num_classes)
+    return keras.Model(inputs, keras.layers.Softmax(name="probabilities")(logits(hidden)))
+
+
+def activation_layer(input_shape, num_classes):
+    inputs, hidden, logits = _logits(input_shape, num_classes)
+    return keras.Model(inputs, keras.layers.Activation("softmax")(logits(hidden)))
+
+
+def tf_softmax(input_shape, num_classes):
+    inputs, hidden, logits = _logits(input_shape, num_classes)
+    return keras.Model(inputs, tf.nn.softmax(logits(hidden)))
+
+
+def dense_tf_softmax(input_shape, num_classes):
+    inputs, hidden, _ = _logits(input_shape, num_classes)
+    return keras.Model(inputs, keras.layers.Dense(num_classes, activation=tf.nn.softmax)(hidden))
+
+
+def nested(input_shape, num_classes):
+    inputs = keras.Input(input_shape)
+    return keras.Model(inputs, softmax_layer(input_shape, num_classes)(inputs))
+
+
+def logits_only(input_shape, num_classes):
+    inputs, hidden, logits = _logits(input_shape, num_classes)
+    return keras.Model(inputs, logits(hidden))
+"""
+
+
+@pytest.mark.integration  # TensorFlow in this process
+@pytest.mark.parametrize(("builder", "probabilities"), [
+    ("softmax_layer", True), ("activation_layer", True), ("tf_softmax", True), ("dense_tf_softmax", True),
+    ("nested", True), ("logits_only", False), ("mlp", False),
+])
+def test_a_model_ending_in_any_softmax_outputs_probabilities(tmp_path: Path, builder: str, probabilities: bool) -> None:
+    from sweep.models import build_model, outputs_probabilities
+
+    (tmp_path / "heads.py").write_text(SOFTMAX_HEADS)
+    name = builder if builder == "mlp" else f"{tmp_path}/heads.py:{builder}"
+    assert outputs_probabilities(build_model(name, (8, 8, 1), 10)) is probabilities
+
+
+@pytest.mark.integration  # TensorFlow in this process, two short trainings
+def test_a_softmax_layer_head_trains_like_its_logits_without_a_warning(tmp_path: Path) -> None:
+    """tf_keras warned on every trial: the loss took the Softmax layer's output for logits."""
+    import warnings
+
+    from sweep.data import load_dataset
+    from sweep.schedule_plan import SchedulePlan
+    from sweep.training import train
+
+    (tmp_path / "heads.py").write_text(SOFTMAX_HEADS)
+    histories = {}
+    for builder in ("softmax_layer", "logits_only"):
+        config = parse_study_config({"name": builder, "model": {"builder": f"heads.py:{builder}"},
+                                     "train": {"epochs": 1, "batch_size": 64}}, base_dir=tmp_path)
+        dataset = load_dataset(config.data)
+        steps = dataset.total_steps(config.train)
+        plan = SchedulePlan(family="constant", total_steps=steps, begin_step=0, end_step=steps - 1, frequency=1,
+                            final_sparsity=0.5)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            histories[builder] = train(dataset, config, 0, plan=plan).history  # pruned: the head wraps its Dense
+        assert not [w for w in caught if "from_logits" in str(w.message)], [str(w.message) for w in caught]
+    # the same weights and data: the loss on probabilities is the loss on the logits they come from
+    assert histories["softmax_layer"]["loss"] == pytest.approx(histories["logits_only"]["loss"], rel=1e-5)
+    assert histories["softmax_layer"]["val_accuracy"] == pytest.approx(histories["logits_only"]["val_accuracy"])

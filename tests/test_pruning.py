@@ -36,6 +36,13 @@ def with_preprocessing(input_shape, num_classes):
     return keras.Model(inputs, keras.layers.Dense(num_classes, name="logits")(x))
 
 
+def odd_channels(input_shape, num_classes):
+    """No kernel has input channels a multiple of 4: conv1 takes 1, conv2 and logits 6."""
+    return keras.Sequential([keras.Input(input_shape), keras.layers.Conv2D(6, 3, name="conv1"),
+                             keras.layers.Conv2D(6, 3, name="conv2"), keras.layers.GlobalAveragePooling2D(),
+                             keras.layers.Dense(num_classes, name="logits")])
+
+
 def nothing_to_prune(input_shape, num_classes):
     return keras.Sequential([keras.Input(input_shape), keras.layers.Rescaling(1.0), keras.layers.Flatten(),
                              keras.layers.Lambda(lambda x: x[:, :num_classes])])
@@ -116,3 +123,43 @@ def test_layer_by_layer_wrapping_trains_exactly_like_tfmot_whole_model_wrapping(
     whole = train(data, config, seed=3, plan=plan(steps, 0.7))
     for mine, theirs in zip(ours.model.get_weights(), whole.model.get_weights(), strict=True):
         np.testing.assert_array_equal(mine, theirs)
+
+
+REFUSED = 'search.pattern: "{pattern}" fits no layer that model.builder {builders}:odd_channels prunes: it needs '
+M_OF_N = "a Dense or Conv2D kernel whose input channels are a multiple of 4 (conv1 1, conv2 6, logits 6)"
+FIX = "; remove it from search.pattern, or prune layers it fits"
+
+
+@pytest.mark.parametrize(("pattern", "prune", "message"), [
+    ("2:4", {}, REFUSED + M_OF_N + FIX),
+    (["unstructured", "2:4"], {}, REFUSED + M_OF_N + FIX),
+    ("4x1", {}, REFUSED + ("a Dense kernel whose inputs are a multiple of 4 and outputs a multiple of 1 "
+                           "(conv1 (3, 3, 1, 6), conv2 (3, 3, 6, 6), logits (6, 10))") + FIX),
+    ("2:4", {"exclude": "conv2|logits"}, REFUSED + "a Dense or Conv2D kernel whose input channels are a multiple "
+                                         "of 4 (conv1 1)" + FIX),
+], ids=["M:N", "M:N among others", "block", "the layers it fits excluded"])
+def test_a_pattern_that_fits_no_pruned_layer_is_refused_before_any_write(
+    builders: str, tmp_path, pattern: object, prune: dict, message: str  # type: ignore[no-untyped-def]
+) -> None:
+    """Every trial with it would be unstructured while its params say otherwise."""
+    from sweep.runner import RunRequest, run_study
+
+    config = parse_study_config({"name": "odd", "model": {"builder": f"{builders}:odd_channels", "prune": prune},
+                                 "search": {"pattern": pattern}, "n_trials": 1, "train": {"epochs": 1}},  # short if not refused
+                                base_dir=tmp_path)
+    with pytest.raises(UsageError) as caught:
+        run_study(RunRequest(config, f"sqlite:///{tmp_path}/sweep.db", f"sqlite:///{tmp_path}/mlflow.db"))
+    expected = message.format(builders=builders, pattern=pattern if isinstance(pattern, str) else "2:4")
+    assert str(caught.value) == expected, str(caught.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["builders.py"]  # nothing written
+
+
+def test_a_pattern_that_fits_some_pruned_layer_is_accepted(builders: str) -> None:
+    from sweep.config import ModelConfig
+    from sweep.models import check_model
+
+    # 2x2 blocks tile logits (6, 10) only; 2:4 fits every layer of mlp
+    check_model(ModelConfig(builder=f"{builders}:odd_channels"), SearchConfig.model_validate({"pattern": "2x2"}),
+                (8, 8, 1), 10)
+    check_model(ModelConfig(builder="mlp"), SearchConfig.model_validate({"pattern": ["unstructured", "2:4"]}),
+                (8, 8, 1), 10)

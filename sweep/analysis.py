@@ -24,6 +24,7 @@ from matplotlib.figure import Figure
 from sweep import plots
 from sweep.columns import COLUMNS, METRIC_COLUMNS
 from sweep.config import StudyConfig, parse_stored_config
+from sweep.outputs import record_output
 from sweep.pareto import completed_trials, hypervolume_history, pareto_front, trial_table
 from sweep.schedule_plan import SchedulePlan, trial_plan
 from sweep.tracking import BASELINE_PREFIX, FEASIBLE, ROLE, STUDY, TRIAL_NUMBER
@@ -148,7 +149,8 @@ def baseline_table(baseline: Mapping[str, float]) -> pd.DataFrame:
 
 def write_report(results: StudyResults, chosen: int, output: Path) -> tuple[list[Path], int]:
     """The analysis figures (PNG) and a one-page `report.html` in `output`, each file
-    renamed into place once whole; returns the files written and the number of figures."""
+    renamed into place once whole, and listed in the folder's manifest (`sweep.outputs`:
+    sweep may write them again); returns the files written and the number of figures."""
     drawn = figures(results, chosen)
     output.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".report-", dir=output))
@@ -169,4 +171,5 @@ def write_report(results: StudyResults, chosen: int, output: Path) -> tuple[list
             os.replace(staging / path.name, path)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    record_output(output, "report", written)
     return written, len(drawn)

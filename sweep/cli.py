@@ -130,8 +130,8 @@ MaxLatency = Annotated[float | None, typer.Option(
 @dataclass
 class _Opened:
     """A study a command reads, its resolved study file, and its MLflow tracker (opened on
-    first use: not every command needs it, and a study that is not there must not create a
-    tracking store)."""
+    first use: not every command needs it; it finds the study's experiment, never creates
+    a store or an experiment)."""
 
     study: optuna.Study
     config: StudyConfig
@@ -141,26 +141,29 @@ class _Opened:
     def tracker(self) -> Tracker:
         from sweep.tracking import Tracker
 
-        return Tracker(self.tracking_uri, self.study.study_name)
+        return Tracker(self.tracking_uri, self.study.study_name, create=False)
 
 
 def _open_study(study_file: Path | None, study_name: str | None, storage: str | None,
                 tracking_uri: str | None = None) -> _Opened:
-    """The study named by a study file or --study NAME."""
-    from sweep.stores import load_study, storage_url, stored_config
+    """The study named by a study file or --study NAME; its files are the study file's folder's."""
+    from sweep.resume import stored_study_config
+    from sweep.stores import load_study, storage_url
     from sweep.stores import tracking_uri as resolve_tracking_uri
 
     study = load_study(_study_name(study_file, study_name), storage_url(storage))
-    return _Opened(study, stored_config(study), resolve_tracking_uri(tracking_uri))
+    config = stored_study_config(study.study_name, study.user_attrs, study_file)
+    return _Opened(study, config, resolve_tracking_uri(tracking_uri))
 
 
 def _study_name(study_file: Path | None, study_name: str | None) -> str:
-    from sweep.config import load_study_config
+    """The name alone: commands that read a study use the study file `sweep run` stored."""
+    from sweep.config import load_study_name
     from sweep.errors import UsageError
 
     if study_file is None and study_name is None:
         raise UsageError("give a study file (e.g. studies/quickstart.yaml) or --study NAME")
-    return study_name or load_study_config(study_file).name  # type: ignore[arg-type]
+    return study_name or load_study_name(study_file)  # type: ignore[arg-type]
 
 
 def _check_format(value: str, allowed: tuple[str, ...]) -> str:
@@ -273,7 +276,7 @@ def best(
     _check_format(output_format, ("table", "yaml", "json"))
     opened = _open_study(study_file, study_name, storage)
     study, config = opened.study, opened.config
-    trial = select_from_front(study, config.objectives, min_accuracy, max_size, max_latency)
+    trial = select_from_front(study, config.objectives, min_accuracy, max_size, max_latency, config.constraints)
     if output_format == "yaml":
         sys.stdout.write(trial_study_config(config, trial).to_yaml())
         return
@@ -331,18 +334,20 @@ def rerun(
     Example: sweep rerun studies/quickstart.yaml --best --min-accuracy 0.95 --output exported/
     """
     from sweep.errors import UsageError
-    from sweep.rerun import check_output_folder, rerun_trial
+    from sweep.outputs import check_output_folder
     from sweep.selection import select_from_front
 
     if output is None:
         raise UsageError("--output: give a new folder for the exported model, e.g. --output exported/")
     if (trial_number is None) == (not use_best):
         raise UsageError("choose the trial with --trial N or --best (with --min-accuracy/--max-size)")
-    check_output_folder(output)
+    check_output_folder(output, "rerun")
+    from sweep.rerun import rerun_trial  # TensorFlow: after the checks
+
     opened = _open_study(study_file, study_name, storage, tracking_uri)
     study, config = opened.study, opened.config
     if use_best:
-        trial = select_from_front(study, config.objectives, min_accuracy, max_size, max_latency)
+        trial = select_from_front(study, config.objectives, min_accuracy, max_size, max_latency, config.constraints)
     else:
         matches = [t for t in study.get_trials(deepcopy=False) if t.number == trial_number]
         if not matches or "metrics" not in matches[0].user_attrs:
@@ -361,7 +366,8 @@ def rerun(
 @app.command()
 def report(
     study_file: StudyFileOptional = None,
-    output: Annotated[Path | None, typer.Option("--output", help="Folder for the figures and report.html.")] = None,
+    output: Annotated[Path | None, typer.Option(
+        "--output", help="New or empty folder for the figures and report.html (or one sweep report wrote).")] = None,
     min_accuracy: MinAccuracy = None,
     max_size: MaxSize = None,
     max_latency: MaxLatency = None,
@@ -379,22 +385,23 @@ def report(
     """
     from sweep.analysis import from_study, write_report
     from sweep.errors import UsageError
+    from sweep.outputs import check_output_folder
     from sweep.selection import select_from_front
 
     if output is None:
         raise UsageError("--output: give a folder for the report, e.g. --output report/")
-    if output.exists() and not output.is_dir():
-        raise UsageError(f"--output: {output} is a file; give a folder")
     opened = _open_study(study_file, study_name, storage, tracking_uri)
     study, config, tracker = opened.study, opened.config, opened.tracker
     store = tracker.local_artifact_store()
     if store is not None and (store == output.resolve() or output.resolve() in store.parents):
         raise UsageError(f"--output: {output} holds the study's MLflow artifact store {store}; "
                          f"give a folder outside it, e.g. --output report/")
-    chosen = select_from_front(study, config.objectives, min_accuracy, max_size, max_latency).number
+    check_output_folder(output, "report")  # never overwrites what sweep did not write
+    chosen = select_from_front(study, config.objectives, min_accuracy, max_size, max_latency,
+                               config.constraints).number
     results = from_study(study, config)
     written, figure_count = write_report(results, chosen, output)
-    if results.study_run_id:  # only our files: --output may hold anything (.env, databases)
+    if results.study_run_id:  # only the report's files: not its manifest, nor what it wrote before
         for path in written:
             tracker.log_artifact(results.study_run_id, str(path), "report")
     stdout.print(f"report for trial {chosen} written to {output / 'report.html'} ({figure_count} figures)", highlight=False)
@@ -422,7 +429,7 @@ def doctor(
     from sweep.stores import tracking_uri as resolve_tracking_uri
 
     study, tracker, opened = open_for_check(_study_name(study_file, study_name), storage_url(storage),
-                                            resolve_tracking_uri(tracking_uri))
+                                            resolve_tracking_uri(tracking_uri), repair=repair)
     problems = diagnose(study, tracker, opened)
     trials = study.get_trials(deepcopy=False)
     complete = sum(t.state.name == "COMPLETE" for t in trials)
@@ -502,17 +509,19 @@ def ui(
 
     from sweep.errors import UsageError
     from sweep.servers import browser_url, port_in_use, serve
-    from sweep.stores import mask_password
+    from sweep.stores import mask_password, require_tracking_store
     from sweep.stores import tracking_uri as resolve_tracking_uri
 
     uri = resolve_tracking_uri(tracking_uri)
     if not uri.startswith(("sqlite:", "postgresql", "mysql", "file:", "/")) and "://" in uri:
         raise UsageError(f"--tracking-uri: {mask_password(uri)} is a server already; open it in a browser")
+    require_tracking_store(uri)  # the server would create a store a mistyped URI names
     pages = {"": browser_url(host, port)}
     if study_file is not None or study_name is not None:
         from sweep.tracking import Tracker
 
-        pages = Tracker(uri, _study_name(study_file, study_name), create=False).ui_pages(browser_url(host, port))
+        name = _study_name(study_file, study_name)
+        pages = Tracker(uri, name, create=False, read_only=True).ui_pages(browser_url(host, port))
     if port_in_use(host, port):
         raise UsageError(f"--port: port {port} on {host} is already in use; pass another --port")
     [(first, url), *more] = pages.items()

@@ -35,15 +35,21 @@ class Problem:
     repair: Callable[[], object] | None  # None: cannot be repaired automatically
 
 
-def open_for_check(name: str, storage_url: str, tracking_uri: str) -> tuple[optuna.Study, Tracker, RDBStorage]:
-    """The study, a tracker that only reads unless asked to repair, and the storage with
-    heartbeats on as `sweep run` has them: stale trials are found, and a repair fails them
-    and queues their retries."""
+def open_for_check(name: str, storage_url: str, tracking_uri: str, repair: bool = False
+                   ) -> tuple[optuna.Study, Tracker, RDBStorage]:
+    """The study, a tracker that cannot write unless asked to repair (so a check works on a
+    read-only store, and a repair on one fails before its first write, in one line), and
+    the storage with heartbeats on as `sweep run` has them: stale trials are found, and a
+    repair fails them and queues their retries."""
     from sweep.objective import StaleTrials
-    from sweep.stores import load_study, open_storage, require_storage
+    from sweep.stores import load_study, open_storage, require_storage, require_writable
 
     require_storage(storage_url)
-    tracker = Tracker(tracking_uri, name, create=False)
+    if repair:
+        fix = "`sweep doctor --repair` writes to it: make it writable (chmod u+w, chattr -i) or run without --repair"
+        require_writable(storage_url, "Optuna storage", fix)
+        require_writable(tracking_uri, "MLflow tracking store", fix)
+    tracker = Tracker(tracking_uri, name, create=False, read_only=not repair)
     storage = open_storage(storage_url, stale_trial_callback=StaleTrials(tracker), heartbeat=True)
     return load_study(name, storage_url, storage), tracker, storage
 

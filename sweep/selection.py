@@ -16,6 +16,7 @@ latency is `latency_ms` with a `latency` objective, else `int8_latency_ms`.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import optuna
@@ -23,7 +24,10 @@ import pandas as pd
 from optuna.trial import FrozenTrial
 
 from sweep.errors import SweepError
-from sweep.pareto import losses, pareto_trials, trial_table
+from sweep.pareto import completed_trials, losses, pareto_trials, trial_table
+
+if TYPE_CHECKING:
+    from sweep.config import ConstraintsConfig
 
 
 class NoTrialMatches(SweepError):
@@ -95,10 +99,33 @@ def knee(front: pd.DataFrame, objectives: Sequence[str]) -> int:
 
 
 def select_from_front(study: optuna.Study, objectives: Sequence[str], min_accuracy: float | None = None,
-                      max_size: int | None = None, max_latency: float | None = None) -> FrozenTrial:
+                      max_size: int | None = None, max_latency: float | None = None,
+                      constraints: ConstraintsConfig | None = None) -> FrozenTrial:
     """The trial of the study's front `select_trial` picks (`sweep best`, `rerun --best`,
-    `report`)."""
+    `report`). With the study's `constraints`, a front left empty by them names the floor
+    and the best accuracy reached: "run more trials" alone hides that the floor is too high."""
     front = pareto_trials(study)
+    if not front and constraints is not None:
+        _check_constraints_met(study, constraints)
     number = select_trial(trial_table(front), objectives, min_accuracy=min_accuracy, max_size=max_size,
                           max_latency=max_latency)
     return next(t for t in front if t.number == number)
+
+
+def _check_constraints_met(study: optuna.Study, constraints: ConstraintsConfig) -> None:
+    """`NoTrialMatches` if completed trials exist and the constraint floor excluded them all."""
+    done = [t for t in completed_trials(study) if "metrics" in t.user_attrs]
+    baseline = study.user_attrs.get("baseline", {}).get("val_accuracy")
+    floor = constraints.floor(baseline) if baseline is not None else constraints.min_accuracy
+    if not done or floor is None:
+        return
+    best = max(done, key=lambda t: (t.user_attrs["metrics"]["val_accuracy"], -t.number))
+    if constraints.min_accuracy is not None and constraints.min_accuracy >= floor:
+        named = f"constraints.min_accuracy {constraints.min_accuracy:g}"
+    else:
+        drop = constraints.max_accuracy_drop
+        named = (f"constraints.max_accuracy_drop {drop:g} (val_accuracy at least {floor:.4g}: the dense "
+                 f"baseline's {baseline:.4g} less {drop:g})")
+    raise NoTrialMatches(f"no trial meets {named}: the best val_accuracy reached is "
+                         f"{best.user_attrs['metrics']['val_accuracy']:.4f} (trial {best.number}); lower the floor "
+                         f"or run more trials")

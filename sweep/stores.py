@@ -47,23 +47,93 @@ def heartbeat_interval() -> int:
     return int(os.environ.get("SWEEP_HEARTBEAT_INTERVAL", "20"))
 
 
-def local_store_exists(uri: str) -> bool:
-    """Whether a local store (SQLite file, MLflow file store) is there; servers are assumed to be."""
+def local_store_path(uri: str) -> Path | None:
+    """The file (SQLite) or folder (MLflow file store) of a local store; None for a server."""
     if uri.startswith("sqlite:"):
         from sqlalchemy.engine import make_url
 
         database = make_url(uri).database
-        return bool(database) and Path(database).expanduser().is_file()  # type: ignore[arg-type]
+        return Path(database).expanduser() if database and database != ":memory:" else None
     if uri.startswith("file:") or "://" not in uri:
-        return Path(uri.removeprefix("file://").removeprefix("file:")).expanduser().is_dir()
-    return True
+        return Path(uri.removeprefix("file://").removeprefix("file:")).expanduser()
+    return None
+
+
+def local_store_exists(uri: str) -> bool:
+    """Whether a local store (SQLite file, MLflow file store) is there; servers are assumed to be."""
+    path = local_store_path(uri)
+    if path is None:
+        return not uri.startswith("sqlite:")  # an in-memory SQLite database holds nothing yet
+    return path.is_file() if uri.startswith("sqlite:") else path.is_dir()
 
 
 def require_storage(url: str) -> None:
-    """For commands that read a study: a `UsageError` if a local storage is not there
-    (opening it would create an empty database)."""
+    """For commands that read a study: a `UsageError` if a local storage is not there, or
+    is another database (opening it would create an empty database, or Optuna's tables in
+    that one)."""
     if not local_store_exists(url):
         raise UsageError(f"no Optuna storage at {mask_password(url)}; run `sweep run` first or pass the right --storage")
+    _require_table(url, "studies", "an Optuna storage", "pass the --storage (or SWEEP_STORAGE) that `sweep run` used")
+
+
+def require_tracking_store(uri: str) -> None:
+    """For commands that read a study's runs: a `UsageError` if a local tracking store is
+    not there, or is another database (opening it would create one, or run MLflow's
+    migrations in that one)."""
+    fix = "pass the --tracking-uri (or MLFLOW_TRACKING_URI) that `sweep run` used"
+    if not local_store_exists(uri):
+        raise UsageError(f"no MLflow tracking store at {mask_password(uri)}; {fix}")
+    _require_table(uri, "experiments", "an MLflow tracking store", fix)
+
+
+def _require_table(url: str, table: str, kind: str, fix: str) -> None:
+    """A local SQLite file must hold `table`; read without opening the file for writing."""
+    import sqlite3
+
+    path = local_store_path(url)
+    if path is None or not url.startswith("sqlite:"):
+        return
+    path = path.resolve()
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as db:
+            found = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)).fetchall()
+    except sqlite3.Error as error:
+        raise UsageError(f"{path} is not a usable SQLite database ({error}); {fix}") from None
+    if not found:
+        raise UsageError(f"{path} is not {kind} (it has no {table} table); {fix}")
+
+
+def require_writable(url: str, what: str, fix: str) -> None:
+    """For a command that writes to an existing local store (`sweep doctor --repair`): a
+    `UsageError` if the store, or the folder SQLite keeps its journal in, is read-only, before
+    a first write fails halfway. A server's store is found out by writing."""
+    path = local_store_path(url)
+    if path is None or not path.exists():
+        return
+    path = path.resolve()
+    if not os.access(path, os.W_OK):  # also false for root on an immutable file (chattr +i)
+        raise UsageError(f"the {what} {path} is read-only; {fix}")
+    if url.startswith("sqlite:") and not os.access(path.parent, os.W_OK):
+        raise UsageError(f"the folder {path.parent} of the {what} {path} is read-only (SQLite writes its journal "
+                         f"there); {fix}")
+
+
+def read_only_uri(uri: str) -> str:
+    """`uri` opened so that nothing can write through it, where that is possible (a SQLite
+    file, as SQLite's `mode=ro`): a command that only reads then cannot even create the
+    tables or default experiment MLflow makes on open. Other stores come back unchanged.
+
+    SQLite takes `mode=ro` only in its URI form (`file:` and `uri=true` for SQLAlchemy).
+    The path is percent-encoded twice, once for SQLAlchemy's URL and once for SQLite's URI,
+    so no character in it is read as URI syntax, and no `/` is left in the URL: MLflow makes
+    the parent folder of what follows `sqlite:///`, which would be a folder named `file:`.
+    """
+    from urllib.parse import quote
+
+    path = local_store_path(uri)
+    if path is None or not uri.startswith("sqlite:"):
+        return uri
+    return f"sqlite:///file:{quote(quote(str(path.resolve()), safe=''), safe='')}?mode=ro&uri=true"
 
 
 def check_stores(storage_url: str, tracking_uri: str, wait: float = 0) -> None:
@@ -73,7 +143,9 @@ def check_stores(storage_url: str, tracking_uri: str, wait: float = 0) -> None:
     `wait` seconds, saying so on stderr: containers started together (compose, Kubernetes)
     come up in no guaranteed order. Any other error fails at once.
     """
-    deadline = time.monotonic() + wait
+    # The wait starts when a server first does not answer, so however long that first try
+    # took (a loaded machine, a connect timeout), the whole wait is left, and said.
+    deadline: float | None = None
     for check, target in ((check_storage, storage_url), (check_tracking, tracking_uri)):
         said = False
         while True:
@@ -81,6 +153,8 @@ def check_stores(storage_url: str, tracking_uri: str, wait: float = 0) -> None:
                 check(target)
                 break
             except Unreachable as error:
+                if deadline is None:
+                    deadline = time.monotonic() + wait
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise
@@ -355,6 +429,7 @@ def study_rows(url: str) -> list[dict[str, Any]]:
     import optuna
 
     rows = []
+    require_storage(url)
     opened = open_storage(url)  # one engine for all studies
     for summary in optuna.get_all_study_summaries(opened, include_best_trial=False):
         study = optuna.load_study(study_name=summary.study_name, storage=opened)

@@ -32,7 +32,7 @@ from typing import Any
 
 from sweep.errors import UsageError
 from sweep.schedule_plan import SchedulePlan
-from sweep.stores import error_summary, local_store_exists, mask_password
+from sweep.stores import error_summary, mask_password, read_only_uri, require_tracking_store
 
 ROLE, STUDY, TRIAL_NUMBER, ERROR = "sweep.role", "sweep.study", "sweep.trial_number", "sweep.error"
 PARETO, RERUN_OF, FEASIBLE = "sweep.pareto", "sweep.rerun_of", "sweep.feasible"
@@ -55,20 +55,23 @@ class Tracker:
     >>> parent = tracker.study_run(config_yaml="name: digits-quickstart\\n")
     """
 
-    def __init__(self, tracking_uri: str, study_name: str, create: bool = True) -> None:
-        """`create=False` only reads: a missing store or experiment is a `UsageError`
-        (a wrong --tracking-uri must not get a new database or experiment)."""
+    def __init__(self, tracking_uri: str, study_name: str, create: bool = True, read_only: bool = False) -> None:
+        """`create=False` only finds: a missing store or experiment, or a local file that is
+        not an MLflow store, is a `UsageError` (a wrong --tracking-uri must not get a new
+        database, experiment or MLflow's tables). `read_only` also opens a SQLite store so
+        that nothing can write to it (`stores.read_only_uri`), for commands that must only
+        read (`sweep doctor` without --repair, `sweep ui`), even on a read-only file."""
         from mlflow.exceptions import MlflowException
         from mlflow.tracking import MlflowClient
 
         logging.getLogger("mlflow").setLevel(logging.WARNING)  # no "creating tables" chatter
         self.tracking_uri = tracking_uri
         self.study_name = study_name
-        wrong_store = "pass the --tracking-uri (or MLFLOW_TRACKING_URI) that `sweep run` used"
-        if not create and not local_store_exists(tracking_uri):
-            raise UsageError(f"no MLflow tracking store at {mask_password(tracking_uri)}; {wrong_store}")
-        self.client = MlflowClient(tracking_uri)
+        create = create and not read_only
+        if not create:
+            require_tracking_store(tracking_uri)
         try:
+            self.client = MlflowClient(read_only_uri(tracking_uri) if read_only else tracking_uri)
             experiment_id = self._experiment_id(create)
         except MlflowException as error:
             raise UsageError(
@@ -76,7 +79,8 @@ class Tracker:
                 f"{error_summary(error)}; start the server or pass another --tracking-uri"
             ) from None
         if experiment_id is None:
-            raise UsageError(f"no MLflow experiment {study_name!r} in {mask_password(tracking_uri)}; {wrong_store}")
+            raise UsageError(f"no MLflow experiment {study_name!r} in {mask_password(tracking_uri)}; pass the "
+                             f"--tracking-uri (or MLFLOW_TRACKING_URI) that `sweep run` used")
         self.experiment_id = experiment_id
 
     def _experiment_id(self, create: bool) -> str | None:

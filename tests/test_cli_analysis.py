@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -188,7 +189,7 @@ print(keras_accuracy, tflite_accuracy, right / len(data.test.y), "tensorflow_mod
 
     # An existing, non-empty output folder is refused before any training.
     refused = run_sweep("rerun", "tiny.yaml", "--trial", str(trial.number), "--output", "exported", cwd=study_dir)
-    assert refused.returncode == 2 and "already exists and is not empty" in refused.stderr
+    assert refused.returncode == 2 and "exported holds files `sweep rerun` did not write" in refused.stderr
 
 
 def load_dataset_x(folder: Path):  # type: ignore[no-untyped-def]
@@ -268,18 +269,33 @@ REPORT_FILES = {"hypervolume.png", "layer_sparsity.png", "pareto_front.png", "sc
                 "sparsity_achieved.png", "weight_decay.png", "report.html"}
 
 
-def test_report_logs_only_the_files_it_wrote(study_dir: Path) -> None:
-    out = study_dir / "shared-folder"
-    (out / "nested").mkdir(parents=True)
-    (out / ".env").write_text("SECRET_TOKEN=do-not-upload\n")
-    (out / "nested" / "data.csv").write_text("a,b\n1,2\n")
-    result = run_sweep("report", "tiny.yaml", "--output", "shared-folder", cwd=study_dir)
-    assert result.returncode == 0, result.stderr
-    assert REPORT_FILES <= {p.name for p in out.iterdir()}
+def test_report_never_overwrites_what_sweep_did_not_write_and_logs_only_its_files(study_dir: Path) -> None:
+    theirs = study_dir / "their-folder"
+    theirs.mkdir()
+    (theirs / "report.html").write_text("my own notes\n")
+    (theirs / ".env").write_text("SECRET_TOKEN=do-not-upload\n")
+    refused = run_sweep("report", "tiny.yaml", "--output", "their-folder", cwd=study_dir)
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
+    assert "their-folder holds files `sweep report` did not write (.env, report.html); give a new or empty folder" \
+        in refused.stderr
+    assert sorted(p.name for p in theirs.iterdir()) == [".env", "report.html"]
+    assert (theirs / "report.html").read_text() == "my own notes\n"
+
+    ours = study_dir / "our-report"
+    for _ in range(2):  # a folder sweep report wrote is its own to write again
+        result = run_sweep("report", "tiny.yaml", "--output", "our-report", cwd=study_dir)
+        assert result.returncode == 0, result.stderr
+    assert {p.name for p in ours.iterdir()} == REPORT_FILES | {".sweep-output.json"}
     client = MlflowClient(f"sqlite:///{study_dir / 'mlflow.db'}")
     parent = load(study_dir).user_attrs["mlflow_study_run_id"]
-    logged = {a.path for a in client.list_artifacts(parent, "report")}
-    assert logged == {f"report/{name}" for name in REPORT_FILES}
+    assert {a.path for a in client.list_artifacts(parent, "report")} == {f"report/{name}" for name in REPORT_FILES}
+
+    (ours / "notes.txt").write_text("mine\n")  # once the user adds a file, the folder is theirs too
+    for command, foreign in [(("report",), "(notes.txt)"), (("rerun", "--trial", "0"), "(.sweep-output.json, ")]:
+        again = run_sweep(command[0], "tiny.yaml", *command[1:], "--output", "our-report", cwd=study_dir)
+        assert again.returncode == 2 and again.stderr.count("\n") == 1, again.stderr
+        assert f"our-report holds files `sweep {command[0]}` did not write {foreign}" in again.stderr  # one rule
+    assert (ours / "notes.txt").read_text() == "mine\n"
 
 
 @pytest.mark.parametrize("output", [".", "mlruns"])
@@ -293,12 +309,12 @@ def test_report_refuses_an_output_folder_that_holds_the_artifact_store(study_dir
 
 def test_rerun_refuses_a_symlink_as_output(tmp_path: Path) -> None:
     from sweep.errors import UsageError
-    from sweep.rerun import check_output_folder
+    from sweep.outputs import check_output_folder
 
     (tmp_path / "empty").mkdir()
     (tmp_path / "link").symlink_to(tmp_path / "empty")
     with pytest.raises(UsageError, match="symlink"):
-        check_output_folder(tmp_path / "link")
+        check_output_folder(tmp_path / "link", "rerun")
 
 
 @pytest.mark.parametrize("race", ["filled folder", "symlink"])
@@ -343,3 +359,72 @@ def test_rerun_whose_output_is_taken_during_training_fails_its_run_and_cleans_up
         order_by=["attributes.start_time DESC"], max_results=1)
     assert runs[0].info.status == "FAILED"
     assert "export failed" in runs[0].data.tags["sweep.error"]
+
+
+def sqlite_tables(path: Path) -> set[str]:
+    import contextlib
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as database:
+        return {name for (name,) in database.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+
+def test_reading_commands_need_the_study_name_not_its_data(study_dir: Path, tmp_path: Path) -> None:
+    (tmp_path / "moved.yaml").write_text("name: tiny\ndata: {dataset: npz, path: gone/digits.npz}\n")
+    storage = ("--storage", f"sqlite:///{study_dir / 'sweep.db'}")
+    tracking = ("--tracking-uri", f"sqlite:///{study_dir / 'mlflow.db'}")
+    for command in (("pareto", *storage, *tracking), ("best", *storage), ("doctor", *storage, *tracking),
+                    ("report", "--output", "report", *storage, *tracking)):
+        result = run_sweep(command[0], "moved.yaml", *command[1:], cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+    with socket.socket() as busy:  # ui and dashboard get as far as the port: past the study
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = str(busy.getsockname()[1])
+        for command in (("ui", *tracking), ("dashboard", *storage)):
+            result = run_sweep(command[0], "moved.yaml", "--port", port, *command[1:], cwd=tmp_path)
+            assert result.returncode == 2 and f"port {port} on 127.0.0.1 is already in use" in result.stderr, result.stderr
+
+
+def test_reading_commands_create_no_store_and_no_tables_in_another_database(study_dir: Path, tmp_path: Path) -> None:
+    study = str(study_dir / "tiny.yaml")
+    storage = ("--storage", f"sqlite:///{study_dir / 'sweep.db'}")
+    typo = f"sqlite:///{tmp_path / 'typo.db'}"
+    optuna_file = shutil.copy2(study_dir / "sweep.db", tmp_path / "optuna.db")
+    mlflow_file = shutil.copy2(study_dir / "mlflow.db", tmp_path / "runs.db")
+    tables = {optuna_file: sqlite_tables(optuna_file), mlflow_file: sqlite_tables(mlflow_file)}
+    with socket.socket() as busy:  # ui refuses the store before it looks at the port
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = str(busy.getsockname()[1])
+        cases = [
+            (("pareto", study, *storage, "--tracking-uri", typo), f"no MLflow tracking store at {typo}"),
+            (("report", study, "--output", "report", *storage, "--tracking-uri", typo), "no MLflow tracking store"),
+            (("ui", "--port", port, "--tracking-uri", typo), f"no MLflow tracking store at {typo}"),
+            (("studies", "--storage", typo), f"no Optuna storage at {typo}"),
+            (("pareto", study, *storage, "--tracking-uri", f"sqlite:///{optuna_file}"),
+             f"{optuna_file} is not an MLflow tracking store"),
+            (("studies", "--storage", f"sqlite:///{mlflow_file}"), f"{mlflow_file} is not an Optuna storage"),
+        ]
+        for command, message in cases:
+            result = run_sweep(*command, cwd=tmp_path)
+            assert result.returncode == 2 and result.stderr.count("\n") == 1, (command, result.stderr)
+            assert message in result.stderr, result.stderr
+    made = {p.name for p in tmp_path.iterdir() if not p.name.endswith(("-wal", "-shm"))}  # SQLite's, for readers
+    assert made == {"optuna.db", "runs.db"}  # no typo.db, no report/
+    assert {path: sqlite_tables(path) for path in tables} == tables
+
+
+def test_a_constraint_no_trial_meets_names_the_floor_and_the_best_value_reached(tmp_path: Path) -> None:
+    write_study(tmp_path, name="strict", n_trials=2, constraints={"min_accuracy": 0.999},
+                search={"schedule": "constant"})
+    assert run_sweep("run", "strict.yaml", cwd=tmp_path).returncode == 0
+    trials = optuna.load_study(study_name="strict", storage=f"sqlite:///{tmp_path / 'sweep.db'}").trials
+    best = max(trials, key=lambda t: (t.user_attrs["metrics"]["val_accuracy"], -t.number))
+    expected = (f"no trial meets constraints.min_accuracy 0.999: the best val_accuracy reached is "
+                f"{best.user_attrs['metrics']['val_accuracy']:.4f} (trial {best.number}); lower the floor or run "
+                f"more trials")
+    for command in (("best",), ("report", "--output", "report"), ("rerun", "--best", "--output", "exported")):
+        result = run_sweep(command[0], "strict.yaml", *command[1:], cwd=tmp_path)
+        assert result.returncode == 1 and result.stderr == f"error: {expected}\n", result.stderr
+    assert not (tmp_path / "report").exists() and not (tmp_path / "exported").exists()

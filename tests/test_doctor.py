@@ -3,8 +3,13 @@ finding and mending it: real training, real SQLite stores, the real command."""
 
 from __future__ import annotations
 
+import contextlib
+import shutil
+import sqlite3
+import subprocess
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
@@ -115,14 +120,69 @@ def test_doctor_only_reads_a_wrong_tracking_store(analysed_study: Path, tmp_path
     other = tmp_path / "other"
     other.mkdir()
     MlflowClient(f"sqlite:///{other / 'mlflow.db'}").search_experiments()  # another study's store
+    optuna_file = shutil.copy2(analysed_study / "sweep.db", tmp_path / "optuna.db")  # not an MLflow store
+    optuna_tables = sqlite_tables(optuna_file)
     for uri, message in [
         (f"sqlite:///{tmp_path / 'typo.db'}", "no MLflow tracking store at sqlite:///"),
         (f"sqlite:///{other / 'mlflow.db'}", "no MLflow experiment 'analysed' in sqlite:///"),
+        (f"sqlite:///{optuna_file}", f"{optuna_file} is not an MLflow tracking store"),
     ]:
         result = run_sweep("doctor", "--study", "analysed", "--storage", storage, "--tracking-uri", uri, cwd=tmp_path)
         assert result.returncode == 2 and message in result.stderr, result.stderr
         assert result.stderr.count("\n") == 1
     assert not (tmp_path / "typo.db").exists()
+    assert sqlite_tables(optuna_file) == optuna_tables  # no MLflow tables made in it
     assert [e.name for e in MlflowClient(f"sqlite:///{other / 'mlflow.db'}").search_experiments()] == ["Default"]
     agrees = run_sweep("doctor", "analysed.yaml", cwd=analysed_study)
     assert agrees.returncode == 0 and "agree: 5 complete trials" in agrees.stdout, agrees.stdout + agrees.stderr
+
+
+def sqlite_tables(path: Path) -> set[str]:
+    with contextlib.closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as database:
+        return {name for (name,) in database.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+
+@contextlib.contextmanager
+def immutable(path: Path) -> Iterator[None]:
+    """`path` read-only even for root (`chattr +i`: root ignores chmod), made writable again
+    afterwards, or the temporary folder cannot be removed."""
+    made = subprocess.run(["chattr", "+i", str(path)], capture_output=True, text=True, check=False)
+    if made.returncode != 0:
+        pytest.skip(f"chattr +i does not work here: {made.stderr.strip()}")
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", str(path)], check=True)
+
+
+def copy_stores(study: Path, folder: Path) -> Path:
+    """The study's stores (its artifacts stay where they are) in `folder`, to change freely."""
+    for store in study.glob("*.db*"):
+        shutil.copy2(store, folder / store.name)
+    (folder / "analysed.yaml").write_text("name: analysed\n")
+    return folder
+
+
+def test_doctor_reads_a_read_only_tracking_store_and_repair_says_it_cannot_write(
+    analysed_study: Path, tmp_path: Path
+) -> None:
+    folder = copy_stores(analysed_study, tmp_path)
+    tracking = folder / "mlflow.db"
+    client = MlflowClient(f"sqlite:///{tracking}")
+    trial = optuna.load_study(study_name="analysed", storage=f"sqlite:///{folder / 'sweep.db'}").trials[0]
+    run_id = trial.user_attrs["mlflow_run_id"]
+    client.update_run(run_id, "RUNNING")  # as a tracking store that went down mid-trial leaves it
+    before = tracking.read_bytes()
+    with immutable(tracking):
+        found = run_sweep("doctor", "analysed.yaml", cwd=folder)
+        assert found.returncode == 1, found.stderr
+        assert f"trial {trial.number}, run {run_id}: complete trial's MLflow run is RUNNING" in found.stdout
+        assert found.stderr == "1 problem left; run with --repair to fix them\n"
+
+        refused = run_sweep("doctor", "analysed.yaml", "--repair", cwd=folder)
+        assert refused.returncode == 2, refused.stdout + refused.stderr
+        assert refused.stderr.count("\n") == 1 and refused.stdout == "", refused.stderr
+        assert f"the MLflow tracking store {tracking} is read-only" in refused.stderr
+        assert "chattr -i" in refused.stderr and "without --repair" in refused.stderr
+    assert tracking.read_bytes() == before
+    assert client.get_run(run_id).info.status == "RUNNING"

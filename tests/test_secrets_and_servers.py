@@ -112,6 +112,25 @@ def test_check_stores_waits_for_a_server_that_does_not_answer_then_names_it(
                                                  "postgresql://sweep:***@127.0.0.1:")
 
 
+def test_check_stores_names_the_whole_wait_however_slow_the_first_attempt(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A loaded machine (or a server's connect timeout) makes the first attempt slow: the wait
+    # still starts when a server first fails to answer, so the message does not depend on it.
+    import sweep.stores
+
+    def slow_and_down(url: str) -> None:
+        time.sleep(0.6)
+        raise Unreachable(f"cannot reach the Optuna storage {url}")
+
+    monkeypatch.setattr(sweep.stores, "check_storage", slow_and_down)
+    started = time.monotonic()
+    with pytest.raises(Unreachable):
+        check_stores("postgresql://db/optuna", "sqlite:///unused.db", wait=1)
+    assert time.monotonic() - started >= 1.6  # the first attempt, then the whole second
+    assert capsys.readouterr().err.splitlines()[0] == "waiting up to 1 s: cannot reach the Optuna storage postgresql://db/optuna"
+
+
 def test_check_stores_does_not_wait_on_a_wrong_url(tmp_path: Path) -> None:
     started = time.monotonic()
     with pytest.raises(UsageError, match="not a valid URL") as raised:
@@ -331,7 +350,8 @@ def test_ui_refuses_a_busy_ipv6_port_in_one_line(
 
     from sweep.cli import app
 
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    # a database server's store: `sweep ui` leaves it to MLflow's server (a local file must exist)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "postgresql://sweep@127.0.0.1:1/mlflow")
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(app, ["ui", "--host", host, "--port", str(ipv6_listener)])
     assert isinstance(result.exception, UsageError), result.output

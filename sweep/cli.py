@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +55,8 @@ def _options(
 ) -> None:
     global _debug
     _debug = debug
+    if debug:  # also for --jobs workers: TensorFlow's native lines, MLflow's store tracebacks
+        os.environ["SWEEP_DEBUG"] = "1"
 
 
 @app.command()

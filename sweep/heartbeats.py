@@ -18,6 +18,7 @@ from typing import Any
 
 import optuna
 from sqlalchemy import text
+
 # Optuna's schema: RUNNING trials of a study that have no heartbeat row.
 NEVER_BEAT = text(
     "SELECT t.trial_id FROM trials t LEFT JOIN trial_heartbeats h ON h.trial_id = t.trial_id "

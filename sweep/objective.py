@@ -26,7 +26,7 @@ from sweep.config import StudyConfig
 from sweep.data import Dataset
 from sweep.evaluate import train_and_measure
 from sweep.schedule_plan import trial_plan
-from sweep.stores import experimental_api, mask_passwords_in
+from sweep.stores import error_summary, experimental_api, mask_passwords_in
 from sweep.tracking import MAX_TAG_LENGTH, Tracker, result_params, result_tags, trial_run_params
 from sweep.workers import Goal, check_not_surplus
 
@@ -178,7 +178,7 @@ class PruningObjective:
             if self.last_run_id is not None and self.tracker.run_status(self.last_run_id) == "RUNNING":
                 self.tracker.fail_trial(self.last_run_id, reason)
         except Exception as error:  # the tracking store may share the failing disk
-            print(f"warning: MLflow could not end run {self.last_run_id}: {_reason(error)}", file=sys.stderr)
+            print(f"warning: MLflow could not end run {self.last_run_id}: {_store_reason(error)}", file=sys.stderr)
 
     def _tracked(self, trial: optuna.Trial, write: Callable[[], T]) -> T | None:
         """An MLflow write that must not cost the trial: on failure the reason goes to
@@ -186,7 +186,7 @@ class PruningObjective:
         try:
             return write()
         except Exception as error:
-            trial.set_user_attr(TRACKING_ERROR, f"MLflow: {_reason(error)}"[:MAX_TAG_LENGTH])
+            trial.set_user_attr(TRACKING_ERROR, f"MLflow: {_store_reason(error)}"[:MAX_TAG_LENGTH])
             return None
 
 
@@ -204,7 +204,7 @@ class FinishRuns:
             try:
                 self.tracker.end_run(run_id, "FINISHED")
             except Exception as error:  # the trial is stored; `sweep doctor --repair` finishes the run
-                print(f"warning: trial {trial.number}: MLflow could not end run {run_id}: {_reason(error)}; "
+                print(f"warning: trial {trial.number}: MLflow could not end run {run_id}: {_store_reason(error)}; "
                       f"run `sweep doctor --repair` once the tracking store works", file=sys.stderr)
 
 
@@ -230,7 +230,7 @@ class StaleTrials:
             for run_id in [recorded] if recorded else self.tracker.unfinished_trial_runs(trial.number):
                 self.tracker.fail_trial(run_id, f"{reason}; retried", status="KILLED")
         except Exception as error:  # `sweep doctor --repair` ends it later
-            print(f"warning: MLflow could not end the run of lost trial {trial.number}: {_reason(error)}",
+            print(f"warning: MLflow could not end the run of lost trial {trial.number}: {_store_reason(error)}",
                   file=sys.stderr)
 
 
@@ -241,6 +241,12 @@ def resident_megabytes() -> float:
     except OSError:
         return 0.0
     return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _store_reason(error: BaseException) -> str:
+    """A store's error in one line: the driver's first line, without the SQL statement and
+    the rest that SQLAlchemy and MLflow add (`stores.error_summary`)."""
+    return f"{type(error).__name__}: {error_summary(error)}"
 
 
 def _reason(error: BaseException) -> str:

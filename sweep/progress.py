@@ -43,6 +43,7 @@ class StudyProgress:
             refresh_per_second=2,  # the refresh thread shares the GIL with training
         )
         self.task = self.progress.add_task("trials", total=plan.n_trials, front=0, status="")
+        self.tracking_error: str | None = None  # the last one shown: each reason is said once
 
     def __enter__(self) -> Self:
         self.progress.start()
@@ -64,10 +65,15 @@ class StudyProgress:
             return  # a parallel worker's surplus start, never trained
         finished = trial.state in FINISHED
         self.progress.update(self.task, advance=1 if finished else 0, front=len(study.best_trials), status="")
-        self.progress.console.print(describe_trial(trial), highlight=False)
+        tracking_error = trial.user_attrs.get(TRACKING_ERROR)
+        self.progress.console.print(describe_trial(trial, with_reason=tracking_error != self.tracking_error),
+                                    highlight=False)
+        self.tracking_error = tracking_error
 
 
-def describe_trial(trial: FrozenTrial) -> str:
+def describe_trial(trial: FrozenTrial, with_reason: bool = True) -> str:
+    """A finished trial on one line; `with_reason=False` leaves out why MLflow failed it
+    (said on an earlier line)."""
     if trial.state == TrialState.PRUNED:
         return f"trial {trial.number} [yellow]{escape(str(trial.user_attrs.get('error', 'stopped early')))}[/]"
     if trial.state != TrialState.COMPLETE:
@@ -83,6 +89,8 @@ def describe_trial(trial: FrozenTrial) -> str:
         + f"{m['trial_seconds']:.1f} s"
     )
     if TRACKING_ERROR in trial.user_attrs:
-        line += (f"  [yellow]kept in Optuna only[/] ({escape(trial.user_attrs[TRACKING_ERROR][:200])}); "
-                 f"run `sweep doctor --repair` once MLflow works")
+        line += "  [yellow]kept in Optuna only[/]"
+        if with_reason:
+            line += (f" ({escape(trial.user_attrs[TRACKING_ERROR][:200])}); "
+                     f"run `sweep doctor --repair` once MLflow works")
     return line

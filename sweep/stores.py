@@ -95,12 +95,26 @@ def _require_table(url: str, table: str, kind: str, fix: str) -> None:
         return
     path = path.resolve()
     try:
+        _roll_back_interrupted_write(path)
         with contextlib.closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as db:
             found = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)).fetchall()
     except sqlite3.Error as error:
         raise UsageError(f"{path} is not a usable SQLite database ({error}); {fix}") from None
     if not found:
         raise UsageError(f"{path} is not {kind} (it has no {table} table); {fix}")
+
+
+def _roll_back_interrupted_write(path: Path) -> None:
+    """A write that failed halfway (a full disk, a file made read-only) leaves a hot journal,
+    and then no one can read the database read-only (SQLITE_READONLY) until a writer rolls it
+    back. SQLite does that on any read-write open, restoring the database as it was before
+    that write; done here, where the file is writable again, read-only opens work after it."""
+    import sqlite3
+
+    journal = path.with_name(path.name + "-journal")
+    if journal.exists() and journal.stat().st_size and os.access(path, os.W_OK):
+        with contextlib.closing(sqlite3.connect(path)) as db:
+            db.execute("SELECT count(*) FROM sqlite_master").fetchall()
 
 
 def require_writable(url: str, what: str, fix: str) -> None:

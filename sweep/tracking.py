@@ -65,6 +65,10 @@ class Tracker:
         from mlflow.tracking import MlflowClient
 
         logging.getLogger("mlflow").setLevel(logging.WARNING)  # no "creating tables" chatter
+        # A failed write reaches us as an exception and is reported in one line (a trial's
+        # `tracking_error`, a warning); MLflow also logs it with its traceback (SWEEP_DEBUG shows it).
+        if not os.environ.get("SWEEP_DEBUG"):
+            logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
         self.tracking_uri = tracking_uri
         self.study_name = study_name
         create = create and not read_only

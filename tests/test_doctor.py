@@ -6,10 +6,8 @@ from __future__ import annotations
 import contextlib
 import shutil
 import sqlite3
-import subprocess
 import time
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
@@ -22,7 +20,7 @@ from sweep.config import parse_study_config
 from sweep.runner import RunRequest, run_study
 from sweep.tracking import Tracker
 
-from conftest import run_sweep
+from conftest import immutable, run_sweep
 
 pytestmark = pytest.mark.slow
 
@@ -140,19 +138,6 @@ def test_doctor_only_reads_a_wrong_tracking_store(analysed_study: Path, tmp_path
 def sqlite_tables(path: Path) -> set[str]:
     with contextlib.closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as database:
         return {name for (name,) in database.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-
-
-@contextlib.contextmanager
-def immutable(path: Path) -> Iterator[None]:
-    """`path` read-only even for root (`chattr +i`: root ignores chmod), made writable again
-    afterwards, or the temporary folder cannot be removed."""
-    made = subprocess.run(["chattr", "+i", str(path)], capture_output=True, text=True, check=False)
-    if made.returncode != 0:
-        pytest.skip(f"chattr +i does not work here: {made.stderr.strip()}")
-    try:
-        yield
-    finally:
-        subprocess.run(["chattr", "-i", str(path)], check=True)
 
 
 def copy_stores(study: Path, folder: Path) -> Path:

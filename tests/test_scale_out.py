@@ -16,7 +16,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from conftest import SWEEP, run_sweep, write_study
+from conftest import SWEEP, immutable, run_sweep, small_disk, write_study
 
 pytestmark = pytest.mark.slow
 
@@ -311,6 +311,54 @@ def test_runs_started_together_on_a_new_study_set_it_up_once(tmp_path: Path) -> 
     client = MlflowClient(tracking)
     parent = study.user_attrs["mlflow_study_run_id"]
     assert len(client.get_metric_history(parent, "baseline/val_accuracy")) == 1  # trained once
+
+
+def wait_for_complete_trial(storage: str, name: str, timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if optuna.load_study(study_name=name, storage=storage).get_trials(states=(TrialState.COMPLETE,)):
+                return
+        except KeyError:
+            pass
+        time.sleep(0.3)
+    raise AssertionError("no trial completed")
+
+
+def test_a_tracking_store_that_turns_read_only_is_said_once_and_repaired_later(tmp_path: Path) -> None:
+    """MLflow's database becomes unwritable after the first trial: the trials go on, kept in
+    Optuna, the reason is said once on one line (no traceback, no SQL), and once the store is
+    writable again `sweep doctor --repair` logs them to MLflow."""
+    storage = f"sqlite:///{tmp_path / 'sweep.db'}"
+    write_study(tmp_path, name="ro", n_trials=4, train={"epochs": 2})
+    process = start("run", "ro.yaml", cwd=tmp_path)
+    wait_for_complete_trial(storage, "ro")
+    with immutable(tmp_path / "mlflow.db"):
+        _, err = process.communicate(timeout=300)
+    assert process.returncode == 0, err
+    assert "Traceback" not in err and "[SQL:" not in err and "sqlalche.me" not in err, err
+    said = " ".join(err.split())  # the terminal wraps long lines
+    assert said.count("kept in Optuna only") >= 2 and said.count("(MLflow: ") == 1, err
+    assert len(err.strip().splitlines()) <= 14, err  # a line per trial (wrapped), the reason once, the bar
+    repaired = run_sweep("doctor", "ro.yaml", "--repair", cwd=tmp_path)
+    assert repaired.returncode == 0, repaired.stderr
+    checked = run_sweep("doctor", "ro.yaml", cwd=tmp_path)
+    assert "Optuna and MLflow agree: 4 complete trials" in checked.stdout, checked.stdout + checked.stderr
+
+
+def test_a_full_disk_stops_the_run_in_a_few_lines(tmp_path: Path) -> None:
+    """The disk of both stores fills up mid-run: exit code 4, the reason once, no traceback."""
+    with small_disk(tmp_path / "disk", megabytes=24) as disk:
+        storage = f"sqlite:///{disk / 'sweep.db'}"
+        write_study(disk, name="full", n_trials=4, train={"epochs": 2})
+        process = start("run", "full.yaml", cwd=disk)
+        wait_for_complete_trial(storage, "full")
+        subprocess.run(f"dd if=/dev/zero of={disk / 'filler'} bs=64k", shell=True, capture_output=True, check=False)
+        _, err = process.communicate(timeout=300)
+    assert process.returncode == 4, err
+    assert "Traceback" not in err and "[SQL:" not in err, err
+    assert err.strip().splitlines()[-1].startswith("error: the Optuna storage failed: database or disk is full"), err
+    assert len(err.strip().splitlines()) <= 6, err
 
 
 def test_a_failing_optuna_storage_stops_the_run_in_one_line_and_the_next_run_recovers(

@@ -97,6 +97,7 @@ def _run_study(
     request = dataclasses.replace(request, config=config)  # what --jobs workers run
     check_compatible(stored.get("config"), config)
     max_failures_allowed(request.max_failures, 1)  # validates the flag before any work
+    make_sampler(config.sampler, config.seed, factory=request.sampler)  # e.g. gp without PyTorch
     if request.jobs > 1 and {"latency", "int8_latency"} & set(config.objectives):
         print("warning: with --jobs, trials are timed while other workers train, the dense baseline alone; "
               "latency objectives compare best with --jobs 1", file=sys.stderr)

@@ -117,6 +117,8 @@ CASES = [
     ("per_layer with one prunable layer", {"name": "fresh", "model": {"builder": "builders.py:one_layer"},
                                            "search": {"per_layer": True}}, [],
      "builders.py:one_layer has one layer to prune (dense); per-layer targets need two or more; set per_layer: false"),
+    # this test environment has no PyTorch: checked before the study, its run and baseline are written
+    ("gp without torch", {"name": "fresh", "sampler": "gp"}, [], "sampler: gp needs PyTorch; pip install torch, or choose tpe"),
 ]
 
 

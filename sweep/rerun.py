@@ -25,9 +25,10 @@ from optuna.trial import FrozenTrial
 
 from sweep.baseline import start_weights
 from sweep.config import StudyConfig
-from sweep.errors import SweepError, UsageError
+from sweep.errors import SweepError
 from sweep.evaluate import train_and_measure
 from sweep.inputs import check_same_inputs, input_fingerprints
+from sweep.outputs import check_output_folder
 from sweep.schedule_plan import trial_plan
 from sweep.space import fixed_search
 from sweep.tracking import Tracker
@@ -65,15 +66,6 @@ def trial_study_config(config: StudyConfig, trial: FrozenTrial) -> StudyConfig:
     )
 
 
-def check_output_folder(output: Path) -> None:
-    if output.is_symlink():
-        raise UsageError(f"--output: {output} is a symlink; give a new folder (the export is moved there, not through links)")
-    if output.exists() and (not output.is_dir() or any(output.iterdir())):
-        raise UsageError(f"--output: {output} already exists and is not empty; choose a new folder")
-    if not output.parent.exists():
-        raise UsageError(f"--output: the parent folder {output.parent} does not exist")
-
-
 def rerun_trial(
     study: optuna.Study,
     trial: FrozenTrial,
@@ -87,7 +79,7 @@ def rerun_trial(
     from sweep.tflite import Runner
     from sweep.training import configure_tensorflow
 
-    check_output_folder(output)
+    check_output_folder(output, "rerun")  # also when called as a library
     original_run_id = trial.user_attrs.get("mlflow_run_id", "")
     seed = int(trial.user_attrs["seed"])
     # the trial's thread count: exact replay

@@ -25,7 +25,6 @@ from sweep.errors import Unreachable, UsageError
 if TYPE_CHECKING:
     import optuna
 
-    from sweep.config import StudyConfig
 
 DEFAULT_STORAGE = "sqlite:///sweep.db"
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
@@ -115,6 +114,40 @@ def _roll_back_interrupted_write(path: Path) -> None:
     if journal.exists() and journal.stat().st_size and os.access(path, os.W_OK):
         with contextlib.closing(sqlite3.connect(path)) as db:
             db.execute("SELECT count(*) FROM sqlite_master").fetchall()
+
+
+def follow_copied_artifacts(tracking_uri: str, experiment_id: str) -> str | None:
+    """A copied or moved project: point its experiment's artifact paths at its own `mlruns`.
+
+    MLflow stores artifact locations as absolute paths (its default root `./mlruns`, resolved
+    when the experiment was made), so a copied `mlflow.db` would read the study's baseline
+    weights from, and write new artifacts to, the original folder, or fail once that folder
+    is gone. When the store is a local SQLite file whose folder holds `mlruns/<experiment>`
+    while the experiment points elsewhere, the experiment's, its runs' and its logged models'
+    paths are rewritten to that folder (MLflow's schema: `experiments.artifact_location`,
+    `runs.artifact_uri`, `logged_models.artifact_location`). Returns the old location, or
+    None when nothing was moved. Model Registry versions keep their paths."""
+    import sqlite3
+
+    path = local_store_path(tracking_uri)
+    if path is None or not tracking_uri.startswith("sqlite:") or not path.is_file():
+        return None
+    own = (path.resolve().parent / "mlruns" / experiment_id)
+    with contextlib.closing(sqlite3.connect(path)) as db, db:
+        row = db.execute("SELECT artifact_location FROM experiments WHERE experiment_id = ?", (experiment_id,)).fetchone()
+        old = row[0] if row else None
+        scheme = "file://" if old and old.startswith("file://") else ""
+        if not old or not own.is_dir() or not Path(old.removeprefix("file://")).is_absolute() \
+                or Path(old.removeprefix("file://")) == own:
+            return None
+        new = f"{scheme}{own}"
+        moved = "? || substr({0}, length(?) + 1)"
+        db.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = ?", (new, experiment_id))
+        for table, column in (("runs", "artifact_uri"), ("logged_models", "artifact_location")):
+            db.execute(f"UPDATE {table} SET {column} = {moved.format(column)} "
+                       f"WHERE experiment_id = ? AND substr({column}, 1, length(?)) = ?",
+                       (new, old, experiment_id, old, old))
+    return old
 
 
 def require_writable(url: str, what: str, fix: str) -> None:
@@ -459,15 +492,6 @@ def study_rows(url: str) -> list[dict[str, Any]]:
             "smallest_compressed_bytes": min((t.user_attrs["metrics"]["compressed_bytes"] for t in done), default=None),
         })
     return rows
-
-
-def stored_config(study: optuna.Study) -> StudyConfig:
-    """The resolved study file the study was run with (recorded by `sweep run`)."""
-    from sweep.config import parse_stored_config
-
-    if "config" not in study.user_attrs:
-        raise UsageError(f"study {study.study_name!r} was not created by sweep run (no stored config)")
-    return parse_stored_config(study.user_attrs["config"], source=f"study {study.study_name!r}")
 
 
 def mask_password(url: str) -> str:

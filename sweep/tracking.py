@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -32,7 +33,13 @@ from typing import Any
 
 from sweep.errors import UsageError
 from sweep.schedule_plan import SchedulePlan
-from sweep.stores import error_summary, mask_password, read_only_uri, require_tracking_store
+from sweep.stores import (
+    error_summary,
+    follow_copied_artifacts,
+    mask_password,
+    read_only_uri,
+    require_tracking_store,
+)
 
 ROLE, STUDY, TRIAL_NUMBER, ERROR = "sweep.role", "sweep.study", "sweep.trial_number", "sweep.error"
 PARETO, RERUN_OF, FEASIBLE = "sweep.pareto", "sweep.rerun_of", "sweep.feasible"
@@ -86,6 +93,10 @@ class Tracker:
             raise UsageError(f"no MLflow experiment {study_name!r} in {mask_password(tracking_uri)}; pass the "
                              f"--tracking-uri (or MLFLOW_TRACKING_URI) that `sweep run` used")
         self.experiment_id = experiment_id
+        moved_from = None if read_only else follow_copied_artifacts(tracking_uri, experiment_id)
+        if moved_from:
+            print(f"note: the MLflow store {mask_password(tracking_uri)} was copied or moved: the study's artifacts "
+                  f"are now read and written next to it, not in {moved_from}", file=sys.stderr)
 
     def _experiment_id(self, create: bool) -> str | None:
         from mlflow.exceptions import MlflowException

@@ -324,7 +324,7 @@ def test_rerun_whose_output_is_taken_during_training_fails_its_run_and_cleans_up
     import sweep.measure
     from sweep.errors import SweepError
     from sweep.rerun import rerun_trial
-    from sweep.stores import stored_config
+    from sweep.resume import stored_study_config
     from sweep.tracking import RERUN_OF, Tracker
 
     study = load(study_dir)
@@ -345,7 +345,7 @@ def test_rerun_whose_output_is_taken_during_training_fails_its_run_and_cleans_up
     monkeypatch.setattr(sweep.measure, "float_tflite", take_the_output_first)
     tracker = Tracker(f"sqlite:///{study_dir / 'mlflow.db'}", "tiny")
     with pytest.raises(SweepError) as raised:
-        rerun_trial(study, trial, stored_config(study), tracker, output)
+        rerun_trial(study, trial, stored_study_config("tiny", study.user_attrs, study_dir / "tiny.yaml"), tracker, output)
     message = str(raised.value)
     assert "\n" not in message and "export failed" in message and str(output) in message
 

@@ -141,3 +141,28 @@ def test_a_copied_project_resumes_and_reruns_from_its_own_files(project: Path) -
     assert "study 'moved' was run on different data: data.loader" in refused.stderr
     assert "now returns other data" in refused.stderr
     assert complete_trials(copy) == 3
+    assert not project.exists()  # nothing was written to the original's folder
+
+
+@pytest.mark.slow
+def test_a_moved_project_starts_its_trials_from_its_own_baseline_weights(tmp_path: Path) -> None:
+    """A builder model's trials start from the baseline weights, an MLflow artifact. MLflow
+    keeps artifact paths absolute, so a moved `mlflow.db` pointed into the deleted folder."""
+    from mlflow.tracking import MlflowClient
+
+    original = tmp_path / "a"
+    original.mkdir()
+    write_study(original, name="weights", n_trials=1, train={"epochs": 1}, search={"schedule": "constant"})
+    assert run_sweep("run", "weights.yaml", cwd=original).returncode == 0
+    moved = tmp_path / "b"
+    original.rename(moved)
+
+    resumed = run_sweep("run", "weights.yaml", "--n-trials", "1", cwd=moved)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"not in {original / 'mlruns'}" in resumed.stderr  # said once, by the run that moved them
+    assert not original.exists()
+    client = MlflowClient(f"sqlite:///{moved / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("weights")
+    assert experiment.artifact_location == str(moved / "mlruns" / experiment.experiment_id)
+    runs = client.search_runs([experiment.experiment_id])
+    assert len(runs) == 3 and all(r.info.artifact_uri.startswith(str(moved / "mlruns")) for r in runs)

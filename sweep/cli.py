@@ -234,7 +234,9 @@ def pareto(
             "reference_point": reference,
             "hypervolume_history": [{"trial": n, "hypervolume": v} for n, v in history],
             "baseline": baseline,
-            "trials": json.loads(frame.to_json(orient="records")),
+            # exact values (pandas' to_json rounds to 10 digits: a value read back would not
+            # select the trial it came from); missing ones as null
+            "trials": frame.astype(object).where(frame.notna(), None).to_dict(orient="records"),
         }, indent=2) + "\n")
     else:
         if frame.empty:

@@ -544,9 +544,15 @@ class StudyConfig(_Strict):
         return self._folder
 
     def stored(self) -> dict[str, Any]:
-        """The study as `sweep run` stores it: every default filled in, paths relative to the
-        study file, so a copied or moved project finds its own files (`parse_stored_config`)."""
-        return _map_files(self.model_dump(mode="json"), lambda path: os.path.relpath(path, self.folder))
+        """The study as `sweep run` stores it: every default filled in, paths inside the study
+        file's folder relative to it, so a copied or moved project finds its own files
+        (`parse_stored_config`); a path outside it (a shared dataset) stays absolute."""
+
+        def relative_inside(path: str) -> str:
+            inside = Path(path).is_relative_to(self.folder)
+            return os.path.relpath(path, self.folder) if inside else path
+
+        return _map_files(self.model_dump(mode="json"), relative_inside)
 
     def to_yaml(self) -> str:
         """The resolved study: every default filled in, paths absolute, so the file works

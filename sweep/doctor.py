@@ -20,6 +20,7 @@ from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from sweep.early_stopping import EARLY_STOPPED
+from sweep.heartbeats import HeartbeatStorage
 from sweep.schedule_plan import SchedulePlan
 from sweep.stores import error_summary
 from sweep.tracking import TRIAL_NUMBER, Tracker, result_params, result_tags, trial_run_params
@@ -50,6 +51,8 @@ def open_for_check(name: str, storage_url: str, tracking_uri: str, repair: bool 
         require_writable(storage_url, "Optuna storage", fix)
         require_writable(tracking_uri, "MLflow tracking store", fix)
     tracker = Tracker(tracking_uri, name, create=False, read_only=not repair)
+    if repair:
+        tracker.follow_copied_project()
     storage = open_storage(storage_url, stale_trial_callback=StaleTrials(tracker), heartbeat=True)
     return load_study(name, storage_url, storage), tracker, storage
 
@@ -155,11 +158,10 @@ def _runs_by_trial(trials: list[FrozenTrial], runs: dict[str, Any]) -> dict[int,
 
 
 def _stale_trial_ids(study: optuna.Study, storage: RDBStorage) -> list[int]:
-    # Optuna reads stale trials only to fail them (`fail_stale_trials`); this read-only
-    # check uses the same query, with the grace period `sweep run` uses.
-    if storage.get_heartbeat_interval() is None:
+    # The query Optuna fails stale trials by, with the grace period `sweep run` uses, read only.
+    if storage.get_heartbeat_interval() is None or not isinstance(storage, HeartbeatStorage):
         return []
-    return storage._get_stale_trial_ids(study._study_id)
+    return list(storage.stale_trials(study._study_id))
 
 
 def _number(run: Any) -> int | None:

@@ -33,24 +33,27 @@ class HeartbeatStorage(optuna.storages.RDBStorage):
         super().__init__(url, **kwargs)
         self._silent_since: dict[int, float] = {}  # trial id -> when this process first saw it
 
-    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
-        stale = super()._get_stale_trial_ids(study_id)
+    def stale_trials(self, study_id: int) -> dict[int, str]:
+        """The study's stale trials (trial id -> why), without writing anything."""
         now = time.monotonic()
         with self.engine.connect() as connection:
             silent = [row[0] for row in connection.execute(NEVER_BEAT, {"study": study_id})]
         self._silent_since = {trial_id: self._silent_since.get(trial_id, now) for trial_id in silent}
         assert self.heartbeat_interval is not None  # Optuna asks only with heartbeats on
         grace = self.grace_period or 2 * self.heartbeat_interval
-        never_beat = [trial_id for trial_id, since in self._silent_since.items() if now - since > grace]
-        for trial_id in stale:
-            self._give_reason(trial_id, f"worker lost: no heartbeat for {grace:g} s (killed, out of memory, "
-                                        f"storage failed or machine down)")
-        for trial_id in never_beat:
-            self._give_reason(trial_id, f"worker lost before its first heartbeat (silent for {grace:g} s)")
-        return stale + never_beat
+        lost = f"worker lost: no heartbeat for {grace:g} s (killed, out of memory, storage failed or machine down)"
+        stale = dict.fromkeys(super()._get_stale_trial_ids(study_id), lost)
+        for trial_id, since in self._silent_since.items():
+            if now - since > grace:
+                stale[trial_id] = f"worker lost before its first heartbeat (silent for {grace:g} s)"
+        return stale
 
-    def _give_reason(self, trial_id: int, reason: str) -> None:
-        try:
-            self.set_trial_user_attr(trial_id, "error", reason)
-        except optuna.exceptions.UpdateFinishedTrialError:
-            pass  # another worker failed it first, with the same reason
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        """Optuna's hook, called only to fail the trials it returns: each gets its reason first."""
+        stale = self.stale_trials(study_id)
+        for trial_id, reason in stale.items():
+            try:
+                self.set_trial_user_attr(trial_id, "error", reason)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                pass  # another worker failed it first, with the same reason
+        return list(stale)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import _thread
 import multiprocessing
+import os
 import signal
 import threading
 import time
@@ -44,24 +45,36 @@ def restore() -> None:
     signal.signal(signal.SIGHUP, signal.SIG_IGN if _hangup_ignored else signal.SIG_DFL)
 
 
-def watch_parent(grace: float = 2.0) -> None:
-    """In a `multiprocessing` child: once the parent process is gone, however it died,
-    request a stop as if SIGHUP had arrived (the parent's end of a pipe closes with it;
-    `parent_process().join()` waits for that). No one waits for this process any more, so
-    if no safe point comes within `grace` seconds (TensorFlow compiles a model for
-    seconds before its first batch), the stop is raised wherever the main thread is."""
+def watch_parent(grace: float = 2.0, deadline: float = 30.0) -> None:
+    """In a `multiprocessing` child (call from the main thread): once the parent process is
+    gone, however it died, request a stop as if SIGHUP had arrived (the parent's end of a
+    pipe closes with it; `parent_process().join()` waits for that). No one waits for this
+    process any more, so if no safe point comes within `grace` seconds (TensorFlow compiles a
+    model for seconds before its first batch), the stop is raised wherever the main thread
+    is, unless it is already recording its stopped trial; and if the process is still there
+    `deadline` seconds later (stuck in native code), it exits, and the trial it leaves
+    RUNNING is failed once its heartbeat is stale."""
     parent = multiprocessing.parent_process()
     if parent is None:
         return
+    signal.signal(signal.SIGUSR1, _stop_unless_stopping)
 
     def wait_then_stop() -> None:
         parent.join()
         _received.append(signal.SIGHUP)
         time.sleep(grace)
-        if not _stopping:  # never while the interrupted trial is being recorded
-            _thread.interrupt_main()
+        _thread.interrupt_main(signal.SIGUSR1)  # decided in the main thread, which sets `_stopping`
+        time.sleep(deadline)
+        os._exit(128 + signal.SIGHUP)
 
     threading.Thread(target=wait_then_stop, name="sweep-parent-watch", daemon=True).start()
+
+
+def _stop_unless_stopping(signum: int, frame: FrameType | None) -> None:
+    global _stopping
+    if not _stopping:
+        _stopping = True
+        raise KeyboardInterrupt
 
 
 def _handle(signum: int, frame: FrameType | None) -> None:

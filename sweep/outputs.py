@@ -27,11 +27,12 @@ def check_output_folder(output: Path, command: str) -> None:
         raise UsageError(f"--output: {output} is a file; give a new or empty folder")
     if not output.parent.exists():
         raise UsageError(f"--output: the parent folder {output.parent} does not exist")
-    foreign = [name for name in sorted(_entries(output)) if name not in written_by(output, command)]
+    own = written_by(output, command)
+    foreign = [name for name in sorted(_entries(output)) if name not in own]
     if foreign:
         shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
-        raise UsageError(f"--output: {output} holds files `sweep {command}` did not write ({shown}); give a new or "
-                         f"empty folder")
+        raise UsageError(f"--output: {output} holds files `sweep {command}` may not overwrite ({shown}); give a new "
+                         f"or empty folder")
 
 
 def written_by(output: Path, command: str) -> set[str]:

@@ -68,7 +68,8 @@ class StudyProgress:
         tracking_error = trial.user_attrs.get(TRACKING_ERROR)
         self.progress.console.print(describe_trial(trial, with_reason=tracking_error != self.tracking_error),
                                     highlight=False)
-        self.tracking_error = tracking_error
+        if trial.state == TrialState.COMPLETE:  # the lines that say it
+            self.tracking_error = tracking_error
 
 
 def describe_trial(trial: FrozenTrial, with_reason: bool = True) -> str:

@@ -88,6 +88,7 @@ def rerun_trial(
     params, plan = trial_plan(optuna.trial.FixedTrial(trial.params), config.search, dataset.total_steps(config.train))
     # Before anything is written: the trial's data, model and starting weights, unchanged.
     check_same_inputs(study.user_attrs, input_fingerprints(config, dataset), config)
+    tracker.follow_copied_project()
     downloads = tempfile.TemporaryDirectory(prefix="sweep-")
     weights = start_weights(study, tracker, config, downloads.name)
 

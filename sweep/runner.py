@@ -9,6 +9,7 @@ MLflow parent run and the dense baseline are set up once, and one or more worker
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gc
 import multiprocessing
@@ -125,6 +126,7 @@ def _run_study(
         with setup_lock(request.storage_url, config.name):
             new_store.install()
             tracker = Tracker(request.tracking_uri, config.name)
+            tracker.follow_copied_project()
             storage = open_storage(request.storage_url, stale_trial_callback=StaleTrials(tracker), heartbeat=True)
             study = optuna.create_study(
                 study_name=config.name, storage=storage, directions=config.directions, load_if_exists=True
@@ -269,12 +271,27 @@ def _report_new_trials(study: optuna.Study, goal: Goal, reported: set[int], disp
 
 def _worker_main(config_json: dict, storage_url: str, tracking_uri: str, goal: Goal, threads: int, index: int) -> None:
     """One worker process of `--jobs N`. It ends with `os._exit` once its trials are
-    recorded: tearing TensorFlow down takes seconds, and a worker whose `sweep run` died
-    must be gone within seconds (see `interrupts.watch_parent`)."""
+    recorded, whatever happens on the way out: tearing TensorFlow down takes seconds, and
+    a worker whose `sweep run` died must be gone within seconds (`interrupts.watch_parent`)."""
     os.setpgid(0, 0)  # out of the terminal's group: Ctrl-C reaches us once, forwarded by the parent
     interrupts.install()
     interrupts.watch_parent()  # a parent killed with SIGKILL forwards nothing
-    code = 0
+    code = 1  # what escapes `_worker_trials` is a bug (or a stop while it reported one)
+    try:
+        code = _worker_trials(config_json, storage_url, tracking_uri, goal, threads, index)
+    except BaseException:
+        with contextlib.suppress(BaseException):
+            traceback.print_exc()
+    finally:
+        with contextlib.suppress(BaseException):  # a hung-up terminal fails writes
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
+
+
+def _worker_trials(config_json: dict, storage_url: str, tracking_uri: str, goal: Goal, threads: int, index: int
+                   ) -> int:
+    """The worker's trials, to the goal; returns the process's exit code."""
     try:
         from sweep.data import load_dataset
         from sweep.training import configure_tensorflow
@@ -290,16 +307,11 @@ def _worker_main(config_json: dict, storage_url: str, tracking_uri: str, goal: G
             _run_worker(study, config, dataset, tracker, goal, threads, worker=index,
                         start=start_weights(study, tracker, config, folder))
     except KeyboardInterrupt:
-        code = interrupts.exit_code()
+        return interrupts.exit_code()
     except SweepError as error:
         print(f"error: {error}", file=sys.stderr)
-        code = error.exit_code
-    except BaseException:
-        traceback.print_exc()
-        code = 1
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+        return error.exit_code
+    return 0
 
 
 # --- study set-up ------------------------------------------------------------------

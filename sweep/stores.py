@@ -86,7 +86,8 @@ def require_tracking_store(uri: str) -> None:
 
 
 def _require_table(url: str, table: str, kind: str, fix: str) -> None:
-    """A local SQLite file must hold `table`; read without opening the file for writing."""
+    """A local SQLite file must hold `table`; read without opening the file for writing,
+    unless a failed write must first be rolled back (`_roll_back_interrupted_write`)."""
     import sqlite3
 
     path = local_store_path(url)
@@ -94,26 +95,39 @@ def _require_table(url: str, table: str, kind: str, fix: str) -> None:
         return
     path = path.resolve()
     try:
-        _roll_back_interrupted_write(path)
-        with contextlib.closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as db:
-            found = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)).fetchall()
+        try:
+            found = _has_table(path, table)
+        except sqlite3.OperationalError:
+            if not _roll_back_interrupted_write(path):
+                raise
+            found = _has_table(path, table)
     except sqlite3.Error as error:
         raise UsageError(f"{path} is not a usable SQLite database ({error}); {fix}") from None
     if not found:
         raise UsageError(f"{path} is not {kind} (it has no {table} table); {fix}")
 
 
-def _roll_back_interrupted_write(path: Path) -> None:
+def _has_table(path: Path, table: str) -> bool:
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=SQLITE_BUSY_TIMEOUT)) as db:
+        return bool(db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)).fetchall())
+
+
+def _roll_back_interrupted_write(path: Path) -> bool:
     """A write that failed halfway (a full disk, a file made read-only) leaves a hot journal,
     and then no one can read the database read-only (SQLITE_READONLY) until a writer rolls it
     back. SQLite does that on any read-write open, restoring the database as it was before
-    that write; done here, where the file is writable again, read-only opens work after it."""
+    that write; done here, where the file is writable again, read-only opens work after it.
+    Returns whether there was a journal to roll back."""
     import sqlite3
 
     journal = path.with_name(path.name + "-journal")
-    if journal.exists() and journal.stat().st_size and os.access(path, os.W_OK):
-        with contextlib.closing(sqlite3.connect(path)) as db:
-            db.execute("SELECT count(*) FROM sqlite_master").fetchall()
+    if not (journal.exists() and journal.stat().st_size and os.access(path, os.W_OK)):
+        return False
+    with contextlib.closing(sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT)) as db:
+        db.execute("SELECT count(*) FROM sqlite_master").fetchall()
+    return True
 
 
 def follow_copied_artifacts(tracking_uri: str, experiment_id: str) -> str | None:
@@ -133,7 +147,17 @@ def follow_copied_artifacts(tracking_uri: str, experiment_id: str) -> str | None
     if path is None or not tracking_uri.startswith("sqlite:") or not path.is_file():
         return None
     own = (path.resolve().parent / "mlruns" / experiment_id)
-    with contextlib.closing(sqlite3.connect(path)) as db, db:
+    try:
+        return _rewrite_artifact_paths(path, experiment_id, own)
+    except sqlite3.Error as error:  # the study goes on; its artifacts stay where they were
+        print(f"warning: could not point the copied MLflow store {path} at {own}: {error}", file=sys.stderr)
+        return None
+
+
+def _rewrite_artifact_paths(path: Path, experiment_id: str, own: Path) -> str | None:
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT)) as db, db:
         row = db.execute("SELECT artifact_location FROM experiments WHERE experiment_id = ?", (experiment_id,)).fetchone()
         old = row[0] if row else None
         scheme = "file://" if old and old.startswith("file://") else ""

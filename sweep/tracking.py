@@ -93,10 +93,15 @@ class Tracker:
             raise UsageError(f"no MLflow experiment {study_name!r} in {mask_password(tracking_uri)}; pass the "
                              f"--tracking-uri (or MLFLOW_TRACKING_URI) that `sweep run` used")
         self.experiment_id = experiment_id
-        moved_from = None if read_only else follow_copied_artifacts(tracking_uri, experiment_id)
+
+    def follow_copied_project(self) -> None:
+        """Before a command reads or writes the study's artifacts (`sweep run`, `rerun`,
+        `doctor --repair`): in a copied or moved project, point them at the copy's own
+        `mlruns/` (`stores.follow_copied_artifacts`), saying so once."""
+        moved_from = follow_copied_artifacts(self.tracking_uri, self.experiment_id)
         if moved_from:
-            print(f"note: the MLflow store {mask_password(tracking_uri)} was copied or moved: the study's artifacts "
-                  f"are now read and written next to it, not in {moved_from}", file=sys.stderr)
+            print(f"note: the MLflow store {mask_password(self.tracking_uri)} was copied or moved: the study's "
+                  f"artifacts are now read and written next to it, not in {moved_from}", file=sys.stderr)
 
     def _experiment_id(self, create: bool) -> str | None:
         from mlflow.exceptions import MlflowException

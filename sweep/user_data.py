@@ -266,12 +266,13 @@ def _tf_reason(error: BaseException, limit: int = 200) -> str:
 
 
 def _undecodable_image(stream: Any, read: int) -> tuple[str, str] | None:
-    """The first file of an image folder's stream (`file_paths`, in stream order) that
-    TensorFlow cannot decode, and why; the batch that failed (from example `read`) first."""
+    """The file of an image folder's stream (`file_paths`, in stream order) that TensorFlow
+    cannot decode, and why: looked for from example `read` on, where the stream failed, a few
+    batches deep (reading ahead), not through a whole large folder."""
     from sweep._tf import tf
 
     paths = list(getattr(stream, "file_paths", None) or [])
-    for path in paths[read : read + READ_BATCH] + paths[:read] + paths[read + READ_BATCH :]:
+    for path in paths[read : read + 4 * READ_BATCH]:
         try:
             tf.io.decode_image(tf.io.read_file(path), expand_animations=False)
         except tf.errors.OpError as error:

@@ -189,7 +189,7 @@ print(keras_accuracy, tflite_accuracy, right / len(data.test.y), "tensorflow_mod
 
     # An existing, non-empty output folder is refused before any training.
     refused = run_sweep("rerun", "tiny.yaml", "--trial", str(trial.number), "--output", "exported", cwd=study_dir)
-    assert refused.returncode == 2 and "exported holds files `sweep rerun` did not write" in refused.stderr
+    assert refused.returncode == 2 and "exported holds files `sweep rerun` may not overwrite" in refused.stderr
 
 
 def load_dataset_x(folder: Path):  # type: ignore[no-untyped-def]
@@ -276,7 +276,7 @@ def test_report_never_overwrites_what_sweep_did_not_write_and_logs_only_its_file
     (theirs / ".env").write_text("SECRET_TOKEN=do-not-upload\n")
     refused = run_sweep("report", "tiny.yaml", "--output", "their-folder", cwd=study_dir)
     assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
-    assert "their-folder holds files `sweep report` did not write (.env, report.html); give a new or empty folder" \
+    assert "their-folder holds files `sweep report` may not overwrite (.env, report.html); give a new or empty folder" \
         in refused.stderr
     assert sorted(p.name for p in theirs.iterdir()) == [".env", "report.html"]
     assert (theirs / "report.html").read_text() == "my own notes\n"
@@ -294,7 +294,7 @@ def test_report_never_overwrites_what_sweep_did_not_write_and_logs_only_its_file
     for command, foreign in [(("report",), "(notes.txt)"), (("rerun", "--trial", "0"), "(.sweep-output.json, ")]:
         again = run_sweep(command[0], "tiny.yaml", *command[1:], "--output", "our-report", cwd=study_dir)
         assert again.returncode == 2 and again.stderr.count("\n") == 1, again.stderr
-        assert f"our-report holds files `sweep {command[0]}` did not write {foreign}" in again.stderr  # one rule
+        assert f"our-report holds files `sweep {command[0]}` may not overwrite {foreign}" in again.stderr  # one rule
     assert (ours / "notes.txt").read_text() == "mine\n"
 
 

@@ -248,7 +248,9 @@ def test_a_stored_study_is_read_even_if_its_files_moved(tmp_path: Path) -> None:
     assert config.model.pretrained == str(tmp_path / "model.keras") and config.data.loader == f"{tmp_path}/data.py:load"
 
 
-def test_a_study_is_stored_with_paths_relative_to_its_study_file(tmp_path: Path) -> None:
+def test_a_study_is_stored_with_paths_inside_its_folder_relative_to_its_study_file(tmp_path: Path) -> None:
+    """Files in the project folder move with it; a file outside it (a shared dataset or
+    builder) stays where it is, so its path stays absolute."""
     from sweep.config import parse_stored_config
 
     project, shared = tmp_path / "project", tmp_path / "shared"
@@ -265,16 +267,16 @@ def test_a_study_is_stored_with_paths_relative_to_its_study_file(tmp_path: Path)
     built = parse_study_config({"name": "y", "data": {"dataset": "npz", "path": "../shared/d.npz"},
                                 "model": {"builder": "../shared/net.py:build"}}, base_dir=project)
     stored, stored_built = pretrained.stored(), built.stored()
-    assert stored["data"]["loader"] == "loader.py:load" and stored_built["data"]["path"] == "../shared/d.npz"
+    assert stored["data"]["loader"] == "loader.py:load" and stored_built["data"]["path"] == str(shared / "d.npz")
     assert (stored["model"]["pretrained"], stored["model"]["custom_objects"]) == ("model.keras", "layers.py")
-    assert stored_built["model"]["builder"] == "../shared/net.py:build"
+    assert stored_built["model"]["builder"] == f"{shared / 'net.py'}:build"
     assert parse_study_config({"name": "z", "model": {"builder": "sweep.models:cnn"}}).stored()["model"]["builder"] \
         == "sweep.models:cnn"  # a module names no file
     assert f"loader: {project / 'loader.py'}:load" in pretrained.to_yaml()  # exports work from anywhere
 
     copy = tmp_path / "copy"  # read back from another folder: that folder's files, present or not
     assert parse_stored_config(stored, source="stored", folder=copy).data.loader == f"{copy / 'loader.py'}:load"
-    assert parse_stored_config(stored_built, source="stored", folder=copy / "x").model.builder == f"{copy / 'shared' / 'net.py'}:build"
+    assert parse_stored_config(stored_built, source="stored", folder=copy / "x").model.builder == f"{shared / 'net.py'}:build"
     assert parse_stored_config(stored, source="stored", folder=copy).folder == copy
 
 
@@ -285,3 +287,4 @@ def test_the_accuracy_floor_is_the_higher_of_the_two_limits() -> None:
     assert ConstraintsConfig(max_accuracy_drop=0.02).floor(0.97) == pytest.approx(0.95)
     assert ConstraintsConfig(min_accuracy=0.96, max_accuracy_drop=0.02).floor(0.97) == 0.96
     assert ConstraintsConfig(min_accuracy=0.90, max_accuracy_drop=0.02).floor(0.97) == pytest.approx(0.95)
+

@@ -17,6 +17,7 @@ from optuna.trial import TrialState, create_trial
 
 from sweep.doctor import apply, diagnose
 from sweep.early_stopping import EARLY_STOPPED
+from sweep.heartbeats import HeartbeatStorage
 from sweep.stores import experimental_api
 from sweep.tracking import TRIAL_NUMBER
 
@@ -65,8 +66,8 @@ class FakeTracker:
 
 def storage_at(path: Path, heartbeat: int | None = None) -> optuna.storages.RDBStorage:
     with experimental_api():
-        return optuna.storages.RDBStorage(f"sqlite:///{path}", heartbeat_interval=heartbeat,
-                                          grace_period=heartbeat and 2 * heartbeat)
+        return HeartbeatStorage(f"sqlite:///{path}", heartbeat_interval=heartbeat,
+                                grace_period=heartbeat and 2 * heartbeat)
 
 
 def add(study: optuna.Study, state: TrialState, **user_attrs: object) -> None:
@@ -152,5 +153,7 @@ def test_a_running_trial_whose_worker_died_is_found_only_once_its_heartbeat_is_s
     time.sleep(3.5)  # well past the grace period (2 s)
     [problem] = diagnose(study, FakeTracker(), storage)
     assert problem.detail == "RUNNING trial whose worker stopped sending heartbeats (killed or lost)"
+    assert "error" not in study.trials[0].user_attrs  # finding it wrote nothing
     apply([problem], repair=True)
     assert [t.state for t in study.get_trials(deepcopy=False)] == [TrialState.FAIL]
+    assert study.trials[0].user_attrs["error"].startswith("worker lost: no heartbeat for 2 s")

@@ -192,7 +192,7 @@ def test_custom_layers_load_with_custom_objects_and_stay_unwrapped(tmp_path: Pat
 def test_a_study_without_op_determinism_is_rerun_within_a_tolerance(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from tensorflow.python.framework.config import is_op_determinism_enabled
 
-    from sweep.rerun import NONDETERMINISTIC_TOLERANCE, rerun_trial
+    from sweep.rerun import NONDETERMINISTIC_TOLERANCE, TIMED, rerun_trial
     from sweep.tracking import Tracker
 
     from conftest import write_study
@@ -203,7 +203,8 @@ def test_a_study_without_op_determinism_is_rerun_within_a_tolerance(tmp_path: Pa
     assert not is_op_determinism_enabled()
     result = rerun_trial(study, study.trials[0], config, Tracker(f"sqlite:///{tmp_path}/mlflow.db", "loose"),
                          tmp_path / "export")
-    assert result.tolerance == NONDETERMINISTIC_TOLERANCE and result.differences == []
+    # wall-time latencies (compared within 50%) can differ on a loaded machine; nothing else may
+    assert result.tolerance == NONDETERMINISTIC_TOLERANCE and set(result.differences) <= set(TIMED)
     run(write_study(tmp_path, name="strict", n_trials=1, model={"builder": "mlp"}, train={"epochs": 1}))
     assert is_op_determinism_enabled()  # each study as its file says, in one process
 

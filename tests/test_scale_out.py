@@ -316,11 +316,14 @@ def test_runs_started_together_on_a_new_study_set_it_up_once(tmp_path: Path) -> 
 def wait_for_complete_trial(storage: str, name: str, timeout: float = 240) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        opened = optuna.storages.RDBStorage(storage)
         try:
-            if optuna.load_study(study_name=name, storage=storage).get_trials(states=(TrialState.COMPLETE,)):
+            if optuna.load_study(study_name=name, storage=opened).get_trials(states=(TrialState.COMPLETE,)):
                 return
         except KeyError:
             pass
+        finally:
+            opened.engine.dispose()
         time.sleep(0.3)
     raise AssertionError("no trial completed")
 

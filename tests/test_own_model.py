@@ -55,7 +55,7 @@ def test_a_pretrained_model_is_the_baseline_as_it_is_and_every_trial_starts_from
     example: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from sweep._tf import keras
-    from sweep.rerun import rerun_trial
+    from sweep.rerun import TIMED, rerun_trial
     from sweep.stores import load_study
     from sweep.tracking import Tracker
 
@@ -81,7 +81,8 @@ def test_a_pretrained_model_is_the_baseline_as_it_is_and_every_trial_starts_from
 
     tracker = Tracker(f"sqlite:///{example}/mlflow.db", "given")
     result = rerun_trial(study, trial, config, tracker, example / "export")
-    assert result.differences == [], (result.original, result.reproduced)
+    # exact but for wall-time latencies (compared within 50%), which a loaded machine can push further
+    assert set(result.differences) <= set(TIMED), (result.original, result.reproduced)
     exported = keras.models.load_model(example / "export" / "model.keras")  # plain tf_keras, no tfmot
     kinds = [type(layer).__name__ for layer in exported.layers]
     assert kinds[:3] == ["Rescaling", "Conv2D", "BatchNormalization"], kinds

@@ -16,7 +16,6 @@ from functools import partial
 from typing import Any
 
 import optuna
-from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from sweep.early_stopping import EARLY_STOPPED
@@ -37,7 +36,7 @@ class Problem:
 
 
 def open_for_check(name: str, storage_url: str, tracking_uri: str, repair: bool = False
-                   ) -> tuple[optuna.Study, Tracker, RDBStorage]:
+                   ) -> tuple[optuna.Study, Tracker, HeartbeatStorage]:
     """The study, a tracker that cannot write unless asked to repair (so a check works on a
     read-only store, and a repair on one fails before its first write, in one line), and
     the storage with heartbeats on as `sweep run` has them: stale trials are found, and a
@@ -57,7 +56,7 @@ def open_for_check(name: str, storage_url: str, tracking_uri: str, repair: bool 
     return load_study(name, storage_url, storage), tracker, storage
 
 
-def diagnose(study: optuna.Study, tracker: Tracker, storage: RDBStorage) -> list[Problem]:
+def diagnose(study: optuna.Study, tracker: Tracker, storage: HeartbeatStorage) -> list[Problem]:
     """Every disagreement between the study's trials and its MLflow trial runs. `storage`
     is the one `study` was opened with, heartbeats on, so stale trials can be found."""
     runs = tracker.trial_runs()
@@ -157,9 +156,9 @@ def _runs_by_trial(trials: list[FrozenTrial], runs: dict[str, Any]) -> dict[int,
     return run_of
 
 
-def _stale_trial_ids(study: optuna.Study, storage: RDBStorage) -> list[int]:
+def _stale_trial_ids(study: optuna.Study, storage: HeartbeatStorage) -> list[int]:
     # The query Optuna fails stale trials by, with the grace period `sweep run` uses, read only.
-    if storage.get_heartbeat_interval() is None or not isinstance(storage, HeartbeatStorage):
+    if storage.get_heartbeat_interval() is None:
         return []
     return list(storage.stale_trials(study._study_id))
 

@@ -25,6 +25,7 @@ from sweep.errors import Unreachable, UsageError
 if TYPE_CHECKING:
     import optuna
 
+    from sweep.heartbeats import HeartbeatStorage
 
 DEFAULT_STORAGE = "sqlite:///sweep.db"
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
@@ -160,11 +161,12 @@ def _rewrite_artifact_paths(path: Path, experiment_id: str, own: Path) -> str | 
     with contextlib.closing(sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT)) as db, db:
         row = db.execute("SELECT artifact_location FROM experiments WHERE experiment_id = ?", (experiment_id,)).fetchone()
         old = row[0] if row else None
-        scheme = "file://" if old and old.startswith("file://") else ""
-        if not old or not own.is_dir() or not Path(old.removeprefix("file://")).is_absolute() \
-                or Path(old.removeprefix("file://")) == own:
+        if not old or not own.is_dir():
             return None
-        new = f"{scheme}{own}"
+        where = Path(old.removeprefix("file://"))
+        if not where.is_absolute() or where == own:
+            return None
+        new = f"{'file://' if old.startswith('file://') else ''}{own}"
         moved = "? || substr({0}, length(?) + 1)"
         db.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = ?", (new, experiment_id))
         for table, column in (("runs", "artifact_uri"), ("logged_models", "artifact_location")):
@@ -386,7 +388,7 @@ def experimental_api() -> Iterator[None]:
         yield
 
 
-def open_storage(url: str, stale_trial_callback: Any = None, heartbeat: bool = False) -> optuna.storages.RDBStorage:
+def open_storage(url: str, stale_trial_callback: Any = None, heartbeat: bool = False) -> HeartbeatStorage:
     """Optuna's RDB storage at `url`; a `UsageError` if it cannot be opened.
 
     SQLite gets a long busy timeout and write-ahead logging, so `--jobs 2..4` queue for

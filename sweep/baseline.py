@@ -44,7 +44,8 @@ def ensure_baseline(
     from sweep.models import starting_model
 
     if config.model.pretrained is not None:
-        baseline = measure(starting_model(config.model, dataset.input_shape, dataset.num_classes), dataset)
+        baseline = measure(starting_model(config.model, dataset.input_shape, dataset.num_classes), dataset,
+                           int8_storage=config.export.int8_storage)
         baseline["train_seconds"] = 0.0
     else:
         evaluated = train_and_measure(dataset, config, config.seed)

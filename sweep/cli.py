@@ -125,7 +125,8 @@ Format = Annotated[str, typer.Option("--format", help="table (for people), csv o
 MinAccuracy = Annotated[float | None, typer.Option(
     "--min-accuracy", min=0, max=1, help="Smallest model with accuracy >= A (int8_val_accuracy with an int8_accuracy objective).")]
 MaxSize = Annotated[int | None, typer.Option(
-    "--max-size", min=1, help="Most accurate model with size <= BYTES (int8_bytes with an int8_size objective).")]
+    "--max-size", min=1, help="Most accurate model with size <= BYTES (compressed_bytes; int8_gzip_bytes with an int8_size "
+                          "objective, int8_bytes with int8_file_size).")]
 MaxLatency = Annotated[float | None, typer.Option(
     "--max-latency", min=0, help="Only trials with latency <= MS (latency_ms with a latency objective, else int8_latency_ms).")]
 

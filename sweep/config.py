@@ -53,11 +53,15 @@ OBJECTIVES: dict[str, tuple[str, Direction]] = {
     "compressed_size": ("compressed_bytes", "minimize"),
     "sparsity": ("sparsity", "maximize"),
     "int8_accuracy": ("int8_val_accuracy", "maximize"),
-    "int8_size": ("int8_bytes", "minimize"),
+    "int8_size": ("int8_gzip_bytes", "minimize"),  # download size: pruning shows there, not in the file
+    "int8_file_size": ("int8_bytes", "minimize"),  # flash size: shrinks only with export.int8_storage: sparse
     "latency": ("latency_ms", "minimize"),
     "int8_latency": ("int8_latency_ms", "minimize"),
 }
-Objective = Literal["accuracy", "compressed_size", "sparsity", "int8_accuracy", "int8_size", "latency", "int8_latency"]
+Objective = Literal["accuracy", "compressed_size", "sparsity", "int8_accuracy", "int8_size", "int8_file_size",
+                    "latency", "int8_latency"]
+# How model_int8.tflite stores its pruned tensors (sweep.tflite.shipped)
+Int8Storage = Literal["dense", "sparse", "smallest"]
 
 
 # --- search values: a scalar fixes a value, [low, high] searches a range --------------
@@ -501,6 +505,13 @@ class ConstraintsConfig(_Strict):
         return max(limits) if limits else None
 
 
+class ExportConfig(_Strict):
+    # dense: every LiteRT interpreter runs it; sparse: the converter's sparse encoding, which
+    # LiteRT's default XNNPack delegate refuses; smallest: sparse where that is smaller (the
+    # only storage before `export` existed)
+    int8_storage: Int8Storage = "dense"
+
+
 class StudyConfig(_Strict):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
     seed: int = Field(0, ge=0, le=2**32 - 1)  # NumPy and TensorFlow take 32-bit seeds
@@ -513,6 +524,7 @@ class StudyConfig(_Strict):
         ["accuracy", "compressed_size"], min_length=1
     )
     constraints: ConstraintsConfig = ConstraintsConfig()
+    export: ExportConfig = ExportConfig()
     # stop trials during training that other trials already beat (sweep/early_stopping.py)
     early_stopping: bool = False
     sampler: Literal["tpe", "nsga2", "gp", "random"] = "tpe"
@@ -524,6 +536,14 @@ class StudyConfig(_Strict):
         if len(set(objectives)) != len(objectives):
             raise ValueError(f"lists an objective twice: {objectives}")
         return objectives
+
+    @model_validator(mode="after")
+    def _int8_file_size_needs_sparse_storage(self) -> StudyConfig:
+        if "int8_file_size" in self.objectives and self.export.int8_storage == "dense":
+            raise _field_error("objectives", "int8_file_size is the same for every trial with export.int8_storage: "
+                             "dense (a dense file's size does not shrink with pruning); minimise int8_size "
+                             "(its gzip), or set export.int8_storage: sparse")
+        return self
 
     @model_validator(mode="after")
     def _remember_folder(self, info: ValidationInfo) -> StudyConfig:
@@ -623,7 +643,14 @@ def parse_study_config(
 
 # Keys added since a study could have been stored, with the value such a study ran with:
 # a stored study file has every key, so a missing one means an older sweep wrote it.
-STORED_BEFORE = {("model", "start"): "scratch"}
+STORED_BEFORE = {("model", "start"): "scratch", ("export", "int8_storage"): "smallest"}
+# Objectives whose meaning changed with the `export` section: a study stored without one
+# ran `int8_size` on the raw file's size.
+RENAMED_BEFORE_EXPORT = {"int8_size": "int8_file_size"}
+
+
+def _stored_before_export(study: dict[str, Any]) -> bool:
+    return "export" not in study
 
 
 def parse_stored_config(raw: Any, source: str, folder: Path = Path(".")) -> StudyConfig:
@@ -633,22 +660,29 @@ def parse_stored_config(raw: Any, source: str, folder: Path = Path(".")) -> Stud
     reading its values does not need them."""
     if isinstance(raw, dict):
         raw = {**raw}
+        if _stored_before_export(raw) and isinstance(raw.get("objectives"), list):
+            raw["objectives"] = [RENAMED_BEFORE_EXPORT.get(o, o) for o in raw["objectives"]]
         for (section, key), value in STORED_BEFORE.items():
-            if isinstance(raw.get(section), dict) and key not in raw[section]:
-                raw[section] = {**raw[section], key: value}
+            if isinstance(raw.get(section, {}), dict) and key not in raw.get(section, {}):
+                raw[section] = {**raw.get(section, {}), key: value}
     return parse_study_config(raw, base_dir=folder, source=source, check_files=False)
 
 
 def inherit_stored_values(config: StudyConfig, stored: Any) -> StudyConfig:
     """`config` resuming a study an older sweep stored: a key added since, which the study
     file leaves out, keeps the value the study ran with (`STORED_BEFORE`), not the new
-    default, so the unchanged study file still resumes its study."""
+    default, and an objective renamed since keeps its stored meaning
+    (`RENAMED_BEFORE_EXPORT`), so the unchanged study file still resumes its study."""
     if not isinstance(stored, dict):
         return config
+    if _stored_before_export(stored) and "int8_storage" not in config.export.model_fields_set:
+        config = config.model_copy(update={"objectives": [RENAMED_BEFORE_EXPORT.get(o, o) for o in config.objectives]})
     for (section, key), value in STORED_BEFORE.items():
         part = getattr(config, section)
-        if isinstance(stored.get(section), dict) and key not in stored[section] and key not in part.model_fields_set:
-            config = config.model_copy(update={section: part.model_copy(update={key: value})})
+        if not isinstance(stored.get(section, {}), dict) or key in stored.get(section, {}) \
+                or key in part.model_fields_set:
+            continue
+        config = config.model_copy(update={section: part.model_copy(update={key: value})})
     return config
 
 

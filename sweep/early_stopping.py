@@ -9,8 +9,8 @@ asynchronous successive halving ordered by non-dominated sorting):
 * **What is recorded.** After every epoch from the one in which its pruning window ends
   (its sparsity, and so its size, is final from then on) up to the last but one, a trial
   records the objectives training shows: validation accuracy (for `accuracy` and
-  `int8_accuracy`) and the pruning masks' sparsity (for `sparsity`, `compressed_size` and
-  `int8_size`, which shrink as it grows). The record goes into the trial's user attributes
+  `int8_accuracy`) and the pruning masks' sparsity (for `sparsity`, `compressed_size`,
+  `int8_size` and `int8_file_size`, which shrink as it grows). The record goes into the trial's user attributes
   (`RUNGS`, by epoch), through the storage, so every worker, machine and resumed run
   compares against the same values. Latency is known only once the model is converted: a
   study with a latency objective is never stopped early.
@@ -43,7 +43,7 @@ RUNGS = "rungs"  # user_attrs: {"<epoch>": {"losses": [...], "val_accuracy": a}}
 EARLY_STOPPED = "early_stopped"  # user_attrs: the epoch after which the trial stopped
 
 ACCURACY_OBJECTIVES = {"accuracy", "int8_accuracy"}
-SIZE_OBJECTIVES = {"sparsity", "compressed_size", "int8_size"}
+SIZE_OBJECTIVES = {"sparsity", "compressed_size", "int8_size", "int8_file_size"}
 
 
 class EarlyStopped(Exception):

@@ -54,7 +54,7 @@ def train_and_measure(
     )
     if timings is not None:
         timings.update(trained.timings)
-    metrics = measure(trained.model, dataset, timings, files)
+    metrics = measure(trained.model, dataset, timings, files, config.export.int8_storage)
     metrics["train_seconds"] = trained.train_seconds
     if baseline is not None:
         metrics.update(derived_metrics(metrics, baseline))

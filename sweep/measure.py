@@ -3,7 +3,8 @@ ships: the int8 TFLite file's size and accuracy, and latency (`sweep.tflite`).
 
 Sizes follow tfmot's convention: strip pruning, save without the optimizer, compress.
 `compressed_bytes` is gzip (level 9) of the Keras H5 file; `tflite_gzip_bytes` is gzip
-of the float TFLite flatbuffer; `int8_bytes` the int8 file as deployed. Sparsity is
+of the float TFLite flatbuffer; `int8_bytes` the int8 file as deployed (`int8_gzip_bytes`
+its gzip, `int8_sparse_bytes` the size it has stored sparse). Sparsity is
 counted on the stripped model's weights, never taken from the schedule's target.
 """
 
@@ -15,6 +16,7 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -22,7 +24,10 @@ from sweep._tf import keras
 from sweep.data import Dataset, Split
 from sweep.errors import brief
 from sweep.pruning import all_layers, prunable_variables
-from sweep.tflite import Runner, float_tflite, int8_tflite, smaller, sparse_encoded
+from sweep.tflite import Runner, float_tflite, int8_tflite, shipped, sparse_encoded
+
+if TYPE_CHECKING:
+    from sweep.config import Int8Storage
 
 
 def accuracy(model: keras.Model, split: Split, batch_size: int = 2048) -> float:
@@ -71,7 +76,7 @@ def keras_h5_bytes(model: keras.Model) -> bytes:
         return path.read_bytes()
 
 
-INT8_METRICS = ("int8_bytes", "int8_gzip_bytes", "int8_val_accuracy", "int8_test_accuracy", "int8_latency_ms",
+INT8_METRICS = ("int8_bytes", "int8_gzip_bytes", "int8_sparse_bytes", "int8_val_accuracy", "int8_test_accuracy", "int8_latency_ms",
                 "int8_latency_p90_ms", "int8_xnnpack")
 
 
@@ -80,8 +85,10 @@ def measure(
     dataset: Dataset,
     timings: dict[str, float] | None = None,
     files: dict[str, bytes] | None = None,
+    int8_storage: Int8Storage = "dense",
 ) -> dict[str, float]:
-    """Every metric of a stripped (or dense) model; see the README for their meaning.
+    """Every metric of a stripped (or dense) model, its int8 file stored as `int8_storage`
+    says; see the README for their meaning.
     Seconds spent on each measurement go into `timings`; the TFLite files measured into
     `files` (`model.tflite`, `model_int8.tflite`), for an export of exactly those bytes."""
     clock = time.perf_counter()
@@ -120,9 +127,10 @@ def measure(
         metrics.update(dict.fromkeys(INT8_METRICS, math.nan))
     else:
         encoded = sparse_encoded(dense)
-        quantized = smaller(dense, encoded)
+        quantized = shipped(dense, encoded, int8_storage)
         metrics["int8_bytes"] = len(quantized)
         metrics["int8_gzip_bytes"] = gzip_size(quantized)
+        metrics["int8_sparse_bytes"] = len(encoded)
         lap("int8_convert")
         runner = Runner(quantized)
         metrics["int8_val_accuracy"] = runner.accuracy(dataset.val)

@@ -39,6 +39,7 @@ AXIS_LABELS = {
     "sparsity": "sparsity",
     "compressed_bytes": "compressed size (gzip of Keras H5, bytes, log scale)",
     "int8_bytes": "int8 TFLite size (bytes, log scale)",
+    "int8_gzip_bytes": "int8 TFLite size (gzip, bytes, log scale)",
     "latency_ms": "float32 latency (ms, one example)",
     "int8_latency_ms": "int8 latency (ms, one example)",
 }

@@ -36,10 +36,15 @@ from sweep.tracking import Tracker
 # Compared between the original trial and its rerun: exactly, but latency (wall time) and
 # studies without op determinism within a tolerance.
 COMPARED = ("val_accuracy", "sparsity", "compressed_bytes", "test_accuracy", "tflite_gzip_bytes",
-            "int8_val_accuracy", "int8_test_accuracy", "int8_bytes", "latency_ms", "int8_latency_ms")
+            "int8_val_accuracy", "int8_test_accuracy", "int8_bytes", "int8_gzip_bytes", "latency_ms", "int8_latency_ms")
 TIMED = ("latency_ms", "int8_latency_ms")
 LATENCY_TOLERANCE = 0.5  # relative: the same file's median invoke time varies this much between runs
 TFLITE_ACCURACY_TOLERANCE = 0.01  # absolute, model.tflite's against the Keras model's
+# Written next to a sparse-encoded model_int8.tflite (export.int8_storage), and said by `sweep rerun`
+SPARSE_INT8_NOTE = ("model_int8.tflite stores its pruned tensors sparse (export.int8_storage); LiteRT's default "
+                    "XNNPack delegate refuses that, so load it with experimental_op_resolver_type="
+                    "OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES (int8_latency_ms was measured that way)")
+SPARSE_INT8_NOTE_FILE = "model_int8.txt"
 # `train.deterministic: false`: a rerun differs by GPU float round-off, not by results
 NONDETERMINISTIC_TOLERANCE = 0.02
 
@@ -106,6 +111,8 @@ def rerun_trial(
         original = dict(trial.user_attrs["metrics"])
 
         trained.model.save(staging / "model.keras")
+        if reproduced.get("int8_xnnpack") == 0.0:
+            files[SPARSE_INT8_NOTE_FILE] = (SPARSE_INT8_NOTE + "\n").encode()
         for name, content in files.items():
             (staging / name).write_bytes(content)
         # what ships reaches what was measured: the float file the Keras model's accuracy

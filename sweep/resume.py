@@ -20,7 +20,7 @@ from sweep.errors import ConfigError, UsageError
 from sweep.inputs import FINGERPRINTED
 
 # Sections that define what a trial means; a study cannot be resumed with them changed.
-FROZEN_SECTIONS = ("seed", "data", "model", "train", "search", "objectives")
+FROZEN_SECTIONS = ("seed", "data", "model", "train", "search", "export", "objectives")
 STUDY_FOLDER = "study_folder"  # study user_attrs key: the study file's folder at its last `sweep run`
 
 

@@ -1,8 +1,8 @@
 """Choosing one Pareto-optimal trial (`sweep best`, `sweep rerun --best`); pure Python.
 
-Accuracy and size are the study's own: `int8_val_accuracy` and `int8_bytes` when its
-objectives have `int8_accuracy` or `int8_size`, else `val_accuracy` and `compressed_bytes`;
-latency is `latency_ms` with a `latency` objective, else `int8_latency_ms`.
+Accuracy and size are the study's own: `int8_val_accuracy` when its objectives have
+`int8_accuracy`, else `val_accuracy`; the size its size objective minimises (`int8_size`:
+`int8_gzip_bytes`, `int8_file_size`: `int8_bytes`), else `compressed_bytes`; latency is `latency_ms` with a `latency` objective, else `int8_latency_ms`.
 
 * `--max-latency MS` first keeps only the trials at most that slow; then
 * `--min-accuracy A`: the smallest model whose accuracy is at least A; ties go to the
@@ -23,11 +23,15 @@ import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial
 
+from sweep.config import OBJECTIVES
 from sweep.errors import SweepError
 from sweep.pareto import completed_trials, losses, pareto_trials, trial_table
 
 if TYPE_CHECKING:
     from sweep.config import ConstraintsConfig
+
+
+INT8_SIZE_OBJECTIVES = ("int8_size", "int8_file_size")
 
 
 class NoTrialMatches(SweepError):
@@ -37,7 +41,7 @@ class NoTrialMatches(SweepError):
 def selection_metrics(objectives: Sequence[str]) -> tuple[str, str, str]:
     """The (accuracy, size, latency) metrics a selection reads for a study's objectives."""
     accuracy = "int8_val_accuracy" if "int8_accuracy" in objectives else "val_accuracy"
-    size = "int8_bytes" if "int8_size" in objectives else "compressed_bytes"
+    size = next((OBJECTIVES[o][0] for o in INT8_SIZE_OBJECTIVES if o in objectives), "compressed_bytes")
     latency = "latency_ms" if "latency" in objectives else "int8_latency_ms"
     return accuracy, size, latency
 

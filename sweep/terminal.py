@@ -62,6 +62,8 @@ def rerun_table(result: RerunResult) -> Table:
 
 def rerun_warnings(result: RerunResult) -> list[str]:
     """What a rerun's user must know: a tolerance, differences, how to load a sparse int8 file."""
+    from sweep.rerun import SPARSE_INT8_NOTE, SPARSE_INT8_NOTE_FILE
+
     warnings = []
     if result.tolerance:
         warnings.append(f"the study trains with train.deterministic: false, so a rerun is compared within "
@@ -70,9 +72,7 @@ def rerun_warnings(result: RerunResult) -> list[str]:
         warnings.append(f"[red]warning:[/] the rerun differs in {', '.join(result.differences)} "
                         f"(another machine, TensorFlow version or thread settings?)")
     if result.reproduced.get("int8_xnnpack") == 0.0:
-        warnings.append("model_int8.tflite stores its pruned tensors sparse (the smaller file); LiteRT's XNNPack "
-                        "delegate refuses that, so load it with experimental_op_resolver_type="
-                        "OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES (int8_latency_ms was measured that way)")
+        warnings.append(f"{SPARSE_INT8_NOTE} (also in {SPARSE_INT8_NOTE_FILE})")
     return warnings
 
 

@@ -3,8 +3,9 @@ LiteRT's interpreter (`ai_edge_litert`; `tf.lite.Interpreter` is deprecated sinc
 
 The int8 file is the one a microcontroller or phone build deploys: int8 weights and
 activations, int8 input and output, calibrated on `CALIBRATION_EXAMPLES` training
-examples drawn with a fixed seed, with the converter's sparsity encoding where that makes
-the file smaller (`smaller`). Its accuracy is measured by running the file
+examples drawn with a fixed seed, and stored dense unless the study asks for the converter's
+sparse encoding (`shipped`): LiteRT's default XNNPack delegate refuses a sparse int8
+fully-connected layer, so a default interpreter cannot load such a file. Its accuracy is measured by running the file
 on every validation and test example. Latency is the median (and 90th percentile) wall
 time of one `invoke` on one example, one thread, with LiteRT's default XNNPack delegate
 where it takes the file (`Runner`), after a warm-up.
@@ -16,11 +17,15 @@ import statistics
 import time
 import warnings
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from sweep._tf import keras, mlir_sparsify, quiet_native_stderr, tf
 from sweep.data import Split
+
+if TYPE_CHECKING:
+    from sweep.config import Int8Storage
 
 CALIBRATION_EXAMPLES = 100
 CALIBRATION_SEED = 0
@@ -62,12 +67,14 @@ def sparse_encoded(content: bytes) -> bytes:
         return mlir_sparsify(content)
 
 
-def smaller(dense: bytes, encoded: bytes) -> bytes:
-    """The int8 file to ship: the sparse encoding where it is smaller. LiteRT's XNNPack
-    delegate refuses a sparse int8 fully-connected layer, so such a file runs on the
-    built-in kernels (slower: `int8_latency_ms` measures it so) and a default interpreter
-    cannot load it (`sweep rerun` says how)."""
-    return encoded if len(encoded) < len(dense) else dense
+def shipped(dense: bytes, encoded: bytes, storage: Int8Storage) -> bytes:
+    """The int8 file to ship, stored as `export.int8_storage` says: dense (every interpreter
+    runs it), sparse (`encoded`), or the smaller of the two. A sparse file runs on LiteRT's
+    built-in kernels only (slower: `int8_latency_ms` measures it so), and a default
+    interpreter cannot load it (`sweep rerun` says how)."""
+    if storage == "smallest":
+        return encoded if len(encoded) < len(dense) else dense
+    return encoded if storage == "sparse" else dense
 
 
 class Runner:

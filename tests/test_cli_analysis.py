@@ -149,14 +149,9 @@ runner = interpreter.get_signature_runner()
 name = list(runner.get_input_details())[0]
 outputs = runner(**{{name: data.test.x}})
 tflite_accuracy = float(np.mean(np.argmax(list(outputs.values())[0], -1) == data.test.y))
-from ai_edge_litert.interpreter import Interpreter, OpResolverType
-try:
-    int8 = Interpreter(model_path="{out / 'model_int8.tflite'}")
-    int8.allocate_tensors()
-except RuntimeError:  # stored sparse: XNNPack refuses it, LiteRT's built-in kernels run it
-    int8 = Interpreter(model_path="{out / 'model_int8.tflite'}",
-                       experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-    int8.allocate_tensors()
+from ai_edge_litert.interpreter import Interpreter
+int8 = Interpreter(model_path="{out / 'model_int8.tflite'}")  # a default interpreter: XNNPack on
+int8.allocate_tensors()
 source, target = int8.get_input_details()[0], int8.get_output_details()[0]
 scale, zero = source["quantization"]
 right = 0

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sweep.config import Span, load_study_config, parse_study_config
-from sweep.errors import ConfigError
+from sweep.errors import ConfigError, UsageError
 
 
 def test_name_alone_gives_the_documented_defaults() -> None:
@@ -78,7 +78,7 @@ BAD_STUDIES = [
     ({"name": "x", "search": {"schedule": "linear"}}, "search.schedule: unknown schedule 'linear'"),
     ({"name": "x", "search": {"schedule": []}}, "search.schedule: expected a schedule name or a list of them"),
     ({"name": "x", "objectives": ["accuracy", "accuracy"]}, "objectives: lists an objective twice"),
-    ({"name": "x", "objectives": ["speed"]}, "objectives.0: Input should be 'accuracy', 'compressed_size', 'sparsity', 'int8_accuracy', 'int8_size', 'latency' or 'int8_latency', got 'speed'"),
+    ({"name": "x", "objectives": ["speed"]}, "objectives.0: Input should be 'accuracy', 'compressed_size', 'sparsity', 'int8_accuracy', 'int8_size', 'int8_file_size', 'latency' or 'int8_latency', got 'speed'"),
     ({"name": "x", "objectives": []}, "objectives: List should have at least 1 item"),
     ({"name": "x", "sampler": "cmaes"}, "sampler: Input should be 'tpe', 'nsga2', 'gp' or 'random', got 'cmaes'"),
     ({"name": "x", "constraints": {"min_accuracy": 1.5}}, "constraints.min_accuracy: Input should be less than or equal to 1"),
@@ -233,6 +233,38 @@ def test_a_study_stored_before_model_start_existed_keeps_training_from_scratch()
     chosen = parse_study_config({"name": "old", "model": {"start": "baseline"}})
     assert inherit_stored_values(chosen, stored).model.start == "baseline"  # then refused as a change
     assert inherit_stored_values(unchanged_file, None).model.start == "baseline"  # a new study
+
+
+def test_a_study_stored_before_export_existed_keeps_its_int8_file_and_objective() -> None:
+    from sweep.config import inherit_stored_values, parse_stored_config
+    from sweep.resume import check_compatible
+
+    raw = {"name": "old", "objectives": ["int8_accuracy", "int8_size"]}
+    stored = parse_study_config(raw).model_dump(mode="json")
+    del stored["export"]  # as an older sweep stored it: int8_size minimised the smaller file's bytes
+    read = parse_stored_config(stored, source="stored")
+    assert (read.export.int8_storage, read.objectives) == ("smallest", ["int8_accuracy", "int8_file_size"])
+    assert read.objective_metrics == ["int8_val_accuracy", "int8_bytes"]
+    resumed = inherit_stored_values(parse_study_config(raw), stored)
+    assert resumed.model_dump() == read.model_dump()
+    check_compatible(stored, resumed)
+    changed = inherit_stored_values(parse_study_config({**raw, "export": {"int8_storage": "dense"}}), stored)
+    with pytest.raises(UsageError, match=r"different export \(int8_storage: stored 'smallest', study file 'dense'\)"):
+        check_compatible(stored, changed)
+    new = parse_study_config(raw)  # a new study: the dense file, its gzip minimised
+    assert (new.export.int8_storage, new.objective_metrics) == ("dense", ["int8_val_accuracy", "int8_gzip_bytes"])
+    assert inherit_stored_values(new, None) is new
+
+
+def test_int8_file_size_of_a_dense_int8_file_is_refused_with_the_fix() -> None:
+    with pytest.raises(ConfigError) as raised:
+        parse_study_config({"name": "x", "objectives": ["accuracy", "int8_file_size"]})
+    assert str(raised.value) == (
+        "study: objectives: int8_file_size is the same for every trial with export.int8_storage: dense (a dense "
+        "file's size does not shrink with pruning); minimise int8_size (its gzip), or set export.int8_storage: sparse")
+    sparse = parse_study_config({"name": "x", "objectives": ["accuracy", "int8_file_size"],
+                                 "export": {"int8_storage": "sparse"}})
+    assert sparse.objective_metrics == ["val_accuracy", "int8_bytes"]
 
 
 def test_a_stored_study_is_read_even_if_its_files_moved(tmp_path: Path) -> None:

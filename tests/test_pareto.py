@@ -144,14 +144,14 @@ def test_three_objective_hypervolume_of_what_ships_equals_brute_force(seed: int)
     from sweep.pareto import hypervolume, pareto_front
 
     rng = np.random.default_rng(seed)
-    baseline = {"int8_val_accuracy": 0.97, "int8_bytes": 40000.0, "int8_latency_ms": 0.01}
+    baseline = {"int8_val_accuracy": 0.97, "int8_gzip_bytes": 40000.0, "int8_latency_ms": 0.01}
     table = pd.DataFrame({
         "trial": range(12), "val_accuracy": rng.uniform(0.5, 1, 12), "int8_val_accuracy": rng.uniform(0.5, 1, 12),
-        "int8_bytes": rng.uniform(5000, 50000, 12), "int8_latency_ms": rng.uniform(0.002, 0.015, 12),
+        "int8_gzip_bytes": rng.uniform(5000, 50000, 12), "int8_latency_ms": rng.uniform(0.002, 0.015, 12),
     })
     objectives = ["int8_accuracy", "int8_size", "int8_latency"]
     # losses in the unit box: -accuracy, size and latency relative to the dense baseline (reference 1)
-    losses = np.stack([-table["int8_val_accuracy"], table["int8_bytes"] / 40000, table["int8_latency_ms"] / 0.01], 1)
+    losses = np.stack([-table["int8_val_accuracy"], table["int8_gzip_bytes"] / 40000, table["int8_latency_ms"] / 0.01], 1)
     reference = np.array([0.0, 1.0, 1.0])
     inside = losses[np.all(losses < reference, axis=1)]
     assert hypervolume(table, objectives, baseline) == pytest.approx(exact_dominated_volume(inside, reference))

@@ -8,8 +8,8 @@ import pytest
 
 from sweep.config import parse_study_config
 from sweep.data import load_dataset
-from sweep.measure import measure
-from sweep.tflite import Runner
+from sweep.measure import gzip_size, measure
+from sweep.tflite import Runner, sparse_encoded
 from sweep.training import train
 
 pytestmark = pytest.mark.integration  # TensorFlow in this process
@@ -46,12 +46,28 @@ def interpreter_accuracy(content: bytes, x: np.ndarray, y: np.ndarray) -> float:
     return float(np.mean(np.array(predictions) == y))
 
 
+def zeroed(model, sparsity: float):  # type: ignore[no-untyped-def]
+    """A copy of `model` with the smallest `sparsity` of each kernel zeroed, as magnitude pruning does."""
+    from sweep._tf import keras
+
+    copy = keras.models.clone_model(model)
+    for layer, source in zip(copy.layers, model.layers, strict=True):
+        weights = source.get_weights()
+        if weights and weights[0].ndim > 1:
+            kernel = weights[0]
+            weights[0] = np.where(np.abs(kernel) < np.quantile(np.abs(kernel), sparsity), 0, kernel)
+        layer.set_weights(weights)
+    return copy
+
+
 def test_the_int8_file_is_measured_as_it_runs(trained) -> None:  # type: ignore[no-untyped-def]
     files: dict[str, bytes] = {}
     metrics = measure(trained, DATA, files=files)
     quantized = files["model_int8.tflite"]
     assert metrics["int8_bytes"] == len(quantized) < metrics["tflite_bytes"] / 2  # int8 weights
-    assert Runner(quantized).xnnpack == bool(metrics["int8_xnnpack"])
+    assert metrics["int8_gzip_bytes"] == gzip_size(quantized)
+    assert Runner(quantized).xnnpack and metrics["int8_xnnpack"] == 1.0  # stored dense: XNNPack takes it
+    assert metrics["int8_sparse_bytes"] == len(sparse_encoded(quantized))
     assert metrics["int8_val_accuracy"] == interpreter_accuracy(quantized, DATA.val.x, DATA.val.y)
     assert metrics["int8_test_accuracy"] == interpreter_accuracy(quantized, DATA.test.x, DATA.test.y)
     assert abs(metrics["int8_val_accuracy"] - metrics["val_accuracy"]) < 0.05  # calibrated, not broken
@@ -60,26 +76,41 @@ def test_the_int8_file_is_measured_as_it_runs(trained) -> None:  # type: ignore[
 
 
 def test_the_int8_file_shrinks_with_sparsity(trained) -> None:  # type: ignore[no-untyped-def]
-    from sweep._tf import keras
-    from sweep.measure import gzip_size
-    from sweep.tflite import int8_tflite, sparse_encoded
+    from sweep.tflite import int8_tflite
 
-    files = []
-    for sparsity in (0.0, 0.5, 0.9):
-        model = keras.models.clone_model(trained)
-        for layer, source in zip(model.layers, trained.layers, strict=True):
-            weights = source.get_weights()
-            if weights and weights[0].ndim > 1:  # kernels: zero the smallest, as magnitude pruning does
-                kernel = weights[0]
-                weights[0] = np.where(np.abs(kernel) < np.quantile(np.abs(kernel), sparsity), 0, kernel)
-            layer.set_weights(weights)
-        files.append(int8_tflite(model, DATA.train))
+    files = [int8_tflite(zeroed(trained, sparsity), DATA.train) for sparsity in (0.0, 0.5, 0.9)]
     gzipped, encoded = [gzip_size(f) for f in files], [sparse_encoded(f) for f in files]
     assert gzipped[0] > gzipped[1] > gzipped[2], gzipped  # the zeros compress
     # The sparse encoding pays for its indices only at high sparsity, and XNNPack refuses it
     # for int8 Dense layers: such a file runs on LiteRT's built-in kernels only.
     assert len(encoded[1]) > len(files[1]) and len(encoded[2]) < len(files[2]) / 1.8
     assert not Runner(encoded[2]).xnnpack and Runner(files[2]).xnnpack
+
+
+@pytest.mark.parametrize("storage", ["dense", "sparse", "smallest"])
+def test_the_int8_file_is_stored_as_the_study_says_and_measured_as_stored(trained, storage: str) -> None:  # type: ignore[no-untyped-def]
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    from sweep.tflite import int8_tflite
+
+    model = zeroed(trained, 0.9)
+    files: dict[str, bytes] = {}
+    metrics = measure(model, DATA, files=files, int8_storage=storage)  # type: ignore[arg-type]
+    dense = int8_tflite(model, DATA.train)
+    encoded = sparse_encoded(dense)
+    assert len(encoded) < len(dense)  # at 90% zeros the sparse encoding is the smaller file
+    shipped = files["model_int8.tflite"]
+    assert shipped == (dense if storage == "dense" else encoded)
+    assert (metrics["int8_bytes"], metrics["int8_gzip_bytes"], metrics["int8_sparse_bytes"]) == (
+        len(shipped), gzip_size(shipped), len(encoded))
+    assert metrics["int8_xnnpack"] == (1.0 if storage == "dense" else 0.0)
+    if storage != "dense":  # what the rerun's note says: LiteRT's built-in kernels run it
+        with pytest.raises(RuntimeError, match="delegate"):
+            Interpreter(model_content=shipped).allocate_tensors()
+        builtin = Interpreter(model_content=shipped,
+                              experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+        builtin.allocate_tensors()
+    assert metrics["int8_val_accuracy"] == interpreter_accuracy(shipped, DATA.val.x, DATA.val.y)
 
 
 @pytest.mark.slow
@@ -102,9 +133,9 @@ def test_a_three_objective_study_on_what_ships_and_every_objective_combination(t
     pareto = run_sweep("pareto", "ships.yaml", "--format", "json", "--plot", "front.png", cwd=tmp_path)
     assert pareto.returncode == 0, pareto.stderr
     report = json.loads(pareto.stdout)
-    # 0 is possible: a file smaller than the dense one is sparse-encoded, and so slower
+    # 0 is possible: a pruned int8 file is no faster than the dense model's
     assert 0 <= report["hypervolume"] <= 1 and report["trials"]
-    assert "int8_bytes" in report["reference_point"] and "int8_latency_ms" in report["reference_point"]
+    assert "int8_gzip_bytes" in report["reference_point"] and "int8_latency_ms" in report["reference_point"]
     fastest = min(t["int8_latency_ms"] for t in report["trials"])
     chosen = run_sweep("best", "ships.yaml", "--max-latency", str(fastest), "--format", "json", cwd=tmp_path)
     assert chosen.returncode == 0, chosen.stderr
@@ -112,7 +143,7 @@ def test_a_three_objective_study_on_what_ships_and_every_objective_combination(t
     text, outputs = run_notebook(tmp_path, "ships", tmp_path / "executed.ipynb", max_latency=fastest)
     assert f"chosen trial: {json.loads(chosen.stdout)['trial']} (latency_ms <= {fastest})" in text
     front_html = next(o["data"]["text/html"] for o in outputs if "text/html" in o.get("data", {}))
-    assert "int8_bytes" in "".join(front_html) and "int8_latency_ms" in "".join(front_html)
+    assert "int8_gzip_bytes" in "".join(front_html) and "int8_latency_ms" in "".join(front_html)
     report_run = run_sweep("report", "ships.yaml", "--output", "report", cwd=tmp_path)
     assert report_run.returncode == 0, report_run.stderr[-3000:]
     assert "int8_latency_ms" in (tmp_path / "report" / "report.html").read_text()
@@ -131,3 +162,30 @@ def test_a_three_objective_study_on_what_ships_and_every_objective_combination(t
             assert not front.empty, objectives
             assert 0 <= hypervolume(table, objectives, baseline) <= 1, objectives
             assert select_trial(front, objectives) in set(front["trial"]), objectives
+
+
+@pytest.mark.slow
+def test_a_sparse_int8_file_is_exported_only_when_asked_and_with_a_note_on_loading_it(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    from sweep.rerun import SPARSE_INT8_NOTE, SPARSE_INT8_NOTE_FILE
+
+    from conftest import run_sweep, write_study
+
+    write_study(tmp_path, name="flash", n_trials=1, train={"epochs": 1}, export={"int8_storage": "sparse"},
+                search={"schedule": "constant", "final_sparsity": 0.9, "begin_step": 0.0, "end_step": 0.5},
+                objectives=["accuracy", "int8_file_size"])
+    assert (result := run_sweep("run", "flash.yaml", cwd=tmp_path)).returncode == 0, result.stderr[-3000:]
+    rerun = run_sweep("rerun", "flash.yaml", "--best", "--output", "out", cwd=tmp_path)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert " ".join(SPARSE_INT8_NOTE.split()[:8]) in " ".join((rerun.stdout + rerun.stderr).split())
+    assert (tmp_path / "out" / SPARSE_INT8_NOTE_FILE).read_text() == SPARSE_INT8_NOTE + "\n"
+    shipped = (tmp_path / "out" / "model_int8.tflite").read_bytes()
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())["reproduced"]
+    assert metrics["int8_bytes"] == len(shipped) == metrics["int8_sparse_bytes"]
+    with pytest.raises(RuntimeError, match="delegate"):
+        Interpreter(model_content=shipped).allocate_tensors()
+    Interpreter(model_content=shipped,
+                experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES).allocate_tensors()

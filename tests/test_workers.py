@@ -111,12 +111,14 @@ def test_max_failures_is_a_fraction_of_the_trials_wanted_or_a_count(value: str, 
 
 
 def test_a_study_stored_before_a_key_existed_resumes_with_its_default() -> None:
-    from sweep.config import parse_study_config
+    from sweep.config import inherit_stored_values, parse_study_config
     from sweep.resume import check_compatible
 
     config = parse_study_config({"name": "x"})
     stored = config.model_dump(mode="json")
     del stored["model"]["prune"]  # as stored by sweep before model.prune existed
+    del stored["export"]
+    config = inherit_stored_values(config, stored)  # as `sweep run` does
     check_compatible(stored, config)
     stored["model"]["builder"] = "mlp"
     with pytest.raises(Exception, match="already exists with a different model"):

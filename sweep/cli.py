@@ -508,6 +508,8 @@ def ui(
     With a study (file or --study NAME): the URLs of its runs and of its saved "Pareto
     front" view (the front's runs, with accuracy and size as columns).
     Ctrl-C, SIGTERM and SIGHUP stop the whole server, its workers and job runners too.
+    A tracking server (http:// or https://) serves its own UI: its pages are printed, read
+    with MLflow's login (MLFLOW_TRACKING_USERNAME, MLFLOW_TRACKING_PASSWORD).
 
     Example: sweep ui studies/quickstart.yaml --port 5001
     """
@@ -519,15 +521,23 @@ def ui(
     from sweep.stores import tracking_uri as resolve_tracking_uri
 
     uri = resolve_tracking_uri(tracking_uri)
-    if not uri.startswith(("sqlite:", "postgresql", "mysql", "file:", "/")) and "://" in uri:
-        raise UsageError(f"--tracking-uri: {mask_password(uri)} is a server already; open it in a browser")
-    require_tracking_store(uri)  # the server would create a store a mistyped URI names
-    pages = {"": browser_url(host, port)}
+    server = uri.startswith(("http://", "https://"))
+    require_tracking_store(uri)  # a local server would create a store a mistyped URI names
+    # a tracking server serves its own UI, whose pages we print (a browser asks for the password)
+    base = mask_password(uri).replace(":***@", "@").rstrip("/") if server else browser_url(host, port)
+    pages = {"": base}
     if study_file is not None or study_name is not None:
         from sweep.tracking import Tracker
 
         name = _study_name(study_file, study_name)
-        pages = Tracker(uri, name, create=False, read_only=True).ui_pages(browser_url(host, port))
+        pages = Tracker(uri, name, create=False, read_only=True).ui_pages(base)
+    if server:
+        [(first, url), *more] = pages.items()
+        stdout.print(f"MLflow UI of the tracking server: open {url}  {first and f'({first}) '}(log in as an MLflow "
+                     "user)", highlight=False, soft_wrap=True)
+        for name, url in more:
+            stdout.print(f"  {name}: {url}", highlight=False, soft_wrap=True)
+        return
     if port_in_use(host, port):
         raise UsageError(f"--port: port {port} on {host} is already in use; pass another --port")
     [(first, url), *more] = pages.items()
@@ -600,5 +610,7 @@ def main() -> None:
             raise
         from rich.markup import escape  # messages quote ranges like [low, high]: not markup
 
-        stderr.print(f"[red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
+        from sweep.stores import mask_passwords_in
+
+        stderr.print(f"[red]error:[/] {escape(mask_passwords_in(str(error)))}", highlight=False, soft_wrap=True)
         sys.exit(error.exit_code)

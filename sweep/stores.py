@@ -79,8 +79,11 @@ def require_storage(url: str) -> None:
 def require_tracking_store(uri: str) -> None:
     """For commands that read a study's runs: a `UsageError` if a local tracking store is
     not there, or is another database (opening it would create one, or run MLflow's
-    migrations in that one)."""
+    migrations in that one), or if a tracking server cannot be read with MLflow's login."""
     fix = "pass the --tracking-uri (or MLFLOW_TRACKING_URI) that `sweep run` used"
+    if uri.startswith(("http://", "https://")):
+        check_tracking(uri)
+        return
     if not local_store_exists(uri):
         raise UsageError(f"no MLflow tracking store at {mask_password(uri)}; {fix}")
     _require_table(uri, "experiments", "an MLflow tracking store", fix)
@@ -246,38 +249,57 @@ def check_tracking(uri: str) -> None:
     """Reach the MLflow tracking store without writing to it."""
     fix = "--tracking-uri or MLFLOW_TRACKING_URI"
     if uri.startswith(("http://", "https://")):
-        import base64
-        import http.client
-        import urllib.error
-        import urllib.parse
-        import urllib.request
-
-        # urllib takes no user:password in a URL (MLflow's client does): send it as a header
-        scheme, _, rest = uri.partition("://")
-        userinfo, at, host = rest.rpartition("@")
-        try:
-            request = urllib.request.Request(f"{scheme}://{host if at else rest}".rstrip("/") + "/health")
-            if at:
-                credentials = base64.b64encode(urllib.parse.unquote(userinfo).encode()).decode()
-                request.add_header("Authorization", f"Basic {credentials}")
-            with urllib.request.urlopen(request, timeout=10) as response:
-                response.read()
-        except (ValueError, http.client.InvalidURL):  # their messages quote pieces of the URL: never shown
-            raise UsageError(
-                f"the MLflow tracking URI {mask_password(uri)} is not a valid URL; percent-encode "
-                f"# / ? @ : in its user and password (%23 %2F %3F %40 %3A) or fix {fix}"
-            ) from None
-        except (OSError, http.client.HTTPException) as error:
-            answered = isinstance(error, urllib.error.HTTPError)  # e.g. a wrong password: no use waiting
-            raise (UsageError if answered else Unreachable)(
-                f"cannot reach the MLflow tracking server {mask_password(uri)}: {error_summary(error)}; "
-                f"start it or fix {fix}"
-            ) from None
+        _check_tracking_server(uri, fix)
     elif uri.startswith("file:") or "://" not in uri:
         folder = Path(uri.removeprefix("file://").removeprefix("file:")).expanduser()
         _check_folder(folder if folder.exists() else folder.parent, uri, fix)
     else:
         _check_database(uri, what="MLflow tracking store", fix=fix)
+
+
+# What PostgreSQL's and MySQL's drivers say of a wrong or missing password
+LOGIN_REFUSED = ("password authentication failed", "no password supplied", "Access denied for user")
+# Gateways and proxies answer these while the server behind them starts: worth waiting for.
+STARTING_STATUSES = (502, 503, 504)
+
+
+def _check_tracking_server(uri: str, fix: str) -> None:
+    """One read (an experiment search) with the credentials MLflow's client would send
+    (MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD or MLFLOW_TRACKING_TOKEN, else
+    ~/.mlflow/credentials): a server that refuses them says so at once; `/health` would not
+    tell, since MLflow's basic-auth app leaves it open."""
+    import requests
+    from mlflow.utils.credentials import get_default_host_creds
+    from mlflow.utils.rest_utils import http_request
+
+    try:
+        requests.Request("GET", uri).prepare()
+    except (requests.RequestException, ValueError):  # their messages quote pieces of the URL: never shown
+        raise UsageError(
+            f"the MLflow tracking URI {mask_password(uri)} is not a valid URL; percent-encode "
+            f"# / ? @ : in its user and password (%23 %2F %3F %40 %3A) or fix {fix}"
+        ) from None
+    credentials = get_default_host_creds(uri)
+    try:
+        response = http_request(credentials, "/api/2.0/mlflow/experiments/search", "GET",
+                                params={"max_results": 1}, max_retries=0, timeout=10, raise_on_status=False)
+    except Exception as error:  # requests' connection errors, wrapped by MLflow and urllib3
+        while error.__cause__ is not None or error.__context__ is not None:  # the socket's own reason
+            error = error.__cause__ or error.__context__  # type: ignore[assignment]
+        raise Unreachable(f"cannot reach the MLflow tracking server {mask_password(uri)}: "
+                          f"{error_summary(error)}; start it or fix {fix}") from None
+    if response.status_code in (401, 403):
+        given = credentials.username or credentials.token or mask_password(uri) != uri
+        raise UsageError(
+            f"the MLflow tracking server {mask_password(uri)} "
+            f"{'refused the login given' if given else 'needs a login'} (HTTP {response.status_code}); "
+            f"set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to an MLflow user's"
+        )
+    if response.status_code != 200:
+        raise (Unreachable if response.status_code in STARTING_STATUSES else UsageError)(
+            f"the MLflow tracking server {mask_password(uri)} answered HTTP {response.status_code} "
+            f"{response.reason}; start it or fix {fix}"
+        )
 
 
 def _check_database(url: str, what: str, fix: str) -> None:
@@ -302,8 +324,12 @@ def _check_database(url: str, what: str, fix: str) -> None:
             pass
         engine.dispose()
     except Exception as error:  # sqlalchemy and its drivers raise many kinds
+        summary = error_summary(error)
+        if any(sign in summary for sign in LOGIN_REFUSED):  # the server answered: no use waiting
+            raise UsageError(f"the {what} {mask_password(url)} refused the login ({summary}); fix the user or "
+                             f"password in {fix} (or PGPASSWORD, ~/.pgpass)") from None
         raise Unreachable(
-            f"cannot reach the {what} {mask_password(url)}: {error_summary(error)}; "
+            f"cannot reach the {what} {mask_password(url)}: {summary}; "
             f"check {fix} and that the database is running"
         ) from None
 
@@ -547,6 +573,16 @@ def error_summary(error: BaseException) -> str:
 _URL_PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^\s:/@]*):[^\s@]*@")
 
 
+# Environment variables whose values are secrets: the credentials MLflow's client and libpq read
+SECRET_VARIABLES = ("MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN", "PGPASSWORD")
+MIN_MASKED_LENGTH = 4  # a shorter value would mask pieces of ordinary words
+
+
 def mask_passwords_in(text: str) -> str:
-    """Every `scheme://user:password@` in free text (an error message) as `scheme://user:***@`."""
-    return _URL_PASSWORD.sub(r"\1:***@", text)
+    """Every `scheme://user:password@` in free text (an error message) as `scheme://user:***@`,
+    and the value of every `SECRET_VARIABLES` set, as `***`."""
+    text = _URL_PASSWORD.sub(r"\1:***@", text)
+    for name in SECRET_VARIABLES:
+        if len(value := os.environ.get(name, "")) >= MIN_MASKED_LENGTH:
+            text = text.replace(value, "***")
+    return text

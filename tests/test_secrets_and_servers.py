@@ -138,31 +138,122 @@ def test_check_stores_does_not_wait_on_a_wrong_url(tmp_path: Path) -> None:
     assert not isinstance(raised.value, Unreachable) and time.monotonic() - started < 10
 
 
-@pytest.mark.integration
-def test_check_stores_goes_on_once_the_tracking_server_answers(tmp_path: Path) -> None:
+SEARCH = "/api/2.0/mlflow/experiments/search"  # what the check reads: `/health` needs no login
+
+
+@contextlib.contextmanager
+def tracking_server(status: Callable[[str, str | None], int], port: int | None = None, delay: float = 0
+                    ) -> Iterator[str]:
+    """A stand-in MLflow server on `port` (started after `delay` s) that answers a GET of a
+    path, with the Authorization header given, with the status `status` returns."""
     import http.server
     import threading
 
-    class Health(http.server.BaseHTTPRequestHandler):
+    class Answer(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            self.send_response(200 if self.path == "/health" else 404)
+            self.send_response(status(self.path.partition("?")[0], self.headers.get("Authorization")))
             self.end_headers()
+            self.wfile.write(b"{}")
 
         def log_message(self, *args: object) -> None:
             pass
 
-    port = free_port()
-    server = http.server.HTTPServer(("127.0.0.1", port), Health, bind_and_activate=False)
-    starting = threading.Timer(2, lambda: (server.server_bind(), server.server_activate(), server.serve_forever()))
+    port = port or free_port()
+    server = http.server.HTTPServer(("127.0.0.1", port), Answer, bind_and_activate=False)
+    starting = threading.Timer(delay, lambda: (server.server_bind(), server.server_activate(), server.serve_forever()))
     starting.start()
     try:
-        started = time.monotonic()
-        check_stores(f"sqlite:///{tmp_path / 'sweep.db'}", f"http://127.0.0.1:{port}", wait=60)
-        assert 2 <= time.monotonic() - started < 30
+        yield f"http://127.0.0.1:{port}"
     finally:
         server.shutdown()
         starting.join()
         server.server_close()
+
+
+@pytest.mark.integration  # a local HTTP server
+def test_check_stores_goes_on_once_the_tracking_server_answers(tmp_path: Path) -> None:
+    with tracking_server(lambda path, login: 200 if path == SEARCH else 404, delay=2) as url:
+        started = time.monotonic()
+        check_stores(f"sqlite:///{tmp_path / 'sweep.db'}", url, wait=60)
+        assert 2 <= time.monotonic() - started < 30
+
+
+def basic(user: str, password: str) -> str:
+    import base64
+
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+@pytest.mark.integration  # a local HTTP server
+def test_a_tracking_server_login_from_the_environment_is_sent_and_a_missing_or_wrong_one_is_one_line_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.mlflow/credentials
+    right = basic("sweep", "s3cret-login")
+    with tracking_server(lambda path, login: 200 if login == right else 401) as url:
+        storage = f"sqlite:///{tmp_path / 'sweep.db'}"
+        started = time.monotonic()
+        with pytest.raises(UsageError) as missing:
+            check_stores(storage, url, wait=60)
+        assert str(missing.value) == (f"the MLflow tracking server {url} needs a login (HTTP 401); set "
+                                      "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to an MLflow user's")
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "sweep")
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "wrong-login")
+        with pytest.raises(UsageError, match=r"refused the login given \(HTTP 401\)") as refused:
+            check_stores(storage, url, wait=60)
+        assert not isinstance(refused.value, Unreachable) and time.monotonic() - started < 20  # no waiting
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "s3cret-login")
+        check_stores(storage, url, wait=60)
+
+
+@pytest.mark.integration  # a local HTTP server
+def test_a_tracking_server_that_answers_503_is_waited_for_and_any_other_error_is_not(tmp_path: Path) -> None:
+    with tracking_server(lambda path, login: 503) as url, pytest.raises(Unreachable, match="HTTP 503"):
+        check_tracking(url)
+    with tracking_server(lambda path, login: 404) as url, pytest.raises(UsageError, match="HTTP 404") as other:
+        check_tracking(url)
+    assert not isinstance(other.value, Unreachable)
+
+
+def test_a_refused_database_login_fails_at_once_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sqlalchemy
+
+    def refuse(*args: object, **kwargs: object) -> object:
+        raise sqlalchemy.exc.OperationalError("connect", {}, Exception(
+            'connection failed: FATAL:  password authentication failed for user "sweep"'))
+
+    monkeypatch.setattr(sqlalchemy, "create_engine", refuse)
+    with pytest.raises(UsageError) as refused:
+        check_stores("postgresql://sweep:s3cret@db.example/optuna", "sqlite:///mlflow.db", wait=60)
+    assert not isinstance(refused.value, Unreachable)
+    assert str(refused.value) == (
+        'the Optuna storage postgresql://sweep:***@db.example/optuna refused the login (connection failed: FATAL:  '
+        'password authentication failed for user "sweep"); fix the user or password in --storage or '
+        'SWEEP_STORAGE (or PGPASSWORD, ~/.pgpass)')
+
+
+def test_secret_variables_are_masked_in_every_error_sweep_prints(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import sweep.cli
+    from sweep.stores import mask_passwords_in
+
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "hunter2-mlflow")
+    monkeypatch.setenv("PGPASSWORD", "pg-s3cret")
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", "abc")  # too short to mask: it would garble words
+    text = "login hunter2-mlflow refused; pg-s3cret wrong at postgresql://u:pw@db/x; abc"
+    assert mask_passwords_in(text) == "login *** refused; *** wrong at postgresql://u:***@db/x; abc"
+
+    def fail() -> None:
+        raise UsageError("the server said: bad login 'hunter2-mlflow'")
+
+    monkeypatch.setattr(sweep.cli, "app", fail)
+    with pytest.raises(SystemExit) as exited:
+        sweep.cli.main()
+    assert exited.value.code == 2
+    assert capsys.readouterr().err.strip() == "error: the server said: bad login '***'"
 
 
 @pytest.mark.slow
@@ -378,27 +469,9 @@ def test_dashboard_without_optuna_dashboard_names_the_extra_and_writes_nothing(
 @pytest.mark.integration  # a local HTTP server
 def test_check_tracking_sends_a_urls_user_and_password_as_basic_auth() -> None:
     """MLflow's client accepts http://user:password@host; so must the reachability check."""
-    import base64
-    import http.server
-    import threading
-
-    expected = "Basic " + base64.b64encode(b"u:s3cr#et").decode()
-
-    class Health(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200 if self.headers.get("Authorization") == expected else 401)
-            self.end_headers()
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.HTTPServer(("127.0.0.1", 0), Health)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        port = server.server_address[1]
-        check_tracking(f"http://u:s3cr%23et@127.0.0.1:{port}")  # percent-encoded, as in a URL
+    with tracking_server(lambda path, login: 200 if login == basic("u", "s3cr#et") else 401) as url:
+        host = url.removeprefix("http://")
+        check_tracking(f"http://u:s3cr%23et@{host}")  # percent-encoded, as in a URL
         with pytest.raises(UsageError) as refused:
-            check_tracking(f"http://u:wrong@127.0.0.1:{port}")
+            check_tracking(f"http://u:wrong@{host}")
         assert "wrong" not in str(refused.value) and "u:***@" in str(refused.value)
-    finally:
-        server.shutdown()

@@ -1,8 +1,12 @@
 #!/bin/sh
-# First start: a cluster whose superuser is $POSTGRES_USER with $POSTGRES_PASSWORD (password
-# logins from other containers), the database $POSTGRES_DB, then the init scripts. Every start:
-# PostgreSQL in the foreground, listening on all of the container's addresses.
+# First start: a cluster whose superuser is $POSTGRES_USER with $POSTGRES_PASSWORD, or the
+# content of the file $POSTGRES_PASSWORD_FILE names (password logins from other containers), the
+# database $POSTGRES_DB, then the init scripts. Every start: PostgreSQL in the foreground,
+# listening on all of the container's addresses.
 set -eu
+if [ -n "${POSTGRES_PASSWORD_FILE:-}" ]; then
+    POSTGRES_PASSWORD=$(cat "$POSTGRES_PASSWORD_FILE")
+fi
 if [ ! -s "$PGDATA/PG_VERSION" ]; then
     : "${POSTGRES_PASSWORD:?set POSTGRES_PASSWORD}" "${POSTGRES_USER:=postgres}" "${POSTGRES_DB:=$POSTGRES_USER}"
     password_file=$(mktemp)

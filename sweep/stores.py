@@ -269,8 +269,6 @@ def _check_tracking_server(uri: str, fix: str) -> None:
     ~/.mlflow/credentials): a server that refuses them says so at once; `/health` would not
     tell, since MLflow's basic-auth app leaves it open."""
     import requests
-    from mlflow.utils.credentials import get_default_host_creds
-    from mlflow.utils.rest_utils import http_request
 
     try:
         requests.Request("GET", uri).prepare()
@@ -279,6 +277,9 @@ def _check_tracking_server(uri: str, fix: str) -> None:
             f"the MLflow tracking URI {mask_password(uri)} is not a valid URL; percent-encode "
             f"# / ? @ : in its user and password (%23 %2F %3F %40 %3A) or fix {fix}"
         ) from None
+    from mlflow.utils.credentials import get_default_host_creds
+    from mlflow.utils.rest_utils import http_request
+
     credentials = get_default_host_creds(uri)
     try:
         response = http_request(credentials, "/api/2.0/mlflow/experiments/search", "GET",

@@ -475,3 +475,65 @@ def test_check_tracking_sends_a_urls_user_and_password_as_basic_auth() -> None:
         with pytest.raises(UsageError) as refused:
             check_tracking(f"http://u:wrong@{host}")
         assert "wrong" not in str(refused.value) and "u:***@" in str(refused.value)
+
+
+@pytest.fixture
+def tls_postgres() -> Iterator[str]:
+    """A PostgreSQL cluster of its own that serves TLS only (a self-signed certificate), run
+    as the `postgres` user: the URL of its `postgres` database, user `postgres`."""
+    import glob
+    import pwd
+    import shutil
+
+    binaries = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
+    if not binaries or shutil.which("openssl") is None:
+        if os.environ.get("SWEEP_TEST_POSTGRES"):
+            pytest.fail("PostgreSQL's server binaries or openssl are missing")
+        pytest.skip("needs PostgreSQL's server binaries (apt install postgresql) and openssl")
+    import tempfile
+
+    user = pwd.getpwnam("postgres")
+    data = Path(tempfile.mkdtemp(prefix="sweep-tls-postgres-"))  # pytest's folders are private to root
+    os.chown(data, user.pw_uid, user.pw_gid)
+
+    def as_postgres(*args: str) -> None:
+        command = [f"{binaries[-1]}/{args[0]}", *args[1:]]
+        if os.geteuid() == 0:
+            command = ["runuser", "-u", "postgres", "--", *command]
+        subprocess.run(command, check=True, capture_output=True, timeout=120)
+
+    as_postgres("initdb", "-D", str(data), "-U", "postgres", "--auth=trust")
+    subprocess.run(["openssl", "req", "-new", "-x509", "-days", "1", "-nodes", "-subj", "/CN=127.0.0.1",
+                    "-keyout", str(data / "server.key"), "-out", str(data / "server.crt")],
+                   check=True, capture_output=True, timeout=60)
+    for name in ("server.key", "server.crt"):
+        os.chown(data / name, user.pw_uid, user.pw_gid)
+    (data / "server.key").chmod(0o600)
+    port = free_port()
+    with (data / "postgresql.conf").open("a") as conf:
+        conf.write(f"port = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{data}'\n"
+                   "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n")
+    (data / "pg_hba.conf").write_text("local all all trust\nhostssl all all 127.0.0.1/32 trust\n")
+    as_postgres("pg_ctl", "-D", str(data), "-w", "-l", str(data / "log"), "start")
+    try:
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        as_postgres("pg_ctl", "-D", str(data), "-m", "immediate", "stop")
+        shutil.rmtree(data)
+
+
+@pytest.mark.integration  # a PostgreSQL server and a subprocess
+def test_a_tls_connection_to_postgresql_works_once_tensorflow_is_loaded(tls_postgres: str) -> None:
+    """A `--jobs` worker loads TensorFlow before it connects; psycopg's libssl, loaded after
+    TensorFlow, aborted it at its first TLS connection ("free(): invalid pointer")."""
+    import sys
+
+    url = f"{tls_postgres}?sslmode=require"
+    connect = subprocess.run([sys.executable, "-c", f"""
+from sweep._tf import tf
+import sqlalchemy
+with sqlalchemy.create_engine({url!r}).connect() as db:
+    print(db.exec_driver_sql("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()").scalar())
+"""], capture_output=True, text=True, timeout=300, check=False)
+    assert connect.returncode == 0, connect.stderr[-2000:]
+    assert connect.stdout.split() == ["True"]

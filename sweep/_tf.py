@@ -17,7 +17,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 # psycopg's libpq brings its own OpenSSL. Loaded after TensorFlow, its first TLS connection to
 # PostgreSQL (`sslmode=require`, or the default `prefer` on a server with TLS) aborts the process
-# with "free(): invalid pointer"; loaded first, it works (tests/test_scale_out.py).
+# with "free(): invalid pointer"; loaded first, it works (tests/test_secrets_and_servers.py).
 with contextlib.suppress(ImportError):
     import psycopg  # noqa: F401
 

@@ -160,7 +160,14 @@ def tracking_server(status: Callable[[str, str | None], int], port: int | None =
 
     port = port or free_port()
     server = http.server.HTTPServer(("127.0.0.1", port), Answer, bind_and_activate=False)
-    starting = threading.Timer(delay, lambda: (server.server_bind(), server.server_activate(), server.serve_forever()))
+
+    def start() -> None:
+        server.server_bind()
+        server.server_activate()
+
+    if not delay:
+        start()  # listening before the test's first request
+    starting = threading.Timer(delay, lambda: (delay and start(), server.serve_forever()))
     starting.start()
     try:
         yield f"http://127.0.0.1:{port}"

@@ -206,6 +206,8 @@ def pareto(
         raise UsageError(f"--plot: use a .png or .html file name, got {plot.name!r}")
     opened = _open_study(study_file, study_name, storage, tracking_uri)
     study, config, tracker = opened.study, opened.config, opened.tracker
+    if plot is not None:
+        tracker.follow_copied_project()  # the plot is logged: into a copied project's own mlruns/
     results = from_study(study, config)
     front_trials = pareto_trials(study)
     frame = trial_table(front_trials)
@@ -398,6 +400,7 @@ def report(
         raise UsageError("--output: give a folder for the report, e.g. --output report/")
     opened = _open_study(study_file, study_name, storage, tracking_uri)
     study, config, tracker = opened.study, opened.config, opened.tracker
+    tracker.follow_copied_project()  # the report is logged: into a copied project's own mlruns/
     store = tracker.local_artifact_store()
     if store is not None and (store == output.resolve() or output.resolve() in store.parents):
         raise UsageError(f"--output: {output} holds the study's MLflow artifact store {store}; "

@@ -96,8 +96,8 @@ class Tracker:
 
     def follow_copied_project(self) -> None:
         """Before a command reads or writes the study's artifacts (`sweep run`, `rerun`,
-        `doctor --repair`): in a copied or moved project, point them at the copy's own
-        `mlruns/` (`stores.follow_copied_artifacts`), saying so once."""
+        `doctor --repair`, `pareto --plot`, `report`): in a copied or moved project, point
+        them at the copy's own `mlruns/` (`stores.follow_copied_artifacts`), saying so once."""
         moved_from = follow_copied_artifacts(self.tracking_uri, self.experiment_id)
         if moved_from:
             print(f"note: the MLflow store {mask_password(self.tracking_uri)} was copied or moved: the study's "

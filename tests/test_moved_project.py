@@ -114,6 +114,7 @@ def complete_trials(folder: Path) -> int:
 @pytest.mark.slow
 def test_a_copied_project_resumes_and_reruns_from_its_own_files(project: Path) -> None:
     copy = shutil.copytree(project, project.with_name("b"))
+    reader = shutil.copytree(project, project.with_name("c"))  # only analysed, after the original is gone
 
     resumed = run_sweep("run", "moved.yaml", "--n-trials", "1", cwd=copy)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -141,6 +142,13 @@ def test_a_copied_project_resumes_and_reruns_from_its_own_files(project: Path) -
     assert "study 'moved' was run on different data: data.loader" in refused.stderr
     assert "now returns other data" in refused.stderr
     assert complete_trials(copy) == 3
+
+    # The commands that log artifacts log them into the copy's own store, first of all.
+    for command in (("pareto", "moved.yaml", "--plot", "front.png"), ("report", "moved.yaml", "--output", "report")):
+        analysed = run_sweep(*command, cwd=reader)
+        assert analysed.returncode == 0, analysed.stderr[-3000:]
+    assert {path.name for path in (reader / "mlruns").rglob("*") if path.parent.name in ("plots", "report")} >= {
+        "front.png", "report.html"}
     assert not project.exists()  # nothing was written to the original's folder
 
 

@@ -540,9 +540,9 @@ class StudyConfig(_Strict):
     @model_validator(mode="after")
     def _int8_file_size_needs_sparse_storage(self) -> StudyConfig:
         if "int8_file_size" in self.objectives and self.export.int8_storage == "dense":
-            raise _field_error("objectives", "int8_file_size is the same for every trial with export.int8_storage: "
-                             "dense (a dense file's size does not shrink with pruning); minimise int8_size "
-                             "(its gzip), or set export.int8_storage: sparse")
+            raise _field_error("objectives", "int8_file_size is the same for every trial with "
+                               "export.int8_storage: dense (a dense file's size does not shrink with pruning); "
+                               "minimise int8_size (its gzip), or set export.int8_storage: sparse")
         return self
 
     @model_validator(mode="after")

@@ -76,8 +76,8 @@ def keras_h5_bytes(model: keras.Model) -> bytes:
         return path.read_bytes()
 
 
-INT8_METRICS = ("int8_bytes", "int8_gzip_bytes", "int8_sparse_bytes", "int8_val_accuracy", "int8_test_accuracy", "int8_latency_ms",
-                "int8_latency_p90_ms", "int8_xnnpack")
+INT8_METRICS = ("int8_bytes", "int8_gzip_bytes", "int8_sparse_bytes", "int8_val_accuracy", "int8_test_accuracy",
+                "int8_latency_ms", "int8_latency_p90_ms", "int8_xnnpack")
 
 
 def measure(

@@ -36,7 +36,8 @@ from sweep.tracking import Tracker
 # Compared between the original trial and its rerun: exactly, but latency (wall time) and
 # studies without op determinism within a tolerance.
 COMPARED = ("val_accuracy", "sparsity", "compressed_bytes", "test_accuracy", "tflite_gzip_bytes",
-            "int8_val_accuracy", "int8_test_accuracy", "int8_bytes", "int8_gzip_bytes", "latency_ms", "int8_latency_ms")
+            "int8_val_accuracy", "int8_test_accuracy", "int8_bytes", "int8_gzip_bytes", "latency_ms",
+            "int8_latency_ms")
 TIMED = ("latency_ms", "int8_latency_ms")
 LATENCY_TOLERANCE = 0.5  # relative: the same file's median invoke time varies this much between runs
 TFLITE_ACCURACY_TOLERANCE = 0.01  # absolute, model.tflite's against the Keras model's

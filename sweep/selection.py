@@ -2,7 +2,8 @@
 
 Accuracy and size are the study's own: `int8_val_accuracy` when its objectives have
 `int8_accuracy`, else `val_accuracy`; the size its size objective minimises (`int8_size`:
-`int8_gzip_bytes`, `int8_file_size`: `int8_bytes`), else `compressed_bytes`; latency is `latency_ms` with a `latency` objective, else `int8_latency_ms`.
+`int8_gzip_bytes`, `int8_file_size`: `int8_bytes`), else `compressed_bytes`; latency is
+`latency_ms` with a `latency` objective, else `int8_latency_ms`.
 
 * `--max-latency MS` first keeps only the trials at most that slow; then
 * `--min-accuracy A`: the smallest model whose accuracy is at least A; ties go to the

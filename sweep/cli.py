@@ -520,11 +520,11 @@ def ui(
 
     from sweep.errors import UsageError
     from sweep.servers import browser_url, port_in_use, serve
-    from sweep.stores import mask_password, require_tracking_store
+    from sweep.stores import is_tracking_server, mask_password, require_tracking_store
     from sweep.stores import tracking_uri as resolve_tracking_uri
 
     uri = resolve_tracking_uri(tracking_uri)
-    server = uri.startswith(("http://", "https://"))
+    server = is_tracking_server(uri)
     require_tracking_store(uri)  # a local server would create a store a mistyped URI names
     # a tracking server serves its own UI, whose pages we print (a browser asks for the password)
     base = mask_password(uri).replace(":***@", "@").rstrip("/") if server else browser_url(host, port)
@@ -535,22 +535,22 @@ def ui(
         name = _study_name(study_file, study_name)
         pages = Tracker(uri, name, create=False, read_only=True).ui_pages(base)
     if server:
-        [(first, url), *more] = pages.items()
-        stdout.print(f"MLflow UI of the tracking server: open {url}  {first and f'({first}) '}(log in as an MLflow "
-                     "user)", highlight=False, soft_wrap=True)
-        for name, url in more:
-            stdout.print(f"  {name}: {url}", highlight=False, soft_wrap=True)
+        _print_pages(stdout, "MLflow UI of the tracking server", pages, "log in as an MLflow user")
         return
     if port_in_use(host, port):
         raise UsageError(f"--port: port {port} on {host} is already in use; pass another --port")
-    [(first, url), *more] = pages.items()
-    stderr.print(f"MLflow UI for {mask_password(uri)}: open {url}  {first and f'({first}) '}(Ctrl-C stops it)",
-                 highlight=False, soft_wrap=True)  # a URL is one line, to copy whole
-    for name, url in more:
-        stderr.print(f"  {name}: {url}", highlight=False, soft_wrap=True)
+    _print_pages(stderr, f"MLflow UI for {mask_password(uri)}", pages, "Ctrl-C stops it")
     # The store URI (password and all) goes in the environment: a command line is public in `ps`.
     env = {**os.environ, "MLFLOW_BACKEND_STORE_URI": uri}
     sys.exit(serve([sys.executable, "-m", "mlflow", "ui", "--host", host, "--port", str(port)], env))
+
+
+def _print_pages(console: Console, title: str, pages: dict[str, str], hint: str) -> None:
+    """The first page on the title's line, the others below it; a URL is one line, to copy whole."""
+    [(first, url), *more] = pages.items()
+    console.print(f"{title}: open {url}  {first and f'({first}) '}({hint})", highlight=False, soft_wrap=True)
+    for name, url in more:
+        console.print(f"  {name}: {url}", highlight=False, soft_wrap=True)
 
 
 @app.command()

@@ -12,7 +12,8 @@ COLUMNS = {
     "trial": "trial", "schedule": "schedule", "pattern": "pattern", "policy": "policy", "allocation": "allocation",
     "val_accuracy": "val acc", "test_accuracy": "test acc", "sparsity": "sparsity", "compressed_bytes": "gzip bytes",
     "compression_ratio": "ratio", "tflite_gzip_bytes": "tflite gzip", "int8_val_accuracy": "int8 acc",
-    "int8_bytes": "int8 bytes", "int8_gzip_bytes": "int8 gzip", "latency_ms": "latency µs", "int8_latency_ms": "int8 µs", "mlflow_run_id": "mlflow run",
+    "int8_bytes": "int8 bytes", "int8_gzip_bytes": "int8 gzip", "latency_ms": "latency µs", "int8_latency_ms": "int8 µs",
+    "mlflow_run_id": "mlflow run",
 }
 PARAMETER_COLUMNS = ("trial", "schedule", "pattern", "policy", "allocation", "mlflow_run_id")
 METRIC_COLUMNS = tuple(c for c in COLUMNS if c not in PARAMETER_COLUMNS)

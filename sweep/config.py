@@ -16,7 +16,7 @@ import importlib.util
 import math
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -653,6 +653,10 @@ def _stored_before_export(study: dict[str, Any]) -> bool:
     return "export" not in study
 
 
+def _renamed_before_export(objectives: Sequence[str]) -> list[str]:
+    return [RENAMED_BEFORE_EXPORT.get(o, o) for o in objectives]
+
+
 def parse_stored_config(raw: Any, source: str, folder: Path = Path(".")) -> StudyConfig:
     """A study file as `sweep run` stored it, read with the values it ran with, its paths
     resolved against `folder` (the study file's: a copied project uses its own files).
@@ -661,10 +665,11 @@ def parse_stored_config(raw: Any, source: str, folder: Path = Path(".")) -> Stud
     if isinstance(raw, dict):
         raw = {**raw}
         if _stored_before_export(raw) and isinstance(raw.get("objectives"), list):
-            raw["objectives"] = [RENAMED_BEFORE_EXPORT.get(o, o) for o in raw["objectives"]]
+            raw["objectives"] = _renamed_before_export(raw["objectives"])
         for (section, key), value in STORED_BEFORE.items():
-            if isinstance(raw.get(section, {}), dict) and key not in raw.get(section, {}):
-                raw[section] = {**raw.get(section, {}), key: value}
+            part = raw.get(section, {})  # a section added since is missing whole
+            if isinstance(part, dict) and key not in part:
+                raw[section] = {**part, key: value}
     return parse_study_config(raw, base_dir=folder, source=source, check_files=False)
 
 
@@ -676,13 +681,11 @@ def inherit_stored_values(config: StudyConfig, stored: Any) -> StudyConfig:
     if not isinstance(stored, dict):
         return config
     if _stored_before_export(stored) and "int8_storage" not in config.export.model_fields_set:
-        config = config.model_copy(update={"objectives": [RENAMED_BEFORE_EXPORT.get(o, o) for o in config.objectives]})
+        config = config.model_copy(update={"objectives": _renamed_before_export(config.objectives)})
     for (section, key), value in STORED_BEFORE.items():
-        part = getattr(config, section)
-        if not isinstance(stored.get(section, {}), dict) or key in stored.get(section, {}) \
-                or key in part.model_fields_set:
-            continue
-        config = config.model_copy(update={section: part.model_copy(update={key: value})})
+        part, stored_part = getattr(config, section), stored.get(section, {})
+        if isinstance(stored_part, dict) and key not in stored_part and key not in part.model_fields_set:
+            config = config.model_copy(update={section: part.model_copy(update={key: value})})
     return config
 
 

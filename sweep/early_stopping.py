@@ -10,10 +10,10 @@ asynchronous successive halving ordered by non-dominated sorting):
   (its sparsity, and so its size, is final from then on) up to the last but one, a trial
   records the objectives training shows: validation accuracy (for `accuracy` and
   `int8_accuracy`) and the pruning masks' sparsity (for `sparsity`, `compressed_size`,
-  `int8_size` and `int8_file_size`, which shrink as it grows). The record goes into the trial's user attributes
-  (`RUNGS`, by epoch), through the storage, so every worker, machine and resumed run
-  compares against the same values. Latency is known only once the model is converted: a
-  study with a latency objective is never stopped early.
+  `int8_size` and `int8_file_size`, which shrink as it grows). The record goes into the
+  trial's user attributes (`RUNGS`, by epoch), through the storage, so every worker,
+  machine and resumed run compares against the same values. Latency is known only once the
+  model is converted: a study with a latency objective is never stopped early.
 * **Rungs.** A trial is judged twice: after the epoch in which its pruning window ends and
   halfway through the epochs left (never after the last epoch, where stopping saves
   nothing), each time against the other trials' records after the same number of epochs

@@ -76,12 +76,17 @@ def require_storage(url: str) -> None:
     _require_table(url, "studies", "an Optuna storage", "pass the --storage (or SWEEP_STORAGE) that `sweep run` used")
 
 
+def is_tracking_server(uri: str) -> bool:
+    """An MLflow tracking server (its REST API), not a store sweep opens itself."""
+    return uri.startswith(("http://", "https://"))
+
+
 def require_tracking_store(uri: str) -> None:
     """For commands that read a study's runs: a `UsageError` if a local tracking store is
     not there, or is another database (opening it would create one, or run MLflow's
     migrations in that one), or if a tracking server cannot be read with MLflow's login."""
     fix = "pass the --tracking-uri (or MLFLOW_TRACKING_URI) that `sweep run` used"
-    if uri.startswith(("http://", "https://")):
+    if is_tracking_server(uri):
         check_tracking(uri)
         return
     if not local_store_exists(uri):
@@ -248,7 +253,7 @@ def check_storage(url: str) -> None:
 def check_tracking(uri: str) -> None:
     """Reach the MLflow tracking store without writing to it."""
     fix = "--tracking-uri or MLFLOW_TRACKING_URI"
-    if uri.startswith(("http://", "https://")):
+    if is_tracking_server(uri):
         _check_tracking_server(uri, fix)
     elif uri.startswith("file:") or "://" not in uri:
         folder = Path(uri.removeprefix("file://").removeprefix("file:")).expanduser()

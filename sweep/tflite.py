@@ -6,9 +6,9 @@ activations, int8 input and output, calibrated on `CALIBRATION_EXAMPLES` trainin
 examples drawn with a fixed seed, and stored dense unless the study asks for the converter's
 sparse encoding (`shipped`): LiteRT's default XNNPack delegate refuses a sparse int8
 fully-connected layer, so a default interpreter cannot load such a file. Its accuracy is
-measured by running the file on every validation and test example. Latency is the median (and 90th percentile) wall
-time of one `invoke` on one example, one thread, with LiteRT's default XNNPack delegate
-where it takes the file (`Runner`), after a warm-up.
+measured by running the file on every validation and test example. Latency is the median
+(and 90th percentile) wall time of one `invoke` on one example, one thread, with LiteRT's
+default XNNPack delegate where it takes the file (`Runner`), after a warm-up.
 """
 
 from __future__ import annotations

@@ -8,7 +8,9 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 import yaml
 
@@ -53,6 +55,21 @@ def _unit_guard(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(socket.socket, "listen", refuse("started a server"))
     yield
     assert "tensorflow" not in sys.modules, "a unit test imported TensorFlow; mark it integration or slow"
+
+
+def interpreter_accuracy(interpreter: Any, x: np.ndarray, y: np.ndarray) -> float:
+    """A TFLite file's accuracy in `interpreter` (allocated), written out here independently of
+    sweep: one example per invoke, as on a device; int8 inputs quantized with the file's scale."""
+    (source,), (target,) = interpreter.get_input_details(), interpreter.get_output_details()
+    right = 0
+    for example, label in zip(x, y, strict=True):
+        if source["dtype"] == np.int8:
+            scale, zero_point = source["quantization"]
+            example = np.clip(np.round(example / scale + zero_point), -128, 127)
+        interpreter.set_tensor(source["index"], example[np.newaxis].astype(source["dtype"]))
+        interpreter.invoke()
+        right += int(np.argmax(interpreter.get_tensor(target["index"])[0]) == label)
+    return right / len(y)
 
 
 def write_study(folder: Path, **overrides: object) -> Path:

@@ -17,7 +17,7 @@ import pytest
 
 from sweep.config import StudyConfig, parse_study_config
 
-from conftest import REPO
+from conftest import REPO, interpreter_accuracy
 
 pytestmark = pytest.mark.slow  # a trial's training and measurement per model
 
@@ -100,20 +100,6 @@ def default_interpreters(content: bytes) -> dict[str, Any]:
     return interpreters
 
 
-def accuracy(interpreter: Any, x: np.ndarray, y: np.ndarray) -> float:
-    """One example per invoke, as on a device; int8 inputs quantized with the file's scale."""
-    (source,), (target,) = interpreter.get_input_details(), interpreter.get_output_details()
-    right = 0
-    for example, label in zip(x, y, strict=True):
-        if source["dtype"] == np.int8:
-            scale, zero_point = source["quantization"]
-            example = np.clip(np.round(example / scale + zero_point), -128, 127)
-        interpreter.set_tensor(source["index"], example[np.newaxis].astype(source["dtype"]))
-        interpreter.invoke()
-        right += int(np.argmax(interpreter.get_tensor(target["index"])[0]) == label)
-    return right / len(y)
-
-
 @pytest.mark.parametrize("name", ["cnn", "mlp", "pretrained", "mobilenet_v2"])
 def test_both_files_of_a_pruned_trial_run_in_default_interpreters_with_the_accuracy_it_logged(
     name: str, tmp_path: Path
@@ -127,7 +113,7 @@ def test_both_files_of_a_pruned_trial_run_in_default_interpreters_with_the_accur
         for runtime, interpreter in default_interpreters(files[file]).items():
             for split in ("val", "test"):
                 x, y = (np.concatenate(arrays) for arrays in zip(*getattr(dataset, split).batches(256), strict=True))
-                measured = accuracy(interpreter, x, y)
+                measured = interpreter_accuracy(interpreter, x, y)
                 if file == "model_int8.tflite":  # measured by running this very file
                     assert measured == metrics[f"int8_{split}_accuracy"], (runtime, split)
                 else:  # float kernels round unlike Keras: a near-tie may flip

@@ -12,6 +12,8 @@ from sweep.measure import gzip_size, measure
 from sweep.tflite import Runner, sparse_encoded
 from sweep.training import train
 
+from conftest import interpreter_accuracy
+
 pytestmark = pytest.mark.integration  # TensorFlow in this process
 
 CONFIG = parse_study_config({"name": "t", "model": {"builder": "cnn"}, "train": {"epochs": 3, "batch_size": 64}})
@@ -23,8 +25,8 @@ def trained():  # type: ignore[no-untyped-def]
     return train(DATA, CONFIG, 0).model
 
 
-def interpreter_accuracy(content: bytes, x: np.ndarray, y: np.ndarray) -> float:
-    """The int8 file run as a deployment would, written out here independently of sweep."""
+def file_accuracy(content: bytes, x: np.ndarray, y: np.ndarray) -> float:
+    """The int8 file run as a deployment would (`conftest.interpreter_accuracy`)."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     try:
@@ -36,14 +38,7 @@ def interpreter_accuracy(content: bytes, x: np.ndarray, y: np.ndarray) -> float:
         interpreter.allocate_tensors()
     (source,), (target,) = interpreter.get_input_details(), interpreter.get_output_details()
     assert source["dtype"] == target["dtype"] == np.int8  # int8 in, int8 out
-    scale, zero_point = source["quantization"]
-    predictions = []
-    for example in x:
-        interpreter.set_tensor(source["index"], np.clip(np.round(example / scale + zero_point), -128, 127)
-                               .astype(np.int8)[None])
-        interpreter.invoke()
-        predictions.append(np.argmax(interpreter.get_tensor(target["index"])[0]))
-    return float(np.mean(np.array(predictions) == y))
+    return interpreter_accuracy(interpreter, x, y)
 
 
 def zeroed(model, sparsity: float):  # type: ignore[no-untyped-def]
@@ -68,8 +63,8 @@ def test_the_int8_file_is_measured_as_it_runs(trained) -> None:  # type: ignore[
     assert metrics["int8_gzip_bytes"] == gzip_size(quantized)
     assert Runner(quantized).xnnpack and metrics["int8_xnnpack"] == 1.0  # stored dense: XNNPack takes it
     assert metrics["int8_sparse_bytes"] == len(sparse_encoded(quantized))
-    assert metrics["int8_val_accuracy"] == interpreter_accuracy(quantized, DATA.val.x, DATA.val.y)
-    assert metrics["int8_test_accuracy"] == interpreter_accuracy(quantized, DATA.test.x, DATA.test.y)
+    assert metrics["int8_val_accuracy"] == file_accuracy(quantized, DATA.val.x, DATA.val.y)
+    assert metrics["int8_test_accuracy"] == file_accuracy(quantized, DATA.test.x, DATA.test.y)
     assert abs(metrics["int8_val_accuracy"] - metrics["val_accuracy"]) < 0.05  # calibrated, not broken
     for name in ("latency", "int8_latency"):
         assert 0 < metrics[f"{name}_ms"] <= metrics[f"{name}_p90_ms"] < 50
@@ -110,7 +105,7 @@ def test_the_int8_file_is_stored_as_the_study_says_and_measured_as_stored(traine
         builtin = Interpreter(model_content=shipped,
                               experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
         builtin.allocate_tensors()
-    assert metrics["int8_val_accuracy"] == interpreter_accuracy(shipped, DATA.val.x, DATA.val.y)
+    assert metrics["int8_val_accuracy"] == file_accuracy(shipped, DATA.val.x, DATA.val.y)
 
 
 @pytest.mark.slow

@@ -37,7 +37,7 @@ STUDIES = {
 def run_arm(folder: Path, study: str, seed: int, early: bool) -> dict[str, Any]:
     from optuna.trial import TrialState
 
-    from sweep.pareto import hypervolume, trial_table
+    from sweep.results.pareto import hypervolume, trial_table
 
     name = f"{study}-{'on' if early else 'off'}-{seed}"
     path = study_file(folder, name, seed=seed, early_stopping=early, model={"builder": "cnn"}, **STUDIES[study])

@@ -26,12 +26,12 @@ ROUNDS = 7
 
 
 def main() -> None:
-    from sweep.config import parse_study_config
-    from sweep.data import load_dataset
-    from sweep.evaluate import train_and_measure
-    from sweep.measure import gzip_size
-    from sweep.schedule_plan import trial_plan
-    from sweep.tflite import Runner, sparse_encoded
+    from sweep.config.schema import parse_study_config
+    from sweep.data.datasets import load_dataset
+    from sweep.modeling.measure import gzip_size
+    from sweep.modeling.tflite import Runner, sparse_encoded
+    from sweep.modeling.train_and_measure import train_and_measure
+    from sweep.search.trial_plan import trial_plan
 
     results = []
     for sparsity in SPARSITIES:

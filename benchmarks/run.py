@@ -179,7 +179,7 @@ def startup(work: Path) -> dict:
 
 
 def sample_efficiency(work: Path, seeds: list[int], trials: int) -> dict:
-    from sweep.pareto import hypervolume, trial_table
+    from sweep.results.pareto import hypervolume, trial_table
 
     results: dict[str, dict[int, list[float]]] = {}
     for sampler in ("tpe", "random"):
@@ -204,7 +204,7 @@ def start_comparison(work: Path, seeds: list[int], trials: int) -> dict:
     """The quickstart study with `model.start: scratch` and `baseline`, seeds interleaved:
     hypervolume, the best test accuracy within 1/3 and 1/6 of the dense model's size, and
     the whole run's wall time (the baseline's training included)."""
-    from sweep.pareto import hypervolume, trial_table
+    from sweep.results.pareto import hypervolume, trial_table
 
     results: dict[str, dict[str, list[float]]] = {}
     for seed in seeds:
@@ -359,7 +359,7 @@ with `gc.get_referrers` chains: tf_keras's optimizer all-reduces gradients acros
 `tf.custom_gradient`, which registers a gradient function per trace in TensorFlow's global gradient
 registry and never removes it; that function's closure holds the traced training graph, so every
 `fit` of a new model pins its whole graph and `clear_session()` cannot free it. sweep trains on one
-device, where that all-reduce is the identity, and skips it (`sweep/training.py`, `_single_device`;
+device, where that all-reduce is the identity, and skips it (`sweep/modeling/training.py`, `_single_device`;
 trial results are unchanged, see section 1). A worker also turns Python's automatic garbage
 collection off and collects once at the end of each trial (the "gc" phase in section 2): a trial's
 only cyclic garbage is its model and graphs (24,689 objects for the quickstart CNN after 2, 8 and 32
@@ -631,7 +631,7 @@ Latin-hypercube start had the highest median after 10 and after 20 trials. After
 did worse than plain TPE; `GPSampler` did a little better than plain TPE but not as well as the
 Latin-hypercube start, and as a default it would make every user install PyTorch (by default a
 CUDA build of several GB on Linux). The Latin-hypercube start is now the default
-(`sweep/space.py`, `start_points`; `tests/test_space.py` checks it fills every stratum).
+(`sweep/search/space.py`, `start_points`; `tests/test_space.py` checks it fills every stratum).
 
 Checked on seeds {', '.join(fresh)}, which were not used to choose it (samplers.py seeds the design from
 the study name there, the default from `seed`; the same design otherwise): after 20 trials the

@@ -8,7 +8,7 @@ section lists them next to the default and random search.
 VARIANT is one of the names in VARIANTS below; `gp` needs PyTorch importable. Variants
 without a start design begin with their sampler's own random trials ("tpe" is plain
 TPESampler). "tpe-lhs" is the start design sweep now uses by default, with its points seeded
-from the study name here; sweep seeds them from the study's `seed` (`sweep.space.start_points`),
+from the study name here; sweep seeds them from the study's `seed` (`sweep.search.space.start_points`),
 and run.py measures that default through the command line.
 """
 
@@ -29,9 +29,9 @@ import numpy as np
 import optuna
 import yaml
 
-from sweep import runner
-from sweep.config import StudyConfig, parse_study_config
-from sweep.pareto import hypervolume, trial_table
+from sweep.config.schema import StudyConfig, parse_study_config
+from sweep.results.pareto import hypervolume, trial_table
+from sweep.study import runner
 
 warnings.filterwarnings("ignore")
 HERE = Path(__file__).resolve().parent

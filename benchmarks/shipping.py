@@ -7,7 +7,7 @@
    `latency`, `int8_convert`, `int8_evaluate`) against the rest of the trial, and how far
    int8 accuracy falls from float accuracy on the Pareto front.
 2. The front's most accurate trial, rerun and exported: its `model.tflite` and
-   `model_int8.tflite` timed 10 times in a row, as `sweep` times them (`sweep.tflite.Runner`).
+   `model_int8.tflite` timed 10 times in a row, as `sweep` times them (`sweep.modeling.tflite.Runner`).
 3. The same study with `--jobs 2` (two workers on the 2 cores): the trials' latencies, by
    kind of file (float; int8 run by XNNPack; int8 stored sparse), against the `--jobs 1` run's.
 Prints JSON; benchmarks/README.md quotes it.
@@ -47,9 +47,9 @@ def main() -> None:
         front = loaded.best_trials
         drops = [t.user_attrs["metrics"]["val_accuracy"] - t.user_attrs["metrics"]["int8_val_accuracy"] for t in front]
 
-        from sweep.config import DataConfig
-        from sweep.data import load_dataset
-        from sweep.tflite import Runner
+        from sweep.config.schema import DataConfig
+        from sweep.data.datasets import load_dataset
+        from sweep.modeling.tflite import Runner
 
         example = load_dataset(DataConfig()).test.first_inputs(1)[0]
         spread = {}

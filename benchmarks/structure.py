@@ -57,9 +57,9 @@ def prune(model: Any, structure: Any, x: np.ndarray, y: np.ndarray, steps: int) 
     """`model` pruned to SPARSITY with `structure` over `steps` batches of (x, y): the
     stripped model and what each layer got."""
     from sweep._tf import keras, tfmot
-    from sweep.config import PruneConfig
-    from sweep.pruning import wrap_for_pruning
-    from sweep.schedule_plan import SchedulePlan
+    from sweep.config.schema import PruneConfig
+    from sweep.modeling.pruning import wrap_for_pruning
+    from sweep.search.trial_plan import SchedulePlan
 
     plan = SchedulePlan("constant", steps, 0, steps - 1, 1, SPARSITY)
     wrapped, layers = wrap_for_pruning(model, PruneConfig(), plan, structure)
@@ -71,7 +71,7 @@ def prune(model: Any, structure: Any, x: np.ndarray, y: np.ndarray, steps: int) 
 
 
 def files(model: Any, train: Any) -> dict[str, bytes]:
-    from sweep.tflite import float_tflite, int8_tflite, sparse_encoded
+    from sweep.modeling.tflite import float_tflite, int8_tflite, sparse_encoded
 
     dense, quantized = float_tflite(model), int8_tflite(model, train)
     return {"float": dense, "float_sparse": sparse_encoded(dense), "int8": quantized, "int8_sparse": sparse_encoded(quantized)}
@@ -79,12 +79,12 @@ def files(model: Any, train: Any) -> dict[str, bytes]:
 
 def patterns() -> dict:
     from sweep._tf import keras
-    from sweep.config import parse_study_config
-    from sweep.data import Split, load_dataset
-    from sweep.measure import accuracy, sparsity
-    from sweep.structure import Structure
-    from sweep.tflite import Runner
-    from sweep.training import train
+    from sweep.config.schema import parse_study_config
+    from sweep.data.datasets import Split, load_dataset
+    from sweep.modeling.measure import accuracy, sparsity
+    from sweep.modeling.tflite import Runner
+    from sweep.modeling.training import train
+    from sweep.search.structure import Structure
 
     config = parse_study_config({**QUICKSTART, "name": "bench"}, source="quickstart")
     digits = load_dataset(config.data)
@@ -134,7 +134,7 @@ def patterns() -> dict:
 def per_layer(seeds: list[int], trials: int) -> dict:
     from optuna.trial import TrialState
 
-    from sweep.pareto import hypervolume, trial_table
+    from sweep.results.pareto import hypervolume, trial_table
 
     raw: dict[str, list[float]] = {"uniform": [], "per_layer": []}
     with tempfile.TemporaryDirectory() as tmp:

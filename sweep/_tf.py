@@ -49,18 +49,18 @@ with quiet_native_stderr():
     import tf_keras as keras
 
     # Not public API (already loaded by the imports above), each used in one place:
-    # the post-conversion pass behind tf.lite.Optimize.EXPERIMENTAL_SPARSITY (sweep.tflite),
+    # the post-conversion pass behind tf.lite.Optimize.EXPERIMENTAL_SPARSITY (sweep.modeling.tflite),
     from tensorflow.lite.python.convert import mlir_sparsify
 
-    # the way back from enable_op_determinism, there since TF 2.9 (sweep.training),
+    # the way back from enable_op_determinism, there since TF 2.9 (sweep.modeling.training),
     from tensorflow.python.framework.config import disable_op_determinism
 
-    # tfmot's table of which layers it prunes and which of their weights (sweep.pruning),
+    # tfmot's table of which layers it prunes and which of their weights (sweep.modeling.pruning),
     from tensorflow_model_optimization.python.core.sparsity.keras.prune_registry import (
         PruneRegistry,
     )
 
-    # and the wrapper class prune_low_magnitude puts around a layer (sweep.training).
+    # and the wrapper class prune_low_magnitude puts around a layer (sweep.modeling.training).
     from tensorflow_model_optimization.python.core.sparsity.keras.pruning_wrapper import (
         PruneLowMagnitude,
     )

@@ -19,8 +19,8 @@ from sweep.errors import SweepError
 if TYPE_CHECKING:  # loaded by the commands that use them: `sweep --help` stays fast
     import optuna
 
-    from sweep.config import StudyConfig
-    from sweep.tracking import Tracker
+    from sweep.config.schema import StudyConfig
+    from sweep.stores.tracking import Tracker
 
 app = typer.Typer(
     help="Find the best way to prune a Keras model: an Optuna search over tfmot pruning "
@@ -93,13 +93,13 @@ def run(
 
     Example: sweep run studies/quickstart.yaml --jobs 2
     """
-    from sweep.config import load_study_config
-    from sweep.stores import storage_url
-    from sweep.stores import tracking_uri as resolve_tracking_uri
+    from sweep.config.schema import load_study_config
+    from sweep.stores.access import storage_url
+    from sweep.stores.access import tracking_uri as resolve_tracking_uri
 
     config = load_study_config(study_file)
-    from sweep.progress import StudyProgress
-    from sweep.runner import RunRequest, run_study
+    from sweep.study.runner import RunRequest, run_study
+    from sweep.ui.progress import StudyProgress
 
     request = RunRequest(
         config=config,
@@ -143,7 +143,7 @@ class _Opened:
 
     @functools.cached_property
     def tracker(self) -> Tracker:
-        from sweep.tracking import Tracker
+        from sweep.stores.tracking import Tracker
 
         return Tracker(self.tracking_uri, self.study.study_name, create=False)
 
@@ -151,9 +151,9 @@ class _Opened:
 def _open_study(study_file: Path | None, study_name: str | None, storage: str | None,
                 tracking_uri: str | None = None) -> _Opened:
     """The study named by a study file or --study NAME; its files are the study file's folder's."""
-    from sweep.resume import stored_study_config
-    from sweep.stores import load_study, storage_url
-    from sweep.stores import tracking_uri as resolve_tracking_uri
+    from sweep.stores.access import load_study, storage_url
+    from sweep.stores.access import tracking_uri as resolve_tracking_uri
+    from sweep.study.resume import stored_study_config
 
     study = load_study(_study_name(study_file, study_name), storage_url(storage))
     config = stored_study_config(study.study_name, study.user_attrs, study_file)
@@ -162,7 +162,7 @@ def _open_study(study_file: Path | None, study_name: str | None, storage: str | 
 
 def _study_name(study_file: Path | None, study_name: str | None) -> str:
     """The name alone: commands that read a study use the study file `sweep run` stored."""
-    from sweep.config import load_study_name
+    from sweep.config.schema import load_study_name
     from sweep.errors import UsageError
 
     if study_file is None and study_name is None:
@@ -196,8 +196,8 @@ def pareto(
     """
     import json
 
-    from sweep.analysis import from_study, front_table
-    from sweep.pareto import pareto_trials, reference_description, trial_table
+    from sweep.results.analysis import from_study, front_table
+    from sweep.results.pareto import pareto_trials, reference_description, trial_table
 
     _check_format(output_format, ("table", "csv", "json"))
     if plot is not None and plot.suffix.lower() not in (".png", ".html"):
@@ -218,7 +218,7 @@ def pareto(
     reference = reference_description(config.objectives, baseline)
 
     if plot is not None:
-        from sweep.plots import pareto_figure, save_figure
+        from sweep.results.plots import pareto_figure, save_figure
 
         title = f"{study.study_name}: {' vs '.join(config.objectives)}"
         figure = pareto_figure(results.trials, frame, baseline, title, config.objectives)
@@ -245,7 +245,7 @@ def pareto(
         if frame.empty:
             stderr.print("no feasible completed trials yet")
         else:
-            from sweep.terminal import trials_table
+            from sweep.ui.terminal import trials_table
 
             stdout.print(trials_table(frame, f"Pareto-optimal trials of {study.study_name}", config.objectives))
         stdout.print(f"hypervolume {volume:.4f} (reference point: {reference}; 1.0 is a perfect model of no size "
@@ -277,9 +277,9 @@ def best(
     """
     import json
 
-    from sweep.columns import METRIC_COLUMNS
-    from sweep.rerun import trial_study_config
-    from sweep.selection import select_from_front
+    from sweep.results.columns import METRIC_COLUMNS
+    from sweep.results.selection import select_from_front
+    from sweep.study.rerun import trial_study_config
 
     _check_format(output_format, ("table", "yaml", "json"))
     opened = _open_study(study_file, study_name, storage)
@@ -299,8 +299,8 @@ def best(
     if output_format == "json":
         sys.stdout.write(json.dumps(details, indent=2) + "\n")
         return
-    from sweep.selection import selection_metrics
-    from sweep.terminal import cell
+    from sweep.results.selection import selection_metrics
+    from sweep.ui.terminal import cell
 
     accuracy, size, latency = selection_metrics(config.objectives)
     how = (f"smallest with {accuracy} >= {min_accuracy}" if min_accuracy is not None
@@ -342,15 +342,15 @@ def rerun(
     Example: sweep rerun studies/quickstart.yaml --best --min-accuracy 0.95 --output exported/
     """
     from sweep.errors import UsageError
-    from sweep.outputs import check_output_folder
-    from sweep.selection import select_from_front
+    from sweep.results.outputs import check_output_folder
+    from sweep.results.selection import select_from_front
 
     if output is None:
         raise UsageError("--output: give a new folder for the exported model, e.g. --output exported/")
     if (trial_number is None) == (not use_best):
         raise UsageError("choose the trial with --trial N or --best (with --min-accuracy/--max-size)")
     check_output_folder(output, "rerun")
-    from sweep.rerun import rerun_trial  # TensorFlow: after the checks
+    from sweep.study.rerun import rerun_trial  # TensorFlow: after the checks
 
     opened = _open_study(study_file, study_name, storage, tracking_uri)
     study, config = opened.study, opened.config
@@ -363,7 +363,7 @@ def rerun(
         trial = matches[0]
     stderr.print(f"rerunning trial {trial.number} of {study.study_name} (seed {trial.user_attrs['seed']})")
     result = rerun_trial(study, trial, config, opened.tracker, output, register=register)
-    from sweep.terminal import rerun_table, rerun_warnings
+    from sweep.ui.terminal import rerun_table, rerun_warnings
 
     stdout.print(rerun_table(result))
     stdout.print(f"exported to {result.output} (mlflow run {result.run_id})", highlight=False)
@@ -391,10 +391,10 @@ def report(
 
     Example: sweep report studies/quickstart.yaml --output report/ --min-accuracy 0.95
     """
-    from sweep.analysis import from_study, write_report
     from sweep.errors import UsageError
-    from sweep.outputs import check_output_folder
-    from sweep.selection import select_from_front
+    from sweep.results.analysis import from_study, write_report
+    from sweep.results.outputs import check_output_folder
+    from sweep.results.selection import select_from_front
 
     if output is None:
         raise UsageError("--output: give a folder for the report, e.g. --output report/")
@@ -433,9 +433,9 @@ def doctor(
 
     Example: sweep doctor studies/quickstart.yaml --repair
     """
-    from sweep.doctor import apply, diagnose, open_for_check
-    from sweep.stores import storage_url
-    from sweep.stores import tracking_uri as resolve_tracking_uri
+    from sweep.stores.access import storage_url
+    from sweep.stores.access import tracking_uri as resolve_tracking_uri
+    from sweep.study.doctor import apply, diagnose, open_for_check
 
     study, tracker, opened = open_for_check(_study_name(study_file, study_name), storage_url(storage),
                                             resolve_tracking_uri(tracking_uri), repair=repair)
@@ -467,7 +467,7 @@ def studies(
     """
     import json
 
-    from sweep.stores import mask_password, storage_url, study_rows
+    from sweep.stores.access import mask_password, storage_url, study_rows
 
     _check_format(output_format, ("table", "csv", "json"))
     rows = study_rows(storage_url(storage))
@@ -484,7 +484,7 @@ def studies(
     from rich import box
     from rich.table import Table
 
-    from sweep.terminal import cell
+    from sweep.ui.terminal import cell
 
     table = Table(box=box.SIMPLE_HEAD, title=f"studies in {mask_password(storage_url(storage))}")
     for column in frame.columns:
@@ -519,9 +519,9 @@ def ui(
     import os
 
     from sweep.errors import UsageError
-    from sweep.servers import browser_url, port_in_use, serve
-    from sweep.stores import is_tracking_server, mask_password, require_tracking_store
-    from sweep.stores import tracking_uri as resolve_tracking_uri
+    from sweep.stores.access import is_tracking_server, mask_password, require_tracking_store
+    from sweep.stores.access import tracking_uri as resolve_tracking_uri
+    from sweep.ui.servers import browser_url, port_in_use, serve
 
     uri = resolve_tracking_uri(tracking_uri)
     server = is_tracking_server(uri)
@@ -530,7 +530,7 @@ def ui(
     base = mask_password(uri).replace(":***@", "@").rstrip("/") if server else browser_url(host, port)
     pages = {"": base}
     if study_file is not None or study_name is not None:
-        from sweep.tracking import Tracker
+        from sweep.stores.tracking import Tracker
 
         name = _study_name(study_file, study_name)
         pages = Tracker(uri, name, create=False, read_only=True).ui_pages(base)
@@ -568,8 +568,14 @@ def dashboard(
     Example: sweep dashboard studies/quickstart.yaml --port 8081
     """
     from sweep.errors import UsageError
-    from sweep.servers import browser_url, port_in_use
-    from sweep.stores import load_study, mask_password, open_storage, require_storage, storage_url
+    from sweep.stores.access import (
+        load_study,
+        mask_password,
+        open_storage,
+        require_storage,
+        storage_url,
+    )
+    from sweep.ui.servers import browser_url, port_in_use
 
     try:
         import optuna_dashboard
@@ -593,13 +599,13 @@ def dashboard(
 
 
 def _print_front(study: optuna.Study) -> None:
-    from sweep.pareto import pareto_trials, trial_table
+    from sweep.results.pareto import pareto_trials, trial_table
 
     frame = trial_table(pareto_trials(study))
     if frame.empty:
         stderr.print("no feasible completed trials yet")
         return
-    from sweep.terminal import trials_table
+    from sweep.ui.terminal import trials_table
 
     stdout.print(trials_table(frame, f"Pareto-optimal trials of {study.study_name}", study.user_attrs.get("objectives", ())))
 
@@ -613,7 +619,7 @@ def main() -> None:
             raise
         from rich.markup import escape  # messages quote ranges like [low, high]: not markup
 
-        from sweep.stores import mask_passwords_in
+        from sweep.stores.access import mask_passwords_in
 
         stderr.print(f"[red]error:[/] {escape(mask_passwords_in(str(error)))}", highlight=False, soft_wrap=True)
         sys.exit(error.exit_code)

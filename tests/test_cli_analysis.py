@@ -18,7 +18,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from sweep.config import load_study_config
+from sweep.config.schema import load_study_config
 
 from conftest import SWEEP, run_sweep, write_study
 
@@ -139,8 +139,8 @@ def test_rerun_reproduces_the_trial_exactly_and_exports_loadable_models(study_di
 import os, sys
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
 import numpy as np, tensorflow as tf, tf_keras
-from sweep.config import DataConfig
-from sweep.data import load_dataset
+from sweep.config.schema import DataConfig
+from sweep.data.datasets import load_dataset
 data = load_dataset(DataConfig())
 model = tf_keras.models.load_model("{out / 'model.keras'}")
 keras_accuracy = float(np.mean(np.argmax(model.predict(data.test.x, verbose=0), -1) == data.test.y))
@@ -188,8 +188,8 @@ print(keras_accuracy, tflite_accuracy, right / len(data.test.y), "tensorflow_mod
 
 
 def load_dataset_x(folder: Path):  # type: ignore[no-untyped-def]
-    from sweep.config import DataConfig
-    from sweep.data import load_dataset
+    from sweep.config.schema import DataConfig
+    from sweep.data.datasets import load_dataset
 
     return load_dataset(DataConfig()).test.x[:3]
 
@@ -304,7 +304,7 @@ def test_report_refuses_an_output_folder_that_holds_the_artifact_store(study_dir
 
 def test_rerun_refuses_a_symlink_as_output(tmp_path: Path) -> None:
     from sweep.errors import UsageError
-    from sweep.outputs import check_output_folder
+    from sweep.results.outputs import check_output_folder
 
     (tmp_path / "empty").mkdir()
     (tmp_path / "link").symlink_to(tmp_path / "empty")
@@ -316,16 +316,16 @@ def test_rerun_refuses_a_symlink_as_output(tmp_path: Path) -> None:
 def test_rerun_whose_output_is_taken_during_training_fails_its_run_and_cleans_up(
     study_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, race: str
 ) -> None:
-    import sweep.measure
+    import sweep.modeling.measure
     from sweep.errors import SweepError
-    from sweep.rerun import rerun_trial
-    from sweep.resume import stored_study_config
-    from sweep.tracking import RERUN_OF, Tracker
+    from sweep.stores.tracking import RERUN_OF, Tracker
+    from sweep.study.rerun import rerun_trial
+    from sweep.study.resume import stored_study_config
 
     study = load(study_dir)
     trial = next(t for t in study.trials if "metrics" in t.user_attrs and t.state.name == "COMPLETE")
     output = tmp_path / "exported"
-    real_tflite_bytes = sweep.measure.float_tflite
+    real_tflite_bytes = sweep.modeling.measure.float_tflite
 
     def take_the_output_first(model):  # type: ignore[no-untyped-def]
         if not os.path.lexists(output):  # someone else creates --output while we train
@@ -337,7 +337,7 @@ def test_rerun_whose_output_is_taken_during_training_fails_its_run_and_cleans_up
                 (output / "theirs.txt").write_text("not ours")
         return real_tflite_bytes(model)
 
-    monkeypatch.setattr(sweep.measure, "float_tflite", take_the_output_first)
+    monkeypatch.setattr(sweep.modeling.measure, "float_tflite", take_the_output_first)
     tracker = Tracker(f"sqlite:///{study_dir / 'mlflow.db'}", "tiny")
     with pytest.raises(SweepError) as raised:
         rerun_trial(study, trial, stored_study_config("tiny", study.user_attrs, study_dir / "tiny.yaml"), tracker, output)

@@ -110,7 +110,7 @@ def test_bad_study_file_exits_2_with_one_line_and_writes_nothing(tmp_path: Path)
 
 
 def test_a_new_tracking_store_is_made_aside_then_moved_into_place_or_deleted(tmp_path: Path) -> None:
-    """`sweep run` creates a new MLflow store while TensorFlow imports (sweep.startup)."""
+    """`sweep run` creates a new MLflow store while TensorFlow imports (sweep.stores.startup)."""
     (tmp_path / "nets.py").write_text("def broken(input_shape, num_classes):\n    raise RuntimeError('no')\n")
     write_study(tmp_path, name="bad", model={"builder": "nets.py:broken"})
     refused = run_sweep("run", "bad.yaml", cwd=tmp_path)

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sweep.config import DataConfig
-from sweep.data import PUBLISHED_SHA256, load_dataset
+from sweep.config.schema import DataConfig
+from sweep.data.datasets import PUBLISHED_SHA256, load_dataset
 from sweep.errors import UsageError
 
 
@@ -306,7 +306,7 @@ def test_download_is_checked_against_the_published_checksum(
     keras_home: Path, file_server: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     served, url = file_server
-    monkeypatch.setattr("sweep.data.KERAS_DATASETS", url)
+    monkeypatch.setattr("sweep.data.datasets.KERAS_DATASETS", url)
     fake_mnist(keras_home).rename(served / "mnist.npz")
     with pytest.raises(UsageError, match=f"the download from {url}mnist.npz is not the published MNIST "
                                          r"archive \(checksum mismatch\)"):
@@ -318,7 +318,7 @@ def test_download_is_checked_against_the_published_checksum(
 
 
 def test_download_without_internet_names_the_fix(keras_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("sweep.data.KERAS_DATASETS", "http://127.0.0.1:9/")  # nothing listens
+    monkeypatch.setattr("sweep.data.datasets.KERAS_DATASETS", "http://127.0.0.1:9/")  # nothing listens
     with pytest.raises(UsageError, match="cannot download .* place the file at .*mnist.npz"):
         load_dataset(DataConfig(dataset="mnist"))
     assert not list((keras_home / "datasets").iterdir())  # no partial file left
@@ -388,8 +388,8 @@ def builders(tmp_path: Path) -> str:
     ],
 )
 def test_builder_that_does_not_fit_the_dataset_is_refused(builders: str, function: str, message: str) -> None:
-    from sweep.config import ModelConfig, SearchConfig
-    from sweep.models import check_model
+    from sweep.config.schema import ModelConfig, SearchConfig
+    from sweep.modeling.models import check_model
 
     with pytest.raises(UsageError) as caught:
         check_model(ModelConfig(builder=f"{builders}:{function}"), SearchConfig(), (8, 8, 1), 10)
@@ -401,7 +401,7 @@ def test_builder_that_does_not_fit_the_dataset_is_refused(builders: str, functio
 @pytest.mark.integration  # TensorFlow in this process
 @pytest.mark.parametrize("builder", ["mlp", "cnn", "ends_in_softmax"])
 def test_builder_with_one_output_per_class_is_accepted(builders: str, builder: str) -> None:
-    from sweep.models import build_model
+    from sweep.modeling.models import build_model
 
     name = f"{builders}:{builder}" if builder == "ends_in_softmax" else builder
     assert build_model(name, (8, 8, 1), 10).output_shape == (None, 10)

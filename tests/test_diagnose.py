@@ -15,11 +15,11 @@ import pytest
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
-from sweep.doctor import apply, diagnose
-from sweep.early_stopping import EARLY_STOPPED
-from sweep.heartbeats import HeartbeatStorage
-from sweep.stores import experimental_api
-from sweep.tracking import TRIAL_NUMBER
+from sweep.search.early_stopping import EARLY_STOPPED
+from sweep.stores.access import experimental_api
+from sweep.stores.heartbeats import HeartbeatStorage
+from sweep.stores.tracking import TRIAL_NUMBER
+from sweep.study.doctor import apply, diagnose
 
 pytestmark = pytest.mark.unit
 

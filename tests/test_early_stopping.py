@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from optuna.trial import FrozenTrial, TrialState, create_trial
 
-from sweep.early_stopping import (
+from sweep.search.early_stopping import (
     EARLY_STOPPED,
     MIN_TRIALS,
     RUNGS,
@@ -97,7 +97,7 @@ def test_a_trial_that_cannot_reach_min_accuracy_stops() -> None:
 def test_dominated_trials_stop_across_two_workers_and_a_resume(tmp_path: Path) -> None:
     import optuna
 
-    from sweep.stores import load_study
+    from sweep.stores.access import load_study
 
     write_study(tmp_path, name="early", n_trials=2, early_stopping=True, train={"epochs": 4},
                 search={"schedule": "constant", "end_step": 0.5, "begin_step": 0.0})

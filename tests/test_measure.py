@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from sweep._tf import keras
-from sweep.data import Dataset, Split
-from sweep.measure import accuracy, gzip_size, keras_h5_bytes, measure, sparsity
-from sweep.tflite import float_tflite
+from sweep.data.datasets import Dataset, Split
+from sweep.modeling.measure import accuracy, gzip_size, keras_h5_bytes, measure, sparsity
+from sweep.modeling.tflite import float_tflite
 
 pytestmark = pytest.mark.integration  # TensorFlow in this process
 

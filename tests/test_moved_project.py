@@ -13,7 +13,7 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from sweep.config import StudyConfig, load_study_config
+from sweep.config.schema import StudyConfig, load_study_config
 from sweep.errors import UsageError
 
 from conftest import REPO, run_sweep, write_study
@@ -32,7 +32,7 @@ def project_folder(folder: Path, study: dict[str, object] = STUDY) -> StudyConfi
 
 
 def test_a_copied_project_is_the_same_study(tmp_path: Path) -> None:
-    from sweep.resume import check_compatible, study_user_attrs
+    from sweep.study.resume import check_compatible, study_user_attrs
 
     original, copy = project_folder(tmp_path / "a"), project_folder(tmp_path / "b")
     stored = study_user_attrs(original)["config"]
@@ -43,7 +43,7 @@ def test_a_copied_project_is_the_same_study(tmp_path: Path) -> None:
 
 
 def test_the_files_a_study_reads_are_the_given_study_files(tmp_path: Path) -> None:
-    from sweep.resume import stored_study_config, study_user_attrs
+    from sweep.study.resume import stored_study_config, study_user_attrs
 
     attrs = study_user_attrs(project_folder(tmp_path / "a"))
     copy = tmp_path / "b" / "study.yaml"  # need not exist: only its folder is used
@@ -56,8 +56,8 @@ def test_the_files_a_study_reads_are_the_given_study_files(tmp_path: Path) -> No
 def test_a_study_stored_with_absolute_paths_resumes_where_it_ran_and_its_fingerprints_decide_elsewhere(
     tmp_path: Path,
 ) -> None:
-    from sweep.inputs import DATA_FINGERPRINT, MODEL_FINGERPRINT, check_same_inputs
-    from sweep.resume import check_compatible
+    from sweep.study.fingerprints import DATA_FINGERPRINT, MODEL_FINGERPRINT, check_same_inputs
+    from sweep.study.resume import check_compatible
 
     original, copy = project_folder(tmp_path / "a"), project_folder(tmp_path / "b")
     stored = original.model_dump(mode="json")  # as sweep stored a study before paths were relative
@@ -74,7 +74,7 @@ def test_a_study_stored_with_absolute_paths_resumes_where_it_ran_and_its_fingerp
 
 
 def test_a_builder_file_is_the_same_relative_to_the_study_file(tmp_path: Path) -> None:
-    from sweep.resume import check_compatible, study_user_attrs
+    from sweep.study.resume import check_compatible, study_user_attrs
 
     built = {"name": "built", "model": {"builder": "net.py:build"}}
     original, copy = project_folder(tmp_path / "a", built), project_folder(tmp_path / "b", built)
@@ -105,7 +105,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def complete_trials(folder: Path) -> int:
-    from sweep.stores import load_study
+    from sweep.stores.access import load_study
 
     study = load_study("moved", f"sqlite:///{folder / 'sweep.db'}")
     return len(study.get_trials(deepcopy=False, states=[TrialState.COMPLETE]))

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sweep.config import parse_study_config
-from sweep.data import load_dataset
+from sweep.config.schema import parse_study_config
+from sweep.data.datasets import load_dataset
 from sweep.errors import UsageError
 
 pytestmark = pytest.mark.integration  # TensorFlow in this process
@@ -52,10 +52,10 @@ def test_a_generator_of_unknown_length_is_counted_and_the_schedule_reaches_its_e
     import optuna
 
     from sweep._tf import tf
-    from sweep.measure import sparsity
-    from sweep.schedule_plan import plan_schedule
-    from sweep.space import suggest_params
-    from sweep.training import train
+    from sweep.modeling.measure import sparsity
+    from sweep.modeling.training import train
+    from sweep.search.space import suggest_params
+    from sweep.search.trial_plan import plan_schedule
 
     config = study(tmp_path, {"loader": "data.py:generator"}, train={"epochs": 2, "batch_size": 60},
                    search={"schedule": "polynomial", "final_sparsity": 0.8, "initial_sparsity": 0.0,
@@ -93,7 +93,7 @@ def test_an_image_folder_of_class_folders(tmp_path: Path) -> None:
     from sklearn.datasets import load_digits
 
     from sweep._tf import tf
-    from sweep.training import train
+    from sweep.modeling.training import train
 
     digits = load_digits()
     for index in range(300):
@@ -177,7 +177,7 @@ CASES = [
 
 @pytest.mark.parametrize(("body", "data", "message"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_a_bad_loader_is_one_line_before_any_write(tmp_path: Path, body: str, data: dict, message: str) -> None:
-    from sweep.runner import RunRequest, run_study
+    from sweep.study.runner import RunRequest, run_study
 
     config = parse_study_config({"name": "bad", "model": {"builder": "mlp"}, "n_trials": 1, "train": {"epochs": 1},
                                  "data": {"loader": loader_file(tmp_path, body), **data}}, base_dir=tmp_path)
@@ -190,7 +190,7 @@ def test_a_bad_loader_is_one_line_before_any_write(tmp_path: Path, body: str, da
 
 def test_a_pretrained_model_with_nothing_to_prune_is_refused_before_any_write(tmp_path: Path) -> None:
     from sweep._tf import keras
-    from sweep.runner import RunRequest, run_study
+    from sweep.study.runner import RunRequest, run_study
 
     keras.Sequential([keras.Input((10,)), keras.layers.Rescaling(2.0)]).save(tmp_path / "model.keras")
     loader = loader_file(tmp_path, "    x = np.eye(10, dtype='float32')\n    return {'train': (x, np.arange(10)), "

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from sweep.config import ModelConfig, SearchConfig, load_study_config, parse_study_config
+from sweep.config.schema import ModelConfig, SearchConfig, load_study_config, parse_study_config
 from sweep.errors import SweepError, UsageError
 
 from conftest import REPO, run_sweep
@@ -21,7 +21,7 @@ from conftest import REPO, run_sweep
 
 def run(study: Path, **overrides: object):  # type: ignore[no-untyped-def]
     """`sweep run` in-process on a copy of the study file with `overrides`, stores beside it."""
-    from sweep.runner import RunRequest, run_study
+    from sweep.study.runner import RunRequest, run_study
 
     raw = yaml.safe_load(study.read_text())
     for key, value in overrides.items():
@@ -55,9 +55,9 @@ def test_a_pretrained_model_is_the_baseline_as_it_is_and_every_trial_starts_from
     example: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from sweep._tf import keras
-    from sweep.rerun import TIMED, rerun_trial
-    from sweep.stores import load_study
-    from sweep.tracking import Tracker
+    from sweep.stores.access import load_study
+    from sweep.stores.tracking import Tracker
+    from sweep.study.rerun import TIMED, rerun_trial
 
     monkeypatch.syspath_prepend(str(example))  # nets.py imports train_model
     monkeypatch.chdir(example)  # MLflow's default artifact folder, ./mlruns
@@ -106,13 +106,13 @@ def test_a_pretrained_model_is_the_baseline_as_it_is_and_every_trial_starts_from
 
 @pytest.mark.slow
 def test_builder_trials_start_from_the_stored_baseline_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import sweep.training
-    from sweep.baseline import WEIGHTS_ARTIFACT, WEIGHTS_SHA256, start_weights
-    from sweep.data import load_dataset
-    from sweep.inputs import file_fingerprint
-    from sweep.models import starting_model
-    from sweep.tracking import Tracker
-    from sweep.training import train
+    import sweep.modeling.training
+    from sweep.data.datasets import load_dataset
+    from sweep.modeling.models import starting_model
+    from sweep.modeling.training import train
+    from sweep.stores.tracking import Tracker
+    from sweep.study.baseline import WEIGHTS_ARTIFACT, WEIGHTS_SHA256, start_weights
+    from sweep.study.fingerprints import file_fingerprint
 
     from conftest import write_study
 
@@ -123,7 +123,7 @@ def test_builder_trials_start_from_the_stored_baseline_weights(tmp_path: Path, m
         started_from.append(None if weights is None else file_fingerprint(weights))
         return starting_model(config, input_shape, num_classes, weights)
 
-    monkeypatch.setattr(sweep.training, "starting_model", spy)
+    monkeypatch.setattr(sweep.modeling.training, "starting_model", spy)
     config, study = run(write_study(tmp_path, name="warm", n_trials=2, search={"schedule": "constant"}))
     assert config.model.start == "baseline"  # the default
     assert started_from == [None] + [study.user_attrs[WEIGHTS_SHA256]] * 2  # the baseline, then its trials
@@ -162,8 +162,8 @@ def test_custom_layers_load_with_custom_objects_and_stay_unwrapped(tmp_path: Pat
     import uuid
 
     from sweep._tf import keras
-    from sweep.models import check_model, starting_model
-    from sweep.pruning import layer_shapes
+    from sweep.modeling.models import check_model, starting_model
+    from sweep.modeling.pruning import layer_shapes
 
     package = f"demo{uuid.uuid4().hex[:8]}"
     (tmp_path / "custom.py").write_text(CUSTOM_LAYER.format(package=package))
@@ -193,8 +193,8 @@ def test_custom_layers_load_with_custom_objects_and_stay_unwrapped(tmp_path: Pat
 def test_a_study_without_op_determinism_is_rerun_within_a_tolerance(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from tensorflow.python.framework.config import is_op_determinism_enabled
 
-    from sweep.rerun import NONDETERMINISTIC_TOLERANCE, TIMED, rerun_trial
-    from sweep.tracking import Tracker
+    from sweep.stores.tracking import Tracker
+    from sweep.study.rerun import NONDETERMINISTIC_TOLERANCE, TIMED, rerun_trial
 
     from conftest import write_study
 
@@ -258,7 +258,7 @@ def logits_only(input_shape, num_classes):
     ("nested", True), ("logits_only", False), ("mlp", False),
 ])
 def test_a_model_ending_in_any_softmax_outputs_probabilities(tmp_path: Path, builder: str, probabilities: bool) -> None:
-    from sweep.models import build_model, outputs_probabilities
+    from sweep.modeling.models import build_model, outputs_probabilities
 
     (tmp_path / "heads.py").write_text(SOFTMAX_HEADS)
     name = builder if builder == "mlp" else f"{tmp_path}/heads.py:{builder}"
@@ -270,9 +270,9 @@ def test_a_softmax_layer_head_trains_like_its_logits_without_a_warning(tmp_path:
     """tf_keras warned on every trial: the loss took the Softmax layer's output for logits."""
     import warnings
 
-    from sweep.data import load_dataset
-    from sweep.schedule_plan import SchedulePlan
-    from sweep.training import train
+    from sweep.data.datasets import load_dataset
+    from sweep.modeling.training import train
+    from sweep.search.trial_plan import SchedulePlan
 
     (tmp_path / "heads.py").write_text(SOFTMAX_HEADS)
     histories = {}

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from optuna.trial import TrialState, create_trial
 
-from sweep.pareto import (
+from sweep.results.pareto import (
     completed_trials,
     hypervolume,
     hypervolume_history,
@@ -141,7 +141,7 @@ def exact_dominated_volume(points: np.ndarray, reference: np.ndarray) -> float:
 def test_three_objective_hypervolume_of_what_ships_equals_brute_force(seed: int) -> None:
     import pandas as pd
 
-    from sweep.pareto import hypervolume, pareto_front
+    from sweep.results.pareto import hypervolume, pareto_front
 
     rng = np.random.default_rng(seed)
     baseline = {"int8_val_accuracy": 0.97, "int8_gzip_bytes": 40000.0, "int8_latency_ms": 0.01}

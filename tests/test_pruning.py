@@ -7,15 +7,15 @@ import numpy as np
 import pytest
 
 from sweep._tf import PruneLowMagnitude, keras, tfmot
-from sweep.config import PruneConfig, SearchConfig, parse_study_config
-from sweep.data import load_dataset
+from sweep.config.schema import PruneConfig, SearchConfig, parse_study_config
+from sweep.data.datasets import load_dataset
 from sweep.errors import UsageError
-from sweep.measure import measure
-from sweep.pruning import check_prunable, layer_shapes, wrap_for_pruning
-from sweep.schedule_plan import SchedulePlan
-from sweep.schedules import build_schedule
-from sweep.structure import Structure
-from sweep.training import train
+from sweep.modeling.measure import measure
+from sweep.modeling.pruning import check_prunable, layer_shapes, wrap_for_pruning
+from sweep.modeling.schedules import build_schedule
+from sweep.modeling.training import train
+from sweep.search.structure import Structure
+from sweep.search.trial_plan import SchedulePlan
 
 pytestmark = pytest.mark.integration  # TensorFlow in this process
 
@@ -83,7 +83,7 @@ def test_a_model_with_layers_tfmot_cannot_wrap_is_pruned_where_it_can_be(builder
 
 
 def test_include_and_exclude_narrow_the_pruned_layers(builders: str) -> None:
-    from sweep.models import build_model
+    from sweep.modeling.models import build_model
 
     built = build_model(f"{builders}:with_preprocessing", (8, 8, 1), 10)
     assert list(layer_shapes(built, PruneConfig(include="^(hidden|logits)$"))) == ["hidden", "logits"]
@@ -96,8 +96,8 @@ def test_include_and_exclude_narrow_the_pruned_layers(builders: str) -> None:
 
 
 def test_a_model_with_nothing_to_prune_is_bad_input(builders: str) -> None:
-    from sweep.config import ModelConfig
-    from sweep.models import build_model, check_model
+    from sweep.config.schema import ModelConfig
+    from sweep.modeling.models import build_model, check_model
 
     with pytest.raises(UsageError, match="no layer of model.builder .* can be pruned: it has no layer tfmot can prune"):
         check_model(ModelConfig(builder=f"{builders}:nothing_to_prune"), SearchConfig(), (8, 8, 1), 10)
@@ -111,13 +111,13 @@ def test_layer_by_layer_wrapping_trains_exactly_like_tfmot_whole_model_wrapping(
     builder: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Studies and reruns made before layer-by-layer wrapping replay bit for bit."""
-    import sweep.training
+    import sweep.modeling.training
 
     config = study(builder, epochs=1)
     data = load_dataset(config.data)
     steps = data.steps_per_epoch(config.train.batch_size)
     ours = train(data, config, seed=3, plan=plan(steps, 0.7))
-    monkeypatch.setattr(sweep.training, "wrap_for_pruning",
+    monkeypatch.setattr(sweep.modeling.training, "wrap_for_pruning",
                         lambda model, rules, plan, structure: (tfmot.sparsity.keras.prune_low_magnitude(
                             model, pruning_schedule=build_schedule(plan)), {}))
     whole = train(data, config, seed=3, plan=plan(steps, 0.7))
@@ -142,7 +142,7 @@ def test_a_pattern_that_fits_no_pruned_layer_is_refused_before_any_write(
     builders: str, tmp_path, pattern: object, prune: dict, message: str  # type: ignore[no-untyped-def]
 ) -> None:
     """Every trial with it would be unstructured while its params say otherwise."""
-    from sweep.runner import RunRequest, run_study
+    from sweep.study.runner import RunRequest, run_study
 
     config = parse_study_config({"name": "odd", "model": {"builder": f"{builders}:odd_channels", "prune": prune},
                                  "search": {"pattern": pattern}, "n_trials": 1, "train": {"epochs": 1}},  # short if not refused
@@ -155,8 +155,8 @@ def test_a_pattern_that_fits_no_pruned_layer_is_refused_before_any_write(
 
 
 def test_a_pattern_that_fits_some_pruned_layer_is_accepted(builders: str) -> None:
-    from sweep.config import ModelConfig
-    from sweep.models import check_model
+    from sweep.config.schema import ModelConfig
+    from sweep.modeling.models import check_model
 
     # 2x2 blocks tile logits (6, 10) only; 2:4 fits every layer of mlp
     check_model(ModelConfig(builder=f"{builders}:odd_channels"), SearchConfig.model_validate({"pattern": "2x2"}),

@@ -9,24 +9,24 @@ from pathlib import Path
 import optuna
 import pytest
 
-import sweep.data
-from sweep.config import parse_study_config
-from sweep.runner import RunRequest, run_study
-from sweep.space import start_points
+import sweep.data.datasets
+from sweep.config.schema import parse_study_config
+from sweep.search.space import start_points
+from sweep.study.runner import RunRequest, run_study
 
 pytestmark = pytest.mark.slow
 
 
 def test_a_worker_loads_the_dataset_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[object] = []
-    original = sweep.data._LOADERS["digits"]
+    original = sweep.data.datasets._LOADERS["digits"]
 
     def counting(config):  # type: ignore[no-untyped-def]
         calls.append(config)
         return original(config)
 
-    monkeypatch.setitem(sweep.data._LOADERS, "digits", counting)
-    sweep.data.load_dataset.cache_clear()
+    monkeypatch.setitem(sweep.data.datasets._LOADERS, "digits", counting)
+    sweep.data.datasets.load_dataset.cache_clear()
     config = parse_study_config({"name": "once", "n_trials": 3, "model": {"builder": "mlp"},
                                  "train": {"epochs": 1, "batch_size": 128}, "search": {"schedule": "constant"}})
     study = run_study(RunRequest(config, f"sqlite:///{tmp_path / 'sweep.db'}", f"sqlite:///{tmp_path / 'mlflow.db'}"))

@@ -245,7 +245,7 @@ def test_too_many_failures_stop_the_study(tmp_path: Path) -> None:
     # Builds the model for the start-up check and the dense baseline, then runs out of
     # memory in every trial (a simulated OOM: the kind of failure a study must survive).
     (tmp_path / "oom.py").write_text(
-        "from sweep.models import mlp\n"
+        "from sweep.modeling.models import mlp\n"
         "calls = []\n"
         "def build(input_shape, num_classes):\n"
         "    calls.append(1)\n"

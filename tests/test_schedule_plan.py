@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sweep.config import parse_study_config
-from sweep.schedule_plan import plan_schedule
-from sweep.space import TrialParams, suggest_params
+from sweep.config.schema import parse_study_config
+from sweep.search.space import TrialParams, suggest_params
+from sweep.search.trial_plan import plan_schedule
 
 
 def constant(**kw: object) -> TrialParams:

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from sweep._tf import keras, tf, tfmot
-from sweep.schedule_plan import plan_schedule
-from sweep.schedules import StepSparsity, build_schedule, load_scope
-from sweep.space import TrialParams
+from sweep.modeling.schedules import StepSparsity, build_schedule, load_scope
+from sweep.search.space import TrialParams
+from sweep.search.trial_plan import plan_schedule
 
 pytestmark = pytest.mark.integration  # TensorFlow in this process
 

@@ -22,7 +22,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sweep.errors import Unreachable, UsageError
-from sweep.stores import check_stores, check_tracking, mask_password
+from sweep.stores.access import check_stores, check_tracking, mask_password
 
 from conftest import SWEEP, free_port, run_sweep, write_study
 
@@ -117,13 +117,13 @@ def test_check_stores_names_the_whole_wait_however_slow_the_first_attempt(
 ) -> None:
     # A loaded machine (or a server's connect timeout) makes the first attempt slow: the wait
     # still starts when a server first fails to answer, so the message does not depend on it.
-    import sweep.stores
+    import sweep.stores.access
 
     def slow_and_down(url: str) -> None:
         time.sleep(0.6)
         raise Unreachable(f"cannot reach the Optuna storage {url}")
 
-    monkeypatch.setattr(sweep.stores, "check_storage", slow_and_down)
+    monkeypatch.setattr(sweep.stores.access, "check_storage", slow_and_down)
     started = time.monotonic()
     with pytest.raises(Unreachable):
         check_stores("postgresql://db/optuna", "sqlite:///unused.db", wait=1)
@@ -245,7 +245,7 @@ def test_secret_variables_are_masked_in_every_error_sweep_prints(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     import sweep.cli
-    from sweep.stores import mask_passwords_in
+    from sweep.stores.access import mask_passwords_in
 
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "hunter2-mlflow")
     monkeypatch.setenv("PGPASSWORD", "pg-s3cret")
@@ -402,7 +402,7 @@ def test_ui_keeps_the_password_off_command_lines_serves_ipv6_and_stops_whole_on_
     """One real `sweep ui` (a server start costs ~20 s): on the IPv6 wildcard, its PostgreSQL
     URI with a password given in MLFLOW_TRACKING_URI. No process shows the password; SIGTERM
     (docker stop, systemd) leaves no process of the server and frees the port. SIGINT and
-    SIGHUP take the same path in `sweep.servers.serve`."""
+    SIGHUP take the same path in `sweep.ui.servers.serve`."""
     password = "Pw4ui-not-on-argv"
     uri = postgres_database("ui").replace("postgres@", f"postgres:{password}@", 1)  # trust auth: any password
     port = free_port()

@@ -6,8 +6,8 @@ import optuna
 import pandas as pd
 import pytest
 
-from sweep.config import ConstraintsConfig
-from sweep.selection import NoTrialMatches, knee, select_from_front, select_trial
+from sweep.config.schema import ConstraintsConfig
+from sweep.results.selection import NoTrialMatches, knee, select_from_front, select_trial
 
 
 def front(*points: tuple[float, float]) -> pd.DataFrame:

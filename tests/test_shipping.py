@@ -15,7 +15,7 @@ import numpy as np
 import optuna
 import pytest
 
-from sweep.config import StudyConfig, parse_study_config
+from sweep.config.schema import StudyConfig, parse_study_config
 
 from conftest import REPO, interpreter_accuracy
 
@@ -74,9 +74,9 @@ def study(folder: Path, name: str) -> StudyConfig:
 
 def trial_files(config: StudyConfig) -> tuple[dict[str, float], dict[str, bytes], Any]:
     """One trial of `config` through the code a trial runs: its metrics and exported files."""
-    from sweep.data import load_dataset
-    from sweep.evaluate import train_and_measure
-    from sweep.schedule_plan import trial_plan
+    from sweep.data.datasets import load_dataset
+    from sweep.modeling.train_and_measure import train_and_measure
+    from sweep.search.trial_plan import trial_plan
 
     dataset = load_dataset(config.data)
     trial = optuna.create_study(directions=config.directions).ask()
@@ -104,7 +104,7 @@ def default_interpreters(content: bytes) -> dict[str, Any]:
 def test_both_files_of_a_pruned_trial_run_in_default_interpreters_with_the_accuracy_it_logged(
     name: str, tmp_path: Path
 ) -> None:
-    from sweep.rerun import TFLITE_ACCURACY_TOLERANCE
+    from sweep.study.rerun import TFLITE_ACCURACY_TOLERANCE
 
     metrics, files, dataset = trial_files(study(tmp_path, name))
     assert metrics["sparsity"] > 0.45, metrics["sparsity"]  # pruned (2:4 gives 0.5)

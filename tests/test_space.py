@@ -5,8 +5,8 @@ import math
 import optuna
 import pytest
 
-from sweep.config import parse_study_config
-from sweep.space import fixed_search, start_points, suggest_params
+from sweep.config.schema import parse_study_config
+from sweep.search.space import fixed_search, start_points, suggest_params
 
 
 def search(**overrides: object):  # type: ignore[no-untyped-def]

@@ -14,10 +14,10 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sweep.config import parse_study_config
+from sweep.config.schema import parse_study_config
 from sweep.errors import ConfigError
-from sweep.schedule_plan import SchedulePlan
-from sweep.structure import Pattern, Structure, allocate, plan_layers
+from sweep.search.structure import Pattern, Structure, allocate, plan_layers
+from sweep.search.trial_plan import SchedulePlan
 
 from conftest import run_sweep, write_study
 
@@ -115,8 +115,8 @@ def test_allocation_keeps_the_global_sparsity(sparsity: float, exponent: float) 
 
 
 def test_the_start_design_pairs_every_pattern_with_every_schedule() -> None:
-    from sweep.config import SearchConfig
-    from sweep.space import start_points
+    from sweep.config.schema import SearchConfig
+    from sweep.search.space import start_points
 
     search = SearchConfig.model_validate({"schedule": ["constant", "polynomial"], "pattern": ["unstructured", "2:4"]})
     pairs = {(p["schedule"], p["pattern"]) for p in start_points(search, 4, seed=0)}
@@ -152,9 +152,9 @@ def test_bad_structure_in_a_study_file_is_named(text: str, message: str) -> None
 def test_trained_weights_have_the_pattern_and_each_layer_its_target(structure: Structure) -> None:
     from dataclasses import asdict
 
-    from sweep.data import load_dataset
-    from sweep.measure import prunable_weights
-    from sweep.training import train
+    from sweep.data.datasets import load_dataset
+    from sweep.modeling.measure import prunable_weights
+    from sweep.modeling.training import train
 
     config = parse_study_config({"name": "s", "model": {"builder": "cnn"}, "train": {"epochs": 2, "batch_size": 64}})
     data = load_dataset(config.data)
@@ -172,7 +172,7 @@ def test_a_study_searches_patterns_and_per_layer_targets_and_its_rerun_exports_t
     from ai_edge_litert.interpreter import Interpreter
 
     from sweep._tf import keras
-    from sweep.stores import load_study
+    from sweep.stores.access import load_study
 
     write_study(tmp_path, name="shaped", n_trials=3, model={"builder": "cnn"},
                 search={"pattern": ["2:4", "1x4"], "per_layer": True, "schedule": "constant"})
@@ -199,7 +199,7 @@ def test_a_study_searches_patterns_and_per_layer_targets_and_its_rerun_exports_t
     summary = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert summary["reproduced"]["sparsity"] == trial.user_attrs["metrics"]["sparsity"]
 
-    from sweep.analysis import load_runs  # what the notebook reads back from MLflow
+    from sweep.results.analysis import load_runs  # what the notebook reads back from MLflow
 
     runs = load_runs(f"sqlite:///{tmp_path}/mlflow.db", "shaped")
     row = runs.trials.set_index("trial").loc[trial.number]
@@ -215,7 +215,7 @@ def test_the_xnnpack_policy_prunes_only_1x1_convolutions(tmp_path: Path) -> None
                 data={"loader": "net.py:load"}, search={"policy": "xnnpack", "final_sparsity": 0.7})
     result = run_sweep("run", "xnn.yaml", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    from sweep.stores import load_study
+    from sweep.stores.access import load_study
 
     (trial,) = load_study("xnn", f"sqlite:///{tmp_path}/sweep.db").trials
     assert trial.params["policy"] == "xnnpack" and trial.user_attrs["pruned_layers"] == ["expand", "mix"]

@@ -6,11 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sweep.config import parse_study_config
-from sweep.data import load_dataset
-from sweep.measure import gzip_size, measure
-from sweep.tflite import Runner, sparse_encoded
-from sweep.training import train
+from sweep.config.schema import parse_study_config
+from sweep.data.datasets import load_dataset
+from sweep.modeling.measure import gzip_size, measure
+from sweep.modeling.tflite import Runner, sparse_encoded
+from sweep.modeling.training import train
 
 from conftest import interpreter_accuracy
 
@@ -71,7 +71,7 @@ def test_the_int8_file_is_measured_as_it_runs(trained) -> None:  # type: ignore[
 
 
 def test_the_int8_file_shrinks_with_sparsity(trained) -> None:  # type: ignore[no-untyped-def]
-    from sweep.tflite import int8_tflite
+    from sweep.modeling.tflite import int8_tflite
 
     files = [int8_tflite(zeroed(trained, sparsity), DATA.train) for sparsity in (0.0, 0.5, 0.9)]
     gzipped, encoded = [gzip_size(f) for f in files], [sparse_encoded(f) for f in files]
@@ -86,7 +86,7 @@ def test_the_int8_file_shrinks_with_sparsity(trained) -> None:  # type: ignore[n
 def test_the_int8_file_is_stored_as_the_study_says_and_measured_as_stored(trained, storage: str) -> None:  # type: ignore[no-untyped-def]
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    from sweep.tflite import int8_tflite
+    from sweep.modeling.tflite import int8_tflite
 
     model = zeroed(trained, 0.9)
     files: dict[str, bytes] = {}
@@ -113,10 +113,10 @@ def test_a_three_objective_study_on_what_ships_and_every_objective_combination(t
     import itertools
     import json
 
-    from sweep.config import OBJECTIVES
-    from sweep.pareto import completed_trials, hypervolume, pareto_front, trial_table
-    from sweep.selection import select_trial
-    from sweep.stores import load_study
+    from sweep.config.schema import OBJECTIVES
+    from sweep.results.pareto import completed_trials, hypervolume, pareto_front, trial_table
+    from sweep.results.selection import select_trial
+    from sweep.stores.access import load_study
 
     from conftest import run_notebook, run_sweep, write_study
 
@@ -165,7 +165,7 @@ def test_a_sparse_int8_file_is_exported_only_when_asked_and_with_a_note_on_loadi
 
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    from sweep.rerun import SPARSE_INT8_NOTE, SPARSE_INT8_NOTE_FILE
+    from sweep.study.rerun import SPARSE_INT8_NOTE, SPARSE_INT8_NOTE_FILE
 
     from conftest import run_sweep, write_study
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sweep.tracking import EXPERIMENT_KIND, PARETO_VIEW, SAVED_VIEW_PREFIX, Tracker
+from sweep.stores.tracking import EXPERIMENT_KIND, PARETO_VIEW, SAVED_VIEW_PREFIX, Tracker
 
 pytestmark = pytest.mark.integration  # MLflow runs `uname` in a subprocess as it starts
 

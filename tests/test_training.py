@@ -8,13 +8,13 @@ import numpy as np
 import optuna
 import pytest
 
-from sweep.config import parse_study_config
-from sweep.data import load_dataset
+from sweep.config.schema import parse_study_config
+from sweep.data.datasets import load_dataset
 from sweep.errors import UsageError
-from sweep.measure import sparsity
-from sweep.schedule_plan import plan_schedule
-from sweep.space import suggest_params
-from sweep.training import TrainingDiverged, train
+from sweep.modeling.measure import sparsity
+from sweep.modeling.training import TrainingDiverged, train
+from sweep.search.space import suggest_params
+from sweep.search.trial_plan import plan_schedule
 
 pytestmark = pytest.mark.integration  # TensorFlow in this process
 

@@ -12,9 +12,9 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from sweep.heartbeats import HeartbeatStorage
-from sweep.stores import experimental_api
-from sweep.workers import Goal, work
+from sweep.stores.access import experimental_api
+from sweep.stores.heartbeats import HeartbeatStorage
+from sweep.study.trial_loop import Goal, work
 
 
 def heartbeat_storage(path: Path, interval: int = 1) -> optuna.storages.RDBStorage:
@@ -53,7 +53,7 @@ def test_a_trial_whose_worker_died_before_its_first_heartbeat_is_failed_and_retr
 ) -> None:
     """Killed between creating its trial and the first heartbeat: Optuna alone never reaps
     a trial that never beat, and the study would wait for it forever."""
-    from sweep.stores import open_storage
+    from sweep.stores.access import open_storage
 
     monkeypatch.setenv("SWEEP_HEARTBEAT_INTERVAL", "1")  # grace period 3 s
     with experimental_api():
@@ -97,7 +97,7 @@ def test_too_many_failures_abort_with_the_last_error(tmp_path: Path) -> None:
 @pytest.mark.parametrize("value", ["nan", "inf", "-1", "1.5", "lots"])
 def test_max_failures_refuses_what_is_not_a_fraction_or_a_count(value: str) -> None:
     from sweep.errors import UsageError
-    from sweep.workers import max_failures_allowed
+    from sweep.study.trial_loop import max_failures_allowed
 
     with pytest.raises(UsageError, match="--max-failures: give a fraction below 1"):
         max_failures_allowed(value, 10)
@@ -105,14 +105,14 @@ def test_max_failures_refuses_what_is_not_a_fraction_or_a_count(value: str) -> N
 
 @pytest.mark.parametrize(("value", "allowed"), [("0.5", 5), ("0", 0), ("3", 3), ("0.99", 9)])
 def test_max_failures_is_a_fraction_of_the_trials_wanted_or_a_count(value: str, allowed: int) -> None:
-    from sweep.workers import max_failures_allowed
+    from sweep.study.trial_loop import max_failures_allowed
 
     assert max_failures_allowed(value, 10) == allowed
 
 
 def test_a_study_stored_before_a_key_existed_resumes_with_its_default() -> None:
-    from sweep.config import inherit_stored_values, parse_study_config
-    from sweep.resume import check_compatible
+    from sweep.config.schema import inherit_stored_values, parse_study_config
+    from sweep.study.resume import check_compatible
 
     config = parse_study_config({"name": "x"})
     stored = config.model_dump(mode="json")
@@ -145,7 +145,7 @@ def test_a_lost_trials_retry_starts_clean_and_its_run_is_killed(tmp_path: Path, 
     """Optuna copies user attributes to a retry; a lost trial's run id, metrics or tracking
     error must not make the retry look tracked, finished or broken. A worker lost before it
     recorded the run's id leaves the run found by the trial's number."""
-    from sweep.objective import StaleTrials
+    from sweep.study.objective import StaleTrials
 
     tracker = FakeTracker(unfinished={0: ["run-untold"]})
     with warnings.catch_warnings():
@@ -176,7 +176,7 @@ def test_a_lost_trials_retry_starts_clean_and_its_run_is_killed(tmp_path: Path, 
     (20, 20, 5, 5, "adding 5 trials (20 finished so far)"),
 ])
 def test_a_run_plans_the_trials_it_adds(target: int, finished: int, requested: int | None, runs: int, reason: str) -> None:
-    from sweep.resume import plan_trials
+    from sweep.study.resume import plan_trials
 
     plan = plan_trials(target, finished, requested)
     assert (plan.n_trials, plan.reason) == (runs, reason)
@@ -200,7 +200,7 @@ def test_failures_are_this_runs_failed_trials_less_the_skipped_ones() -> None:
 
 
 def test_a_trial_started_once_the_target_is_finished_or_running_is_skipped() -> None:
-    from sweep.workers import SKIPPED, TrialSkipped, check_not_surplus
+    from sweep.study.trial_loop import SKIPPED, TrialSkipped, check_not_surplus
 
     study = optuna.create_study()
     study.optimize(lambda t: 1.0, n_trials=1)

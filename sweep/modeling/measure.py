@@ -1,0 +1,147 @@
+"""What a trained model is worth: accuracy, achieved sparsity, compressed size, and what
+ships: the int8 TFLite file's size and accuracy, and latency (`sweep.modeling.tflite`).
+
+Sizes follow tfmot's convention: strip pruning, save without the optimizer, compress.
+`compressed_bytes` is gzip (level 9) of the Keras H5 file; `tflite_gzip_bytes` is gzip
+of the float TFLite flatbuffer; `int8_bytes` the int8 file as deployed (`int8_gzip_bytes`
+its gzip, `int8_sparse_bytes` the size it has stored sparse). Sparsity is
+counted on the stripped model's weights, never taken from the schedule's target.
+"""
+
+from __future__ import annotations
+
+import gzip
+import math
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from sweep._tf import keras
+from sweep.data.datasets import Dataset, Split
+from sweep.errors import brief
+from sweep.modeling.pruning import all_layers, prunable_variables
+from sweep.modeling.tflite import Runner, float_tflite, int8_tflite, shipped, sparse_encoded
+
+if TYPE_CHECKING:
+    from sweep.config.schema import Int8Storage
+
+
+def accuracy(model: keras.Model, split: Split, batch_size: int = 2048) -> float:
+    """Top-1 accuracy of `model` (logits or probabilities) on `split`."""
+    correct = 0
+    for x, y in split.batches(batch_size):
+        correct += int(np.sum(np.argmax(model(x, training=False), axis=-1) == y))
+    return correct / split.size
+
+
+def prunable_weights(model: keras.Model) -> dict[str, list[np.ndarray]]:
+    """The weights `prune_low_magnitude` can prune, by layer name (kernels, not biases),
+    nested models' layers included."""
+    weights: dict[str, list[np.ndarray]] = {}
+    for layer in all_layers(model):
+        if variables := prunable_variables(layer):
+            weights[layer.name] = [np.asarray(v) for v in variables]
+    return weights
+
+
+def sparsity(model: keras.Model) -> dict[str, float]:
+    """`sparsity` (zeros / size over all prunable weights) and `sparsity/<layer>` for each."""
+    metrics: dict[str, float] = {}
+    zeros = total = 0
+    for name, arrays in prunable_weights(model).items():
+        layer_zeros = sum(a.size - int(np.count_nonzero(a)) for a in arrays)
+        layer_total = sum(a.size for a in arrays)
+        metrics[f"sparsity/{name}"] = layer_zeros / layer_total
+        zeros += layer_zeros
+        total += layer_total
+    metrics["sparsity"] = zeros / total if total else 0.0
+    return metrics
+
+
+def gzip_size(data: bytes) -> int:
+    return len(gzip.compress(data, compresslevel=9, mtime=0))
+
+
+def keras_h5_bytes(model: keras.Model) -> bytes:
+    """The model saved as Keras H5 without optimizer: the file tfmot's tutorial zips."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "model.h5"
+        with warnings.catch_warnings():  # "HDF5 is legacy": it is tfmot's size convention
+            warnings.simplefilter("ignore", UserWarning)
+            keras.models.save_model(model, path, include_optimizer=False, save_format="h5")
+        return path.read_bytes()
+
+
+INT8_METRICS = ("int8_bytes", "int8_gzip_bytes", "int8_sparse_bytes", "int8_val_accuracy", "int8_test_accuracy",
+                "int8_latency_ms", "int8_latency_p90_ms", "int8_xnnpack")
+
+
+def measure(
+    model: keras.Model,
+    dataset: Dataset,
+    timings: dict[str, float] | None = None,
+    files: dict[str, bytes] | None = None,
+    int8_storage: Int8Storage = "dense",
+) -> dict[str, float]:
+    """Every metric of a stripped (or dense) model, its int8 file stored as `int8_storage`
+    says; see the README for their meaning.
+    Seconds spent on each measurement go into `timings`; the TFLite files measured into
+    `files` (`model.tflite`, `model_int8.tflite`), for an export of exactly those bytes."""
+    clock = time.perf_counter()
+    laps: dict[str, float] = {}
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        laps[name] = now - clock
+        clock = now
+
+    weights = [np.asarray(w) for w in model.weights]
+    metrics: dict[str, float] = {
+        "val_accuracy": accuracy(model, dataset.val),
+        "test_accuracy": accuracy(model, dataset.test),
+        **sparsity(model),
+        "params": sum(w.size for w in weights),
+        "nonzero_params": sum(int(np.count_nonzero(w)) for w in weights),
+    }
+    lap("evaluate")
+    metrics["compressed_bytes"] = gzip_size(keras_h5_bytes(model))
+    lap("h5_size")
+    flatbuffer = float_tflite(model)
+    metrics["tflite_bytes"] = len(flatbuffer)
+    metrics["tflite_gzip_bytes"] = gzip_size(flatbuffer)
+    lap("tflite_size")
+    example = dataset.test.first_inputs(1)[0]
+    metrics["latency_ms"], metrics["latency_p90_ms"] = Runner(flatbuffer).latency_ms(example)
+    lap("latency")
+    try:
+        dense = int8_tflite(model, dataset.train)
+    except Exception as error:  # ops the full-integer converter cannot quantize
+        # NaN: a study with an int8 objective fails the trial (Optuna refuses NaN values),
+        # any other study goes on without the int8 file.
+        warnings.warn(f"no int8 TFLite file: {brief(error, 200)}", stacklevel=1)
+        metrics.update(dict.fromkeys(INT8_METRICS, math.nan))
+    else:
+        encoded = sparse_encoded(dense)
+        quantized = shipped(dense, encoded, int8_storage)
+        metrics["int8_bytes"] = len(quantized)
+        metrics["int8_gzip_bytes"] = gzip_size(quantized)
+        metrics["int8_sparse_bytes"] = len(encoded)
+        lap("int8_convert")
+        runner = Runner(quantized)
+        metrics["int8_val_accuracy"] = runner.accuracy(dataset.val)
+        metrics["int8_test_accuracy"] = runner.accuracy(dataset.test)
+        metrics["int8_latency_ms"], metrics["int8_latency_p90_ms"] = runner.latency_ms(example)
+        metrics["int8_xnnpack"] = float(runner.xnnpack)  # 0: sparse-encoded, on the built-in kernels
+        if files is not None:
+            files["model_int8.tflite"] = quantized
+    lap("int8_evaluate")
+    if timings is not None:
+        timings.update(laps)
+    if files is not None:
+        files["model.tflite"] = flatbuffer
+    return metrics

@@ -1,0 +1,85 @@
+"""The dense baseline: the model before pruning, measured once per study.
+
+A pretrained model is the baseline as it is: measured on the study's data, never
+retrained. A builder's model is trained once with the trials' budget. With `model.start:
+baseline` its trained weights are where every trial starts; they are kept as an artifact
+of the study's MLflow run, found again on resume, by every `--jobs` or remote worker and
+by `sweep rerun`, and checked against the SHA-256 the study recorded, so every trial and
+rerun starts from the very same weights.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import optuna
+
+from sweep.config.schema import StudyConfig
+from sweep.data.datasets import Dataset
+from sweep.errors import SweepError, brief
+from sweep.modeling.train_and_measure import train_and_measure
+from sweep.stores.tracking import Tracker
+from sweep.study.fingerprints import file_fingerprint
+
+WEIGHTS_ARTIFACT = "baseline/weights.h5"
+# study user_attrs keys: the weights' fingerprint, and the MLflow run holding them (the study's
+# run when they were logged; a study run deleted since is replaced, the weights' run is not)
+WEIGHTS_SHA256, WEIGHTS_RUN = "baseline_weights_sha256", "baseline_weights_run_id"
+
+
+def starts_from_baseline(config: StudyConfig) -> bool:
+    """Whether trials start from the trained baseline's weights (a pretrained model's
+    trials start from the file instead)."""
+    return config.model.pretrained is None and config.model.start == "baseline"
+
+
+def ensure_baseline(
+    study: optuna.Study, tracker: Tracker, study_run_id: str, config: StudyConfig, dataset: Dataset
+) -> dict[str, float]:
+    """The dense model's metrics (and, when trials start from it, its weights), once per study."""
+    if "baseline" in study.user_attrs:
+        return study.user_attrs["baseline"]
+    from sweep.modeling.measure import measure
+    from sweep.modeling.models import starting_model
+
+    if config.model.pretrained is not None:
+        baseline = measure(starting_model(config.model, dataset.input_shape, dataset.num_classes), dataset,
+                           int8_storage=config.export.int8_storage)
+        baseline["train_seconds"] = 0.0
+    else:
+        evaluated = train_and_measure(dataset, config, config.seed)
+        trained, baseline = evaluated.trained, evaluated.metrics
+        if starts_from_baseline(config):
+            with tempfile.TemporaryDirectory() as folder:
+                weights = Path(folder) / Path(WEIGHTS_ARTIFACT).name
+                trained.model.save_weights(weights)
+                tracker.log_artifact(study_run_id, str(weights), str(Path(WEIGHTS_ARTIFACT).parent))
+                study.set_user_attr(WEIGHTS_SHA256, file_fingerprint(weights))
+                study.set_user_attr(WEIGHTS_RUN, study_run_id)
+    study.set_user_attr("baseline", baseline)  # last: a crash before it trains the baseline again
+    tracker.log_baseline(study_run_id, baseline)
+    return baseline
+
+
+def start_weights(study: optuna.Study, tracker: Tracker, config: StudyConfig, folder: str) -> Path | None:
+    """The baseline's weights downloaded into `folder`, if trials start from them."""
+    if not starts_from_baseline(config):
+        return None
+    expected = study.user_attrs.get(WEIGHTS_SHA256)
+    run_id = study.user_attrs.get(WEIGHTS_RUN)
+    if expected is None or run_id is None:
+        raise SweepError(f"study {study.study_name!r} has no baseline weights recorded; run `sweep run` again")
+    try:
+        path = tracker.download_artifact(run_id, WEIGHTS_ARTIFACT, folder)
+    except Exception as error:
+        raise SweepError(
+            f"cannot download the baseline weights ({WEIGHTS_ARTIFACT} of MLflow run {run_id}): "
+            f"{brief(str(error), 200)}; trials start from them: check the tracking store"
+        ) from error
+    if file_fingerprint(path) != expected:
+        raise SweepError(
+            f"the baseline weights in MLflow run {run_id} are not the ones the study trained (SHA-256 "
+            f"mismatch): the artifact was changed; give the study a new name to start again"
+        )
+    return path

@@ -1,0 +1,264 @@
+"""One Optuna trial: sample, plan, train pruned, measure, record in Optuna and MLflow.
+
+What a trial stores in Optuna, so every later command works from the storage alone:
+`user_attrs` `seed` (replays the trial), `mlflow_run_id`, `plan` (absolute steps),
+`metrics` (everything measured) and, for a failed trial, `error`.
+"""
+
+from __future__ import annotations
+
+import copy
+import gc
+import os
+import sys
+import time
+import traceback
+from collections.abc import Callable, Mapping
+from dataclasses import asdict
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+import optuna
+
+from sweep.config.schema import StudyConfig
+from sweep.data.datasets import Dataset
+from sweep.modeling.train_and_measure import train_and_measure
+from sweep.search import early_stopping
+from sweep.search.trial_plan import trial_plan
+from sweep.stores.access import error_summary, experimental_api, mask_passwords_in
+from sweep.stores.tracking import (
+    MAX_TAG_LENGTH,
+    Tracker,
+    result_params,
+    result_tags,
+    trial_run_params,
+)
+from sweep.study.trial_loop import Goal, check_not_surplus
+
+EpochHook = Callable[[int, int], None]  # (trial number, epochs done)
+T = TypeVar("T")
+TRACKING_ERROR = "tracking_error"  # user_attrs key: an MLflow write of this trial failed
+
+
+def trial_seed(study_seed: int, trial_number: int) -> int:
+    """A 31-bit seed derived from the study seed and trial number (stable across runs)."""
+    return int(np.random.SeedSequence([study_seed, trial_number]).generate_state(1)[0] >> 1)
+
+
+class PruningObjective:
+    """The objective `study.optimize` calls; returns the configured objective values."""
+
+    def __init__(
+        self,
+        config: StudyConfig,
+        dataset: Dataset,
+        tracker: Tracker,
+        study_run_id: str,
+        baseline: Mapping[str, float],
+        goal: Goal,
+        tf_threads: int,
+        start_weights: Path | None = None,
+        on_epoch: EpochHook | None = None,
+    ) -> None:
+        self.config = config
+        self.dataset = dataset
+        self.tracker = tracker
+        self.study_run_id = study_run_id
+        self.baseline = baseline
+        self.goal = goal
+        self.tf_threads = tf_threads
+        self.start_weights = start_weights
+        self.on_epoch = on_epoch
+        self.steps_per_epoch = dataset.steps_per_epoch(config.train.batch_size)
+        self.total_steps = dataset.total_steps(config.train)
+        self.last_run_id: str | None = None  # the MLflow run of the trial started last
+
+    def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
+        check_not_surplus(trial, self.goal)
+        seed = trial_seed(self.config.seed, trial.number)
+        trial.set_user_attr("seed", seed)
+        trial.set_user_attr("tf_threads", self.tf_threads)  # rerun uses the same: exact replay
+        params, plan = trial_plan(trial, self.config.search, self.total_steps)
+        trial.set_user_attr("plan", asdict(plan))
+        timings: dict[str, float] = {}
+        curves: dict[str, list[float]] = {}
+
+        recorded = (early_stopping.recorded_epochs(self.config.train.epochs, self.steps_per_epoch, plan.end_step)
+                    if self.config.early_stopping and early_stopping.applies(self.config.objectives) else range(0))
+        rungs = early_stopping.rung_epochs(recorded)
+
+        def record_epoch(epoch: int, logs: Mapping[str, float]) -> None:
+            for name, value in logs.items():  # kept here, so a failed trial still logs them
+                curves.setdefault(name, []).append(float(value))
+            if self.on_epoch is not None:
+                self.on_epoch(trial.number, epoch + 1)
+            if epoch + 1 in recorded:
+                self._judge(trial, epoch + 1, logs, judged=epoch + 1 in rungs)
+
+        run_id: str | None = None
+        try:
+            clock = time.perf_counter()
+            run_id = self.last_run_id = self._tracked(trial, lambda: self.tracker.start_trial(
+                self.study_run_id, trial.number, trial_run_params(trial.params, plan, seed)))
+            if run_id is not None:
+                trial.set_user_attr("mlflow_run_id", run_id)
+            timings["mlflow_start"] = time.perf_counter() - clock
+            started = time.perf_counter()
+            evaluated = train_and_measure(self.dataset, self.config, seed, params=params, plan=plan,
+                                          baseline=self.baseline, on_epoch=record_epoch,
+                                          start_weights=self.start_weights, timings=timings)
+            trained, metrics = evaluated.trained, evaluated.metrics
+            metrics["trial_seconds"] = time.perf_counter() - started
+        except early_stopping.EarlyStopped as stopped:
+            epoch, reason = stopped.epoch, str(stopped)
+            if stopped.shortfall is not None:  # infeasible to the sampler, like a complete trial below the floor
+                trial.set_constraint("min_accuracy", stopped.shortfall)
+            if run_id is not None:
+                self._tracked(trial, lambda: self.tracker.stop_trial(run_id, epoch, reason, curves=curves))
+            trial.set_user_attr(early_stopping.EARLY_STOPPED, epoch)
+            trial.set_user_attr("error", reason)
+            raise optuna.TrialPruned(reason) from None
+        # The MLflow run is ended first: if the Optuna write then fails, the run is not left RUNNING.
+        except Exception as error:
+            reason = _reason(error)
+            if run_id is not None:
+                self._tracked(trial, lambda: self.tracker.fail_trial(run_id, reason, curves=curves))
+            trial.set_user_attr("error", reason)
+            raise
+        except BaseException:  # KeyboardInterrupt, SystemExit: the run must not stay RUNNING
+            if run_id is not None:
+                self._tracked(trial, lambda: self.tracker.fail_trial(
+                    run_id, "interrupted", curves=curves, status="KILLED"))
+            trial.set_user_attr("error", "interrupted")
+            raise
+
+        pruned = trained.pruned_layers
+        layers = {name: asdict(how) for name, how in trained.layers.items()}
+        trial.set_user_attr("pruned_layers", pruned)
+        trial.set_user_attr("layers", layers)
+        violations = {}
+        floor = self.config.constraints.floor(self.baseline["val_accuracy"])
+        if floor is not None:  # one constraint, named as before max_accuracy_drop existed
+            violations["min_accuracy"] = floor - metrics["val_accuracy"]
+            trial.set_constraint("min_accuracy", violations["min_accuracy"])
+        tags = result_tags(pruned, violations)
+        # Optuna keeps the results first: a trained trial survives a failing tracking store,
+        # and `sweep doctor --repair` replays them to MLflow later.
+        trial.set_user_attr("metrics", metrics)
+        clock = time.perf_counter()
+        if run_id is not None:
+            self._tracked(trial, lambda: self.tracker.log_results(
+                run_id, metrics, curves=curves, tags=tags, params=result_params(pruned, layers)))
+        if TRACKING_ERROR in trial.user_attrs:
+            trial.set_user_attr("curves", curves)  # for `sweep doctor --repair` to replay
+        timings["mlflow_log"] = time.perf_counter() - clock
+        # The worker's one garbage collection per trial (runner._run_worker turns automatic
+        # collection off): frees this trial's model and graphs, so memory stays flat. A failed
+        # trial's garbage goes with the next trial's collection.
+        clock = time.perf_counter()
+        del trained, evaluated
+        gc.collect()
+        timings["gc"] = time.perf_counter() - clock
+        trial.set_user_attr("timings", timings)  # where the trial's time went (benchmarks/)
+        trial.set_user_attr("worker_rss_mb", resident_megabytes())  # memory across trials
+        return tuple(metrics[name] for name in self.config.objective_metrics)
+
+    def _judge(self, trial: optuna.Trial, epoch: int, logs: Mapping[str, float], judged: bool) -> None:
+        """Record this epoch's values for the other trials; at a rung, stop if they beat it
+        (raises `EarlyStopped`)."""
+        record = {"losses": early_stopping.rung_losses(self.config.objectives, logs),
+                  "val_accuracy": float(logs["val_accuracy"])}
+        trial.set_user_attr(early_stopping.RUNGS, {**trial.user_attrs.get(early_stopping.RUNGS, {}), str(epoch): record})
+        if not judged:
+            return
+        stopped = early_stopping.judge(trial.number, epoch, record, trial.study.get_trials(deepcopy=False),
+                                       self.config.constraints.floor(self.baseline["val_accuracy"]))
+        if stopped is not None:
+            raise stopped
+
+    def end_open_run(self, reason: str) -> None:
+        """After the storage failed: end the last trial's run FAILED if it is still RUNNING
+        (its trial could not be recorded)."""
+        try:
+            if self.last_run_id is not None and self.tracker.run_status(self.last_run_id) == "RUNNING":
+                self.tracker.fail_trial(self.last_run_id, reason)
+        except Exception as error:  # the tracking store may share the failing disk
+            print(f"warning: MLflow could not end run {self.last_run_id}: {_store_reason(error)}", file=sys.stderr)
+
+    def _tracked(self, trial: optuna.Trial, write: Callable[[], T]) -> T | None:
+        """An MLflow write that must not cost the trial: on failure the reason goes to
+        `user_attrs["tracking_error"]`, and the trial goes on."""
+        try:
+            return write()
+        except Exception as error:
+            trial.set_user_attr(TRACKING_ERROR, f"MLflow: {_store_reason(error)}"[:MAX_TAG_LENGTH])
+            return None
+
+
+class FinishRuns:
+    """Optuna callback, after the trial's state is stored: its MLflow run ends FINISHED
+    only once Optuna has it COMPLETE, so a crash in between leaves a RUNNING run that
+    `sweep doctor` can finish, never a FINISHED run without a complete trial."""
+
+    def __init__(self, tracker: Tracker) -> None:
+        self.tracker = tracker
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        run_id = trial.user_attrs.get("mlflow_run_id")
+        if run_id and trial.state == optuna.trial.TrialState.COMPLETE and TRACKING_ERROR not in trial.user_attrs:
+            try:
+                self.tracker.end_run(run_id, "FINISHED")
+            except Exception as error:  # the trial is stored; `sweep doctor --repair` finishes the run
+                print(f"warning: trial {trial.number}: MLflow could not end run {run_id}: {_store_reason(error)}; "
+                      f"run `sweep doctor --repair` once the tracking store works", file=sys.stderr)
+
+
+class StaleTrials:
+    """Storage callback for a trial whose worker stopped beating (killed, machine lost):
+    end its MLflow run KILLED, then let Optuna enqueue a retry with the same params."""
+
+    def __init__(self, tracker: Tracker, max_retry: int = 3) -> None:
+        self.tracker = tracker
+        with experimental_api():
+            self.retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        # First, so the retry does not depend on MLflow. Optuna copies the user attributes
+        # to the retry; it must start clean (no run id, metrics or tracking error of the lost one).
+        fresh = copy.deepcopy(trial)
+        fresh.user_attrs = {}
+        self.retry(study, fresh)
+        try:
+            recorded = trial.user_attrs.get("mlflow_run_id")
+            # none recorded: the worker may have died between creating the run and recording it
+            reason = trial.user_attrs.get("error", "worker lost: no heartbeat")  # from sweep.stores.heartbeats
+            for run_id in [recorded] if recorded else self.tracker.unfinished_trial_runs(trial.number):
+                self.tracker.fail_trial(run_id, f"{reason}; retried", status="KILLED")
+        except Exception as error:  # `sweep doctor --repair` ends it later
+            print(f"warning: MLflow could not end the run of lost trial {trial.number}: {_store_reason(error)}",
+                  file=sys.stderr)
+
+
+def resident_megabytes() -> float:
+    """This process's resident memory now (Linux), or 0 where /proc is missing."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except OSError:
+        return 0.0
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _store_reason(error: BaseException) -> str:
+    """A store's error in one line: the driver's first line, without the SQL statement and
+    the rest that SQLAlchemy and MLflow add (`stores.error_summary`)."""
+    return f"{type(error).__name__}: {error_summary(error)}"
+
+
+def _reason(error: BaseException) -> str:
+    """`ExceptionType: message` and where it was raised, short enough for a tag."""
+    frames = traceback.extract_tb(error.__traceback__)
+    where = f" (at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
+    return mask_passwords_in(f"{type(error).__name__}: {error}{where}")
+
+

@@ -26,7 +26,7 @@ ROUNDS = 7
 
 
 def main() -> None:
-    from sweep.config.schema import parse_study_config
+    from sweep.config import parse_study_config
     from sweep.data.datasets import load_dataset
     from sweep.modeling.measure import gzip_size
     from sweep.modeling.tflite import Runner, sparse_encoded

@@ -29,7 +29,7 @@ import numpy as np
 import optuna
 import yaml
 
-from sweep.config.schema import StudyConfig, parse_study_config
+from sweep.config import StudyConfig, parse_study_config
 from sweep.results.pareto import hypervolume, trial_table
 from sweep.study import runner
 

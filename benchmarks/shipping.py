@@ -47,7 +47,7 @@ def main() -> None:
         front = loaded.best_trials
         drops = [t.user_attrs["metrics"]["val_accuracy"] - t.user_attrs["metrics"]["int8_val_accuracy"] for t in front]
 
-        from sweep.config.schema import DataConfig
+        from sweep.config import DataConfig
         from sweep.data.datasets import load_dataset
         from sweep.modeling.tflite import Runner
 

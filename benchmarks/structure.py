@@ -57,7 +57,7 @@ def prune(model: Any, structure: Any, x: np.ndarray, y: np.ndarray, steps: int) 
     """`model` pruned to SPARSITY with `structure` over `steps` batches of (x, y): the
     stripped model and what each layer got."""
     from sweep._tf import keras, tfmot
-    from sweep.config.schema import PruneConfig
+    from sweep.config import PruneConfig
     from sweep.modeling.pruning import wrap_for_pruning
     from sweep.search.trial_plan import SchedulePlan
 
@@ -79,7 +79,7 @@ def files(model: Any, train: Any) -> dict[str, bytes]:
 
 def patterns() -> dict:
     from sweep._tf import keras
-    from sweep.config.schema import parse_study_config
+    from sweep.config import parse_study_config
     from sweep.data.datasets import Split, load_dataset
     from sweep.modeling.measure import accuracy, sparsity
     from sweep.modeling.tflite import Runner

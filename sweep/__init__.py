@@ -8,7 +8,7 @@ Importing `sweep` stays light: TensorFlow, tfmot and MLflow load only in the mod
 that train or track (see `sweep._tf`).
 """
 
-from sweep.config.schema import StudyConfig, load_study_config
+from sweep.config import StudyConfig, load_study_config
 from sweep.errors import ConfigError, StudyAborted, SweepError, UsageError
 
 __version__ = "0.1.0"

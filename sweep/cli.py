@@ -19,7 +19,7 @@ from sweep.errors import SweepError
 if TYPE_CHECKING:  # loaded by the commands that use them: `sweep --help` stays fast
     import optuna
 
-    from sweep.config.schema import StudyConfig
+    from sweep.config import StudyConfig
     from sweep.stores.tracking import Tracker
 
 app = typer.Typer(
@@ -93,9 +93,9 @@ def run(
 
     Example: sweep run studies/quickstart.yaml --jobs 2
     """
-    from sweep.config.schema import load_study_config
-    from sweep.stores.access import storage_url
-    from sweep.stores.access import tracking_uri as resolve_tracking_uri
+    from sweep.config import load_study_config
+    from sweep.stores.urls import storage_url
+    from sweep.stores.urls import tracking_uri as resolve_tracking_uri
 
     config = load_study_config(study_file)
     from sweep.study.runner import RunRequest, run_study
@@ -151,8 +151,9 @@ class _Opened:
 def _open_study(study_file: Path | None, study_name: str | None, storage: str | None,
                 tracking_uri: str | None = None) -> _Opened:
     """The study named by a study file or --study NAME; its files are the study file's folder's."""
-    from sweep.stores.access import load_study, storage_url
-    from sweep.stores.access import tracking_uri as resolve_tracking_uri
+    from sweep.stores.optuna_storage import load_study
+    from sweep.stores.urls import storage_url
+    from sweep.stores.urls import tracking_uri as resolve_tracking_uri
     from sweep.study.resume import stored_study_config
 
     study = load_study(_study_name(study_file, study_name), storage_url(storage))
@@ -162,7 +163,7 @@ def _open_study(study_file: Path | None, study_name: str | None, storage: str | 
 
 def _study_name(study_file: Path | None, study_name: str | None) -> str:
     """The name alone: commands that read a study use the study file `sweep run` stored."""
-    from sweep.config.schema import load_study_name
+    from sweep.config import load_study_name
     from sweep.errors import UsageError
 
     if study_file is None and study_name is None:
@@ -433,8 +434,8 @@ def doctor(
 
     Example: sweep doctor studies/quickstart.yaml --repair
     """
-    from sweep.stores.access import storage_url
-    from sweep.stores.access import tracking_uri as resolve_tracking_uri
+    from sweep.stores.urls import storage_url
+    from sweep.stores.urls import tracking_uri as resolve_tracking_uri
     from sweep.study.doctor import apply, diagnose, open_for_check
 
     study, tracker, opened = open_for_check(_study_name(study_file, study_name), storage_url(storage),
@@ -467,7 +468,8 @@ def studies(
     """
     import json
 
-    from sweep.stores.access import mask_password, storage_url, study_rows
+    from sweep.stores.optuna_storage import study_rows
+    from sweep.stores.urls import mask_password, storage_url
 
     _check_format(output_format, ("table", "csv", "json"))
     rows = study_rows(storage_url(storage))
@@ -519,8 +521,9 @@ def ui(
     import os
 
     from sweep.errors import UsageError
-    from sweep.stores.access import is_tracking_server, mask_password, require_tracking_store
-    from sweep.stores.access import tracking_uri as resolve_tracking_uri
+    from sweep.stores.checks import require_tracking_store
+    from sweep.stores.urls import is_tracking_server, mask_password
+    from sweep.stores.urls import tracking_uri as resolve_tracking_uri
     from sweep.ui.servers import browser_url, port_in_use, serve
 
     uri = resolve_tracking_uri(tracking_uri)
@@ -568,13 +571,9 @@ def dashboard(
     Example: sweep dashboard studies/quickstart.yaml --port 8081
     """
     from sweep.errors import UsageError
-    from sweep.stores.access import (
-        load_study,
-        mask_password,
-        open_storage,
-        require_storage,
-        storage_url,
-    )
+    from sweep.stores.checks import require_storage
+    from sweep.stores.optuna_storage import load_study, open_storage
+    from sweep.stores.urls import mask_password, storage_url
     from sweep.ui.servers import browser_url, port_in_use
 
     try:
@@ -619,7 +618,7 @@ def main() -> None:
             raise
         from rich.markup import escape  # messages quote ranges like [low, high]: not markup
 
-        from sweep.stores.access import mask_passwords_in
+        from sweep.stores.urls import mask_passwords_in
 
         stderr.print(f"[red]error:[/] {escape(mask_passwords_in(str(error)))}", highlight=False, soft_wrap=True)
         sys.exit(error.exit_code)

@@ -2,7 +2,7 @@
 module that registers a model's custom layers.
 
 A study file names code as "pkg.module:function" or "path/to/file.py:function" (custom
-objects: "pkg.module" or "file.py"); `sweep.config.schema` has already checked that the module or
+objects: "pkg.module" or "file.py"); `sweep.config` has already checked that the module or
 file exists and made file paths absolute. Importing runs the user's code, so every failure
 is theirs to fix: a one-line `UsageError` naming the study key.
 """

@@ -141,7 +141,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(
 
 def test_resuming_on_changed_data_is_refused(tmp_path: Path) -> None:
     """Same file name, same shapes, other values: the trials would mix two datasets."""
-    from sweep.config.schema import load_study_config
+    from sweep.config import load_study_config
     from sweep.data.datasets import load_dataset
     from sweep.study.runner import RunRequest, run_study
 

@@ -18,7 +18,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from sweep.config.schema import load_study_config
+from sweep.config import load_study_config
 
 from conftest import SWEEP, run_sweep, write_study
 
@@ -139,7 +139,7 @@ def test_rerun_reproduces_the_trial_exactly_and_exports_loadable_models(study_di
 import os, sys
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
 import numpy as np, tensorflow as tf, tf_keras
-from sweep.config.schema import DataConfig
+from sweep.config import DataConfig
 from sweep.data.datasets import load_dataset
 data = load_dataset(DataConfig())
 model = tf_keras.models.load_model("{out / 'model.keras'}")
@@ -188,7 +188,7 @@ print(keras_accuracy, tflite_accuracy, right / len(data.test.y), "tensorflow_mod
 
 
 def load_dataset_x(folder: Path):  # type: ignore[no-untyped-def]
-    from sweep.config.schema import DataConfig
+    from sweep.config import DataConfig
     from sweep.data.datasets import load_dataset
 
     return load_dataset(DataConfig()).test.x[:3]

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sweep.config.schema import Span, load_study_config, parse_study_config
+from sweep.config import Span, load_study_config, parse_study_config
 from sweep.errors import ConfigError, UsageError
 
 
@@ -223,7 +223,7 @@ def test_an_alias_bomb_is_echoed_in_a_few_characters(tmp_path: Path) -> None:
 
 
 def test_a_study_stored_before_model_start_existed_keeps_training_from_scratch() -> None:
-    from sweep.config.schema import inherit_stored_values, parse_stored_config
+    from sweep.config import inherit_stored_values, parse_stored_config
 
     stored = parse_study_config({"name": "old"}).model_dump(mode="json")
     del stored["model"]["start"]  # as an older sweep stored it
@@ -236,7 +236,7 @@ def test_a_study_stored_before_model_start_existed_keeps_training_from_scratch()
 
 
 def test_a_study_stored_before_export_existed_keeps_its_int8_file_and_objective() -> None:
-    from sweep.config.schema import inherit_stored_values, parse_stored_config
+    from sweep.config import inherit_stored_values, parse_stored_config
     from sweep.study.resume import check_compatible
 
     raw = {"name": "old", "objectives": ["int8_accuracy", "int8_size"]}
@@ -268,7 +268,7 @@ def test_int8_file_size_of_a_dense_int8_file_is_refused_with_the_fix() -> None:
 
 
 def test_a_stored_study_is_read_even_if_its_files_moved(tmp_path: Path) -> None:
-    from sweep.config.schema import parse_stored_config
+    from sweep.config import parse_stored_config
 
     (tmp_path / "model.keras").write_bytes(b"")
     (tmp_path / "data.py").write_text("def load():\n    pass\n")
@@ -283,7 +283,7 @@ def test_a_stored_study_is_read_even_if_its_files_moved(tmp_path: Path) -> None:
 def test_a_study_is_stored_with_paths_inside_its_folder_relative_to_its_study_file(tmp_path: Path) -> None:
     """Files in the project folder move with it; a file outside it (a shared dataset or
     builder) stays where it is, so its path stays absolute."""
-    from sweep.config.schema import parse_stored_config
+    from sweep.config import parse_stored_config
 
     project, shared = tmp_path / "project", tmp_path / "shared"
     for folder in (project, shared):
@@ -313,7 +313,7 @@ def test_a_study_is_stored_with_paths_inside_its_folder_relative_to_its_study_fi
 
 
 def test_the_accuracy_floor_is_the_higher_of_the_two_limits() -> None:
-    from sweep.config.schema import ConstraintsConfig
+    from sweep.config import ConstraintsConfig
 
     assert ConstraintsConfig().floor(0.97) is None
     assert ConstraintsConfig(max_accuracy_drop=0.02).floor(0.97) == pytest.approx(0.95)

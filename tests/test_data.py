@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sweep.config.schema import DataConfig
+from sweep.config import DataConfig
 from sweep.data.datasets import PUBLISHED_SHA256, load_dataset
 from sweep.errors import UsageError
 
@@ -388,7 +388,7 @@ def builders(tmp_path: Path) -> str:
     ],
 )
 def test_builder_that_does_not_fit_the_dataset_is_refused(builders: str, function: str, message: str) -> None:
-    from sweep.config.schema import ModelConfig, SearchConfig
+    from sweep.config import ModelConfig, SearchConfig
     from sweep.modeling.models import check_model
 
     with pytest.raises(UsageError) as caught:

@@ -16,8 +16,8 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
 from sweep.search.early_stopping import EARLY_STOPPED
-from sweep.stores.access import experimental_api
 from sweep.stores.heartbeats import HeartbeatStorage
+from sweep.stores.optuna_storage import experimental_api
 from sweep.stores.tracking import TRIAL_NUMBER
 from sweep.study.doctor import apply, diagnose
 

@@ -16,7 +16,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from sweep.config.schema import parse_study_config
+from sweep.config import parse_study_config
 from sweep.stores.tracking import Tracker
 from sweep.study.runner import RunRequest, run_study
 

@@ -97,7 +97,7 @@ def test_a_trial_that_cannot_reach_min_accuracy_stops() -> None:
 def test_dominated_trials_stop_across_two_workers_and_a_resume(tmp_path: Path) -> None:
     import optuna
 
-    from sweep.stores.access import load_study
+    from sweep.stores.optuna_storage import load_study
 
     write_study(tmp_path, name="early", n_trials=2, early_stopping=True, train={"epochs": 4},
                 search={"schedule": "constant", "end_step": 0.5, "begin_step": 0.0})

@@ -34,7 +34,7 @@ def test_help_does_not_import_heavy_libraries() -> None:
 
 
 def test_pure_modules_do_not_import_tensorflow() -> None:
-    modules = "sweep.config.schema, sweep.search.space, sweep.search.trial_plan, sweep.pareto, sweep.stores.access"
+    modules = "sweep.config, sweep.search.space, sweep.search.trial_plan, sweep.pareto, sweep.stores.access"
     assert "tensorflow" not in loaded_after(f"import {modules}")
 
 

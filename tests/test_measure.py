@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from sweep._tf import keras
-from sweep.data.datasets import Dataset, Split
+from sweep.data.splits import Dataset, Split
 from sweep.modeling.measure import accuracy, gzip_size, keras_h5_bytes, measure, sparsity
 from sweep.modeling.tflite import float_tflite
 

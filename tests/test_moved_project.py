@@ -13,7 +13,7 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from sweep.config.schema import StudyConfig, load_study_config
+from sweep.config import StudyConfig, load_study_config
 from sweep.errors import UsageError
 
 from conftest import REPO, run_sweep, write_study
@@ -105,7 +105,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def complete_trials(folder: Path) -> int:
-    from sweep.stores.access import load_study
+    from sweep.stores.optuna_storage import load_study
 
     study = load_study("moved", f"sqlite:///{folder / 'sweep.db'}")
     return len(study.get_trials(deepcopy=False, states=[TrialState.COMPLETE]))

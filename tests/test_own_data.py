@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sweep.config.schema import parse_study_config
+from sweep.config import parse_study_config
 from sweep.data.datasets import load_dataset
 from sweep.errors import UsageError
 

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from sweep.config.schema import ModelConfig, SearchConfig, load_study_config, parse_study_config
+from sweep.config import ModelConfig, SearchConfig, load_study_config, parse_study_config
 from sweep.errors import SweepError, UsageError
 
 from conftest import REPO, run_sweep
@@ -55,7 +55,7 @@ def test_a_pretrained_model_is_the_baseline_as_it_is_and_every_trial_starts_from
     example: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from sweep._tf import keras
-    from sweep.stores.access import load_study
+    from sweep.stores.optuna_storage import load_study
     from sweep.stores.tracking import Tracker
     from sweep.study.rerun import TIMED, rerun_trial
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from sweep._tf import PruneLowMagnitude, keras, tfmot
-from sweep.config.schema import PruneConfig, SearchConfig, parse_study_config
+from sweep.config import PruneConfig, SearchConfig, parse_study_config
 from sweep.data.datasets import load_dataset
 from sweep.errors import UsageError
 from sweep.modeling.measure import measure
@@ -96,7 +96,7 @@ def test_include_and_exclude_narrow_the_pruned_layers(builders: str) -> None:
 
 
 def test_a_model_with_nothing_to_prune_is_bad_input(builders: str) -> None:
-    from sweep.config.schema import ModelConfig
+    from sweep.config import ModelConfig
     from sweep.modeling.models import build_model, check_model
 
     with pytest.raises(UsageError, match="no layer of model.builder .* can be pruned: it has no layer tfmot can prune"):
@@ -155,7 +155,7 @@ def test_a_pattern_that_fits_no_pruned_layer_is_refused_before_any_write(
 
 
 def test_a_pattern_that_fits_some_pruned_layer_is_accepted(builders: str) -> None:
-    from sweep.config.schema import ModelConfig
+    from sweep.config import ModelConfig
     from sweep.modeling.models import check_model
 
     # 2x2 blocks tile logits (6, 10) only; 2:4 fits every layer of mlp

@@ -10,7 +10,7 @@ import optuna
 import pytest
 
 import sweep.data.datasets
-from sweep.config.schema import parse_study_config
+from sweep.config import parse_study_config
 from sweep.search.space import start_points
 from sweep.study.runner import RunRequest, run_study
 

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sweep.config.schema import parse_study_config
+from sweep.config import parse_study_config
 from sweep.search.space import TrialParams, suggest_params
 from sweep.search.trial_plan import plan_schedule
 

@@ -22,7 +22,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sweep.errors import Unreachable, UsageError
-from sweep.stores.access import check_stores, check_tracking, mask_password
+from sweep.stores.checks import check_stores, check_tracking
+from sweep.stores.urls import mask_password
 
 from conftest import SWEEP, free_port, run_sweep, write_study
 
@@ -117,13 +118,13 @@ def test_check_stores_names_the_whole_wait_however_slow_the_first_attempt(
 ) -> None:
     # A loaded machine (or a server's connect timeout) makes the first attempt slow: the wait
     # still starts when a server first fails to answer, so the message does not depend on it.
-    import sweep.stores.access
+    import sweep.stores.checks
 
     def slow_and_down(url: str) -> None:
         time.sleep(0.6)
         raise Unreachable(f"cannot reach the Optuna storage {url}")
 
-    monkeypatch.setattr(sweep.stores.access, "check_storage", slow_and_down)
+    monkeypatch.setattr(sweep.stores.checks, "check_storage", slow_and_down)
     started = time.monotonic()
     with pytest.raises(Unreachable):
         check_stores("postgresql://db/optuna", "sqlite:///unused.db", wait=1)
@@ -245,7 +246,7 @@ def test_secret_variables_are_masked_in_every_error_sweep_prints(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     import sweep.cli
-    from sweep.stores.access import mask_passwords_in
+    from sweep.stores.urls import mask_passwords_in
 
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "hunter2-mlflow")
     monkeypatch.setenv("PGPASSWORD", "pg-s3cret")

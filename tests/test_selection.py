@@ -6,7 +6,7 @@ import optuna
 import pandas as pd
 import pytest
 
-from sweep.config.schema import ConstraintsConfig
+from sweep.config import ConstraintsConfig
 from sweep.results.selection import NoTrialMatches, knee, select_from_front, select_trial
 
 

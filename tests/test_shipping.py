@@ -15,7 +15,7 @@ import numpy as np
 import optuna
 import pytest
 
-from sweep.config.schema import StudyConfig, parse_study_config
+from sweep.config import StudyConfig, parse_study_config
 
 from conftest import REPO, interpreter_accuracy
 

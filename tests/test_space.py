@@ -5,7 +5,7 @@ import math
 import optuna
 import pytest
 
-from sweep.config.schema import parse_study_config
+from sweep.config import parse_study_config
 from sweep.search.space import fixed_search, start_points, suggest_params
 
 

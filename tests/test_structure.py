@@ -14,7 +14,7 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sweep.config.schema import parse_study_config
+from sweep.config import parse_study_config
 from sweep.errors import ConfigError
 from sweep.search.structure import Pattern, Structure, allocate, plan_layers
 from sweep.search.trial_plan import SchedulePlan
@@ -115,7 +115,7 @@ def test_allocation_keeps_the_global_sparsity(sparsity: float, exponent: float) 
 
 
 def test_the_start_design_pairs_every_pattern_with_every_schedule() -> None:
-    from sweep.config.schema import SearchConfig
+    from sweep.config import SearchConfig
     from sweep.search.space import start_points
 
     search = SearchConfig.model_validate({"schedule": ["constant", "polynomial"], "pattern": ["unstructured", "2:4"]})
@@ -172,7 +172,7 @@ def test_a_study_searches_patterns_and_per_layer_targets_and_its_rerun_exports_t
     from ai_edge_litert.interpreter import Interpreter
 
     from sweep._tf import keras
-    from sweep.stores.access import load_study
+    from sweep.stores.optuna_storage import load_study
 
     write_study(tmp_path, name="shaped", n_trials=3, model={"builder": "cnn"},
                 search={"pattern": ["2:4", "1x4"], "per_layer": True, "schedule": "constant"})
@@ -215,7 +215,7 @@ def test_the_xnnpack_policy_prunes_only_1x1_convolutions(tmp_path: Path) -> None
                 data={"loader": "net.py:load"}, search={"policy": "xnnpack", "final_sparsity": 0.7})
     result = run_sweep("run", "xnn.yaml", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    from sweep.stores.access import load_study
+    from sweep.stores.optuna_storage import load_study
 
     (trial,) = load_study("xnn", f"sqlite:///{tmp_path}/sweep.db").trials
     assert trial.params["policy"] == "xnnpack" and trial.user_attrs["pruned_layers"] == ["expand", "mix"]

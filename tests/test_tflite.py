@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sweep.config.schema import parse_study_config
+from sweep.config import parse_study_config
 from sweep.data.datasets import load_dataset
 from sweep.modeling.measure import gzip_size, measure
 from sweep.modeling.tflite import Runner, sparse_encoded
@@ -113,10 +113,10 @@ def test_a_three_objective_study_on_what_ships_and_every_objective_combination(t
     import itertools
     import json
 
-    from sweep.config.schema import OBJECTIVES
+    from sweep.config import OBJECTIVES
     from sweep.results.pareto import completed_trials, hypervolume, pareto_front, trial_table
     from sweep.results.selection import select_trial
-    from sweep.stores.access import load_study
+    from sweep.stores.optuna_storage import load_study
 
     from conftest import run_notebook, run_sweep, write_study
 

@@ -8,7 +8,7 @@ import numpy as np
 import optuna
 import pytest
 
-from sweep.config.schema import parse_study_config
+from sweep.config import parse_study_config
 from sweep.data.datasets import load_dataset
 from sweep.errors import UsageError
 from sweep.modeling.measure import sparsity

@@ -12,8 +12,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from sweep.stores.access import experimental_api
 from sweep.stores.heartbeats import HeartbeatStorage
+from sweep.stores.optuna_storage import experimental_api
 from sweep.study.trial_loop import Goal, work
 
 
@@ -53,7 +53,7 @@ def test_a_trial_whose_worker_died_before_its_first_heartbeat_is_failed_and_retr
 ) -> None:
     """Killed between creating its trial and the first heartbeat: Optuna alone never reaps
     a trial that never beat, and the study would wait for it forever."""
-    from sweep.stores.access import open_storage
+    from sweep.stores.optuna_storage import open_storage
 
     monkeypatch.setenv("SWEEP_HEARTBEAT_INTERVAL", "1")  # grace period 3 s
     with experimental_api():
@@ -111,7 +111,7 @@ def test_max_failures_is_a_fraction_of_the_trials_wanted_or_a_count(value: str, 
 
 
 def test_a_study_stored_before_a_key_existed_resumes_with_its_default() -> None:
-    from sweep.config.schema import inherit_stored_values, parse_study_config
+    from sweep.config import inherit_stored_values, parse_study_config
     from sweep.study.resume import check_compatible
 
     config = parse_study_config({"name": "x"})

@@ -11,12 +11,9 @@ begin_step (0.3), got 0.2``.
 
 from __future__ import annotations
 
-import ast
-import importlib.util
 import math
 import os
 import re
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -29,14 +26,14 @@ from pydantic import (
     Field,
     PlainSerializer,
     PrivateAttr,
-    ValidationError,
     ValidationInfo,
     field_validator,
     model_serializer,
     model_validator,
 )
 
-from sweep.errors import ConfigError, brief
+from sweep.config.files import checks_files, code_spec, code_target, map_files, resolve
+from sweep.errors import brief
 
 SCHEDULES = ("polynomial", "constant", "step")
 BUILTIN_BUILDERS = ("mlp", "cnn")
@@ -217,8 +214,8 @@ class DataConfig(_Strict):
     def _resolve_path(cls, path: str | None, info: ValidationInfo) -> str | None:
         if path is None:
             return None
-        resolved = _resolve(path, info)
-        if _checks_files(info):
+        resolved = resolve(path, info)
+        if checks_files(info):
             if info.data.get("dataset") == "directory":
                 if not resolved.is_dir():
                     raise ValueError(f"no such folder: {resolved}")
@@ -229,7 +226,7 @@ class DataConfig(_Strict):
     @field_validator("loader")
     @classmethod
     def _loader_exists(cls, loader: str | None, info: ValidationInfo) -> str | None:
-        return None if loader is None else _code_spec(loader, info)
+        return None if loader is None else code_spec(loader, info)
 
     @field_validator("image_size")
     @classmethod
@@ -304,22 +301,22 @@ class ModelConfig(_Strict):
     def _builder_exists(cls, builder: str | None, info: ValidationInfo) -> str | None:
         if builder is None or builder in BUILTIN_BUILDERS:
             return builder
-        return _code_spec(builder, info, also="".join(f"{name}, " for name in BUILTIN_BUILDERS))
+        return code_spec(builder, info, also="".join(f"{name}, " for name in BUILTIN_BUILDERS))
 
     @field_validator("pretrained")
     @classmethod
     def _model_exists(cls, pretrained: str | None, info: ValidationInfo) -> str | None:
         if pretrained is None:
             return None
-        path = _resolve(pretrained, info)
-        if _checks_files(info) and not path.exists():
+        path = resolve(pretrained, info)
+        if checks_files(info) and not path.exists():
             raise ValueError(f"no such file or SavedModel folder: {path}")
         return str(path)
 
     @field_validator("custom_objects")
     @classmethod
     def _module_exists(cls, target: str | None, info: ValidationInfo) -> str | None:
-        return None if target is None else _code_target(target, info)
+        return None if target is None else code_target(target, info)
 
     @model_validator(mode="after")
     def _one_model(self) -> ModelConfig:
@@ -572,26 +569,12 @@ class StudyConfig(_Strict):
             inside = Path(path).is_relative_to(self.folder)
             return os.path.relpath(path, self.folder) if inside else path
 
-        return _map_files(self.model_dump(mode="json"), relative_inside)
+        return map_files(self.model_dump(mode="json"), relative_inside)
 
     def to_yaml(self) -> str:
         """The resolved study: every default filled in, paths absolute, so the file works
         wherever it is written (an export folder, stdout, an MLflow artifact)."""
         return yaml.dump(self.model_dump(mode="json"), Dumper=_YamlDumper, sort_keys=False)
-
-
-# --- loading -------------------------------------------------------------------------
-
-
-class _YamlLoader(yaml.SafeLoader):
-    """SafeLoader that reads `1e-6` as a float, as YAML 1.2 does (PyYAML reads a string)."""
-
-
-_YamlLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
-    list("-+0123456789."),
-)
 
 
 class _YamlDumper(yaml.SafeDumper):
@@ -601,211 +584,3 @@ class _YamlDumper(yaml.SafeDumper):
 _YamlDumper.add_representer(
     list, lambda dumper, data: dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=True)
 )
-
-
-def load_study_config(path: str | Path) -> StudyConfig:
-    """Read and validate a study file; raises `ConfigError` naming the offending key.
-
-    >>> config = load_study_config("studies/quickstart.yaml")
-    >>> config.objectives
-    ['accuracy', 'compressed_size']
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such study file")
-    try:
-        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_YamlLoader)
-    except UnicodeDecodeError as error:
-        raise ConfigError(
-            f"{path}: not UTF-8 text (byte {error.start}: {error.object[error.start:error.start + 1]!r}); "
-            f"save the study file as UTF-8"
-        ) from None
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-        raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from None
-    return parse_study_config(raw, base_dir=path.parent, source=str(path))
-
-
-def parse_study_config(
-    raw: Any, base_dir: Path = Path("."), source: str = "study", check_files: bool = True
-) -> StudyConfig:
-    """Validate an already-parsed study mapping (see `load_study_config`). `check_files`
-    False accepts files that no longer exist (a stored study's, read for its values)."""
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: expected a mapping of keys like 'name:', got {brief(raw)}")
-    try:
-        return StudyConfig.model_validate(raw, context={"base_dir": base_dir, "check_files": check_files})
-    except ValidationError as error:
-        raise ConfigError(f"{source}: {_format_error(error)}") from None
-
-
-# Keys added since a study could have been stored, with the value such a study ran with:
-# a stored study file has every key, so a missing one means an older sweep wrote it.
-STORED_BEFORE = {("model", "start"): "scratch", ("export", "int8_storage"): "smallest"}
-# Objectives whose meaning changed with the `export` section: a study stored without one
-# ran `int8_size` on the raw file's size.
-RENAMED_BEFORE_EXPORT = {"int8_size": "int8_file_size"}
-
-
-def _stored_before_export(study: dict[str, Any]) -> bool:
-    return "export" not in study
-
-
-def _renamed_before_export(objectives: Sequence[str]) -> list[str]:
-    return [RENAMED_BEFORE_EXPORT.get(o, o) for o in objectives]
-
-
-def parse_stored_config(raw: Any, source: str, folder: Path = Path(".")) -> StudyConfig:
-    """A study file as `sweep run` stored it, read with the values it ran with, its paths
-    resolved against `folder` (the study file's: a copied project uses its own files).
-    Older studies stored absolute paths, which stay as they are. Its files may be gone:
-    reading its values does not need them."""
-    if isinstance(raw, dict):
-        raw = {**raw}
-        if _stored_before_export(raw) and isinstance(raw.get("objectives"), list):
-            raw["objectives"] = _renamed_before_export(raw["objectives"])
-        for (section, key), value in STORED_BEFORE.items():
-            part = raw.get(section, {})  # a section added since is missing whole
-            if isinstance(part, dict) and key not in part:
-                raw[section] = {**part, key: value}
-    return parse_study_config(raw, base_dir=folder, source=source, check_files=False)
-
-
-def inherit_stored_values(config: StudyConfig, stored: Any) -> StudyConfig:
-    """`config` resuming a study an older sweep stored: a key added since, which the study
-    file leaves out, keeps the value the study ran with (`STORED_BEFORE`), not the new
-    default, and an objective renamed since keeps its stored meaning
-    (`RENAMED_BEFORE_EXPORT`), so the unchanged study file still resumes its study."""
-    if not isinstance(stored, dict):
-        return config
-    if _stored_before_export(stored) and "int8_storage" not in config.export.model_fields_set:
-        config = config.model_copy(update={"objectives": _renamed_before_export(config.objectives)})
-    for (section, key), value in STORED_BEFORE.items():
-        part, stored_part = getattr(config, section), stored.get(section, {})
-        if isinstance(stored_part, dict) and key not in stored_part and key not in part.model_fields_set:
-            config = config.model_copy(update={section: part.model_copy(update={key: value})})
-    return config
-
-
-def _format_error(error: ValidationError) -> str:
-    first = error.errors()[0]
-    location = [str(part) for part in first["loc"] if part != "step_params"]  # flat in the file
-    message = first["msg"].removeprefix("Value error, ")
-    if match := re.match(r"^(\w+): (.*)$", message):  # raised by _field_error
-        location.append(match.group(1))
-        message = match.group(2)
-    if first["type"] == "extra_forbidden":
-        message = f"unknown key; expected one of: {', '.join(_allowed_keys(location[:-1]))}"
-    elif first["type"] == "missing":
-        message = "required key is missing"
-    elif first["type"] in ("literal_error", "enum") or "input" in first and first["type"].endswith(("_type", "than", "than_equal", "finite_number")):
-        message = f"{message}, got {brief(first['input'])}"
-    more = error.error_count() - 1
-    suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
-    return f"{'.'.join(location) or 'study'}: {message}{suffix}"
-
-
-def _allowed_keys(section: list[str]) -> list[str]:
-    model: type[BaseModel] = StudyConfig
-    for key in section:
-        model = model.model_fields[key].annotation  # type: ignore[assignment]
-    keys = list(model.model_fields)
-    if "step_params" in keys:
-        keys[keys.index("step_params")] = "step_level_<i>, step_position_<i>"
-    return keys
-
-
-# Keys that can name files, relative to the study file: paths, and code given as
-# "file.py:function" or "file.py" (a "pkg.module:function" or a built-in builder names none).
-PATH_KEYS = (("data", "path"), ("model", "pretrained"))
-CODE_KEYS = (("data", "loader"), ("model", "builder"), ("model", "custom_objects"))
-
-
-def _map_files(dumped: dict[str, Any], change: Callable[[str], str]) -> dict[str, Any]:
-    """A dumped study with `change` applied to every file path it names."""
-    dumped = {**dumped}
-    for section, key in (*PATH_KEYS, *CODE_KEYS):
-        part = dumped.get(section)
-        value = part.get(key) if isinstance(part, dict) else None
-        if isinstance(part, dict) and isinstance(value, str):
-            dumped[section] = {**part, key: change(value) if (section, key) in PATH_KEYS else _map_code(value, change)}
-    return dumped
-
-
-def _map_code(spec: str, change: Callable[[str], str]) -> str:
-    target, sep, function = spec.rpartition(":") if ":" in spec else (spec, "", "")
-    return f"{change(target)}{sep}{function}" if target.endswith(".py") else spec
-
-
-def _checks_files(info: ValidationInfo) -> bool:
-    return bool((info.context or {}).get("check_files", True))
-
-
-def _resolve(path: str, info: ValidationInfo) -> Path:
-    base_dir = (info.context or {}).get("base_dir", Path("."))
-    return (Path(base_dir) / Path(path).expanduser()).resolve()
-
-
-def _code_spec(spec: str, info: ValidationInfo, also: str = "") -> str:
-    """A "pkg.module:function" or "file.py:function" spec whose module or file exists and,
-    for a file, defines the function (checked without running it); file paths made absolute."""
-    target, sep, function = spec.rpartition(":")
-    if not sep or not target or not function.isidentifier():
-        raise ValueError(f"expected {also}'pkg.module:function' or 'file.py:function', got {brief(spec)}")
-    target = _code_target(target, info)
-    if target.endswith(".py") and _checks_files(info) and not _defines(Path(target), function):
-        raise ValueError(f"{target} defines no top-level function {function!r}")
-    return f"{target}:{function}"
-
-
-def _code_target(target: str, info: ValidationInfo) -> str:
-    """An importable module name, or an existing .py file made absolute."""
-    if target.endswith(".py"):
-        path = _resolve(target, info)
-        if _checks_files(info) and not path.is_file():
-            raise ValueError(f"no such file: {path}")
-        return str(path)
-    if not _checks_files(info):
-        return target
-    try:
-        found = importlib.util.find_spec(target) is not None
-    except (ImportError, ValueError):
-        found = False
-    if not found:
-        raise ValueError(f"cannot find module {target!r}; is it installed or on PYTHONPATH?")
-    return target
-
-
-def _defines(path: Path, name: str) -> bool:
-    """Whether a Python file defines `name` at top level, without running the file."""
-    try:
-        tree = ast.parse(path.read_text(), filename=str(path))
-    except SyntaxError:
-        return False
-    for node in tree.body:
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) and node.name == name:
-            return True
-        if isinstance(node, ast.Assign) and any(
-            isinstance(t, ast.Name) and t.id == name for t in node.targets
-        ):
-            return True
-    return False
-
-
-def load_study_name(path: str | Path) -> str:
-    """Only the `name:` of a study file, for the commands that read a study's results
-    (`sweep pareto`, `best`, `report`, `doctor`, `ui`, `dashboard`): they use the study file
-    `sweep run` stored, so the data and model files this one names may have moved since.
-
-    >>> load_study_name("studies/quickstart.yaml")
-    'digits-quickstart'
-    """
-    try:
-        raw = yaml.load(Path(path).read_text(encoding="utf-8"), Loader=_YamlLoader)
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        raw = None
-    if not isinstance(raw, dict) or "name" not in raw:
-        return load_study_config(path).name  # raises the error that says what is wrong with the file
-    return parse_study_config({"name": raw["name"]}, source=str(path), check_files=False).name

@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from sweep.config.schema import DataConfig
-from sweep.data.datasets import (
+from sweep.config import DataConfig
+from sweep.data.splits import (
     Dataset,
     Split,
     as_labels,

@@ -21,13 +21,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from sweep._tf import keras
-from sweep.data.datasets import Dataset, Split
+from sweep.data.splits import Dataset, Split
 from sweep.errors import brief
 from sweep.modeling.pruning import all_layers, prunable_variables
 from sweep.modeling.tflite import Runner, float_tflite, int8_tflite, shipped, sparse_encoded
 
 if TYPE_CHECKING:
-    from sweep.config.schema import Int8Storage
+    from sweep.config import Int8Storage
 
 
 def accuracy(model: keras.Model, split: Split, batch_size: int = 2048) -> float:

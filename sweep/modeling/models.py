@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from sweep._tf import keras
-from sweep.config.schema import BUILTIN_BUILDERS, ModelConfig, SearchConfig
+from sweep.config import BUILTIN_BUILDERS, ModelConfig, SearchConfig
 from sweep.errors import SweepError, UsageError, brief
 from sweep.user_code import import_target, resolve_function
 

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from sweep._tf import PruneRegistry, keras, tfmot
-from sweep.config.schema import PruneConfig, SearchConfig
+from sweep.config import PruneConfig, SearchConfig
 from sweep.errors import UsageError
 from sweep.modeling.schedules import build_schedule
 from sweep.search.structure import LayerPruning, Pattern, Structure, plan_layers

@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from sweep._tf import keras, mlir_sparsify, quiet_native_stderr, tf
-from sweep.data.datasets import Split
+from sweep.data.splits import Split
 
 if TYPE_CHECKING:
-    from sweep.config.schema import Int8Storage
+    from sweep.config import Int8Storage
 
 CALIBRATION_EXAMPLES = 100
 CALIBRATION_SEED = 0

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sweep.config.schema import StudyConfig
-from sweep.data.datasets import Dataset
+from sweep.config import StudyConfig
+from sweep.data.splits import Dataset
 from sweep.search.space import TrialParams
 from sweep.search.trial_plan import SchedulePlan
 

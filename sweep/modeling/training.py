@@ -17,8 +17,8 @@ import numpy as np
 
 from sweep import interrupts
 from sweep._tf import PruneLowMagnitude, disable_op_determinism, keras, tf, tfmot
-from sweep.config.schema import StudyConfig
-from sweep.data.datasets import Dataset
+from sweep.config import StudyConfig
+from sweep.data.splits import Dataset
 from sweep.errors import SweepError, brief
 from sweep.modeling.models import outputs_probabilities, starting_model
 from sweep.modeling.pruning import all_layers, wrap_for_pruning

@@ -21,7 +21,7 @@ import pandas as pd
 import yaml
 from matplotlib.figure import Figure
 
-from sweep.config.schema import StudyConfig, parse_stored_config
+from sweep.config import StudyConfig, parse_stored_config
 from sweep.results import plots
 from sweep.results.columns import COLUMNS, METRIC_COLUMNS
 from sweep.results.outputs import record_output

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sweep.config.schema import OBJECTIVES
+from sweep.config import OBJECTIVES
 
 # In order, with the short header the terminal shows.
 COLUMNS = {

@@ -27,7 +27,7 @@ from optuna._hypervolume import compute_hypervolume  # Optuna's exact WFG; no pu
 from optuna.study._multi_objective import _is_pareto_front  # the dominance test best_trials uses
 from optuna.trial import FrozenTrial, TrialState
 
-from sweep.config.schema import OBJECTIVES
+from sweep.config import OBJECTIVES
 
 # The columns a person reads first, in order.
 COLUMNS = [

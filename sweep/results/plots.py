@@ -55,7 +55,7 @@ def pareto_figure(
     """The objectives two by two (one panel for two objectives, three for three): every
     trial by schedule family (hollow if infeasible), the Pareto-optimal ones highlighted
     (and, with two objectives, joined), the dense baseline as a star."""
-    from sweep.config.schema import OBJECTIVES
+    from sweep.config import OBJECTIVES
 
     if len(objectives) < 2:  # one objective: show it against accuracy and size as usual
         objectives = ("accuracy", "compressed_size")

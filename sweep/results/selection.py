@@ -24,12 +24,12 @@ import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial
 
-from sweep.config.schema import OBJECTIVES
+from sweep.config import OBJECTIVES
 from sweep.errors import SweepError
 from sweep.results.pareto import completed_trials, losses, pareto_trials, trial_table
 
 if TYPE_CHECKING:
-    from sweep.config.schema import ConstraintsConfig
+    from sweep.config import ConstraintsConfig
 
 
 INT8_SIZE_OBJECTIVES = ("int8_size", "int8_file_size")

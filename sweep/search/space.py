@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from sweep.config.schema import SearchConfig, Span
+from sweep.config import SearchConfig, Span
 from sweep.search.structure import Structure
 
 

@@ -37,7 +37,7 @@ import math
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
-from sweep.config.schema import PATTERN
+from sweep.config import PATTERN
 
 Shape = tuple[int, ...]
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sweep.config.schema import SearchConfig
+from sweep.config import SearchConfig
 from sweep.search.space import Suggester, TrialParams, suggest_params
 
 

@@ -33,13 +33,8 @@ from typing import Any
 
 from sweep.errors import UsageError
 from sweep.search.trial_plan import SchedulePlan
-from sweep.stores.access import (
-    error_summary,
-    follow_copied_artifacts,
-    mask_password,
-    read_only_uri,
-    require_tracking_store,
-)
+from sweep.stores.checks import require_tracking_store
+from sweep.stores.urls import error_summary, follow_copied_artifacts, mask_password, read_only_uri
 
 ROLE, STUDY, TRIAL_NUMBER, ERROR = "sweep.role", "sweep.study", "sweep.trial_number", "sweep.error"
 PARETO, RERUN_OF, FEASIBLE = "sweep.pareto", "sweep.rerun_of", "sweep.feasible"

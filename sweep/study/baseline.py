@@ -15,8 +15,8 @@ from pathlib import Path
 
 import optuna
 
-from sweep.config.schema import StudyConfig
-from sweep.data.datasets import Dataset
+from sweep.config import StudyConfig
+from sweep.data.splits import Dataset
 from sweep.errors import SweepError, brief
 from sweep.modeling.train_and_measure import train_and_measure
 from sweep.stores.tracking import Tracker

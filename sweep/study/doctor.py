@@ -20,7 +20,6 @@ from optuna.trial import FrozenTrial, TrialState
 
 from sweep.search.early_stopping import EARLY_STOPPED
 from sweep.search.trial_plan import SchedulePlan
-from sweep.stores.access import error_summary
 from sweep.stores.heartbeats import HeartbeatStorage
 from sweep.stores.tracking import (
     TRIAL_NUMBER,
@@ -29,6 +28,7 @@ from sweep.stores.tracking import (
     result_tags,
     trial_run_params,
 )
+from sweep.stores.urls import error_summary
 from sweep.study.trial_loop import fail_stale_trials
 
 
@@ -47,7 +47,8 @@ def open_for_check(name: str, storage_url: str, tracking_uri: str, repair: bool 
     read-only store, and a repair on one fails before its first write, in one line), and
     the storage with heartbeats on as `sweep run` has them: stale trials are found, and a
     repair fails them and queues their retries."""
-    from sweep.stores.access import load_study, open_storage, require_storage, require_writable
+    from sweep.stores.checks import require_storage, require_writable
+    from sweep.stores.optuna_storage import load_study, open_storage
     from sweep.study.objective import StaleTrials
 
     require_storage(storage_url)

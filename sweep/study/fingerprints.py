@@ -10,11 +10,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sweep.config.schema import StudyConfig, parse_stored_config
+from sweep.config import StudyConfig, parse_stored_config
 from sweep.errors import ConfigError, UsageError
 
 if TYPE_CHECKING:
-    from sweep.data.datasets import Dataset
+    from sweep.data.splits import Dataset
 
 DATA_FINGERPRINT = "data_fingerprint"  # study user_attrs key: `Dataset.fingerprint`
 MODEL_FINGERPRINT = "model_fingerprint"  # study user_attrs key: SHA-256 of model.pretrained

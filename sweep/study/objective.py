@@ -21,12 +21,12 @@ from typing import TypeVar
 import numpy as np
 import optuna
 
-from sweep.config.schema import StudyConfig
-from sweep.data.datasets import Dataset
+from sweep.config import StudyConfig
+from sweep.data.splits import Dataset
 from sweep.modeling.train_and_measure import train_and_measure
 from sweep.search import early_stopping
 from sweep.search.trial_plan import trial_plan
-from sweep.stores.access import error_summary, experimental_api, mask_passwords_in
+from sweep.stores.optuna_storage import experimental_api
 from sweep.stores.tracking import (
     MAX_TAG_LENGTH,
     Tracker,
@@ -34,6 +34,7 @@ from sweep.stores.tracking import (
     result_tags,
     trial_run_params,
 )
+from sweep.stores.urls import error_summary, mask_passwords_in
 from sweep.study.trial_loop import Goal, check_not_surplus
 
 EpochHook = Callable[[int, int], None]  # (trial number, epochs done)

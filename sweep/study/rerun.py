@@ -23,7 +23,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import FrozenTrial
 
-from sweep.config.schema import StudyConfig
+from sweep.config import StudyConfig
 from sweep.errors import SweepError
 from sweep.modeling.train_and_measure import train_and_measure
 from sweep.results.outputs import check_output_folder

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sweep.config.schema import StudyConfig, parse_stored_config
+from sweep.config import StudyConfig, parse_stored_config
 from sweep.errors import ConfigError, UsageError
 from sweep.study.fingerprints import FINGERPRINTED
 

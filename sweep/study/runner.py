@@ -29,14 +29,14 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from sweep import interrupts
-from sweep.config.schema import StudyConfig, inherit_stored_values, parse_study_config
-from sweep.data.datasets import Dataset
+from sweep.config import StudyConfig, inherit_stored_values, parse_study_config
+from sweep.data.splits import Dataset
 from sweep.errors import Interrupted, StoreFailed, StudyAborted, SweepError, UsageError
 from sweep.results.columns import METRIC_COLUMNS, compact
 from sweep.search import early_stopping
 from sweep.search.space import start_points
-from sweep.stores.access import (
-    check_stores,
+from sweep.stores.checks import check_stores
+from sweep.stores.optuna_storage import (
     existing_study_attrs,
     experimental_api,
     open_storage,

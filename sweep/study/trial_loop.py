@@ -29,7 +29,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from sweep import interrupts
 from sweep.errors import StoreFailed, StudyAborted
-from sweep.stores.access import error_summary, experimental_api
+from sweep.stores.optuna_storage import experimental_api
+from sweep.stores.urls import error_summary
 
 POLL_SECONDS = 1.0
 # Trials that count toward `n_trials`: complete, and stopped early (sweep.search.early_stopping).

@@ -3,12 +3,9 @@ TensorFlow, then real studies whose trials are stopped across two workers and a 
 
 from __future__ import annotations
 
-import itertools
 from pathlib import Path
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 from optuna.trial import FrozenTrial, TrialState, create_trial
 
 from sweep.search.early_stopping import (
@@ -16,7 +13,6 @@ from sweep.search.early_stopping import (
     MIN_TRIALS,
     RUNGS,
     applies,
-    domination_ranks,
     judge,
     recorded_epochs,
     rung_epochs,
@@ -54,18 +50,6 @@ def test_rungs_start_once_sparsity_is_final_and_never_at_the_last_epoch() -> Non
     assert rung_losses(["accuracy", "compressed_size"], {"val_accuracy": 0.9, "mask_sparsity": 0.7}) == [-0.9, -0.7]
     assert rung_losses(["int8_accuracy", "int8_size", "sparsity"], {"val_accuracy": 0.9, "mask_sparsity": 0.7}) == [-0.9, -0.7]
     assert applies(["accuracy", "int8_size"]) and not applies(["accuracy", "latency"])
-
-
-@given(st.lists(st.tuples(st.integers(0, 4), st.integers(0, 4)), min_size=1, max_size=12))
-def test_domination_ranks_match_a_brute_force_peel(points: list[tuple[int, int]]) -> None:
-    ranks = domination_ranks(points)
-    for i, j in itertools.product(range(len(points)), repeat=2):
-        a, b = points[i], points[j]
-        if a[0] <= b[0] and a[1] <= b[1] and a != b:  # i dominates j
-            assert ranks[i] < ranks[j]
-    for i, rank in enumerate(ranks):  # each point of rank r > 0 is dominated by one of rank r - 1
-        assert rank == 0 or any(ranks[j] == rank - 1 and points[j][0] <= points[i][0] and points[j][1] <= points[i][1]
-                                for j in range(len(points)))
 
 
 def test_a_trial_others_dominate_stops_once_enough_trials_reached_the_epoch() -> None:

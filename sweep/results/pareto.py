@@ -1,10 +1,10 @@
 """Pareto analysis of a study; pure Python, no TensorFlow.
 
-The front is Optuna's own (`Study.best_trials` for a study, `_is_pareto_front` on a
+The front is Optuna's own (`Study.best_trials` for a study, its `_is_pareto_front` on a
 table of runs): completed trials that no other feasible completed trial dominates,
 infeasible ones (below `constraints.min_accuracy`) left out.
 
-Hypervolume uses Optuna's `compute_hypervolume` on normalised objectives, so it reads
+Hypervolume uses Optuna's exact hypervolume on normalised objectives, so it reads
 as a fraction of a unit box: maximised objectives (accuracies, sparsity) as they are,
 minimised ones (sizes, latencies) as a fraction of the dense baseline's value. The
 reference point is 0 for the maximised ones and the dense baseline for the minimised
@@ -23,11 +23,11 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import optuna
 import pandas as pd
-from optuna._hypervolume import compute_hypervolume  # Optuna's exact WFG; no public alias yet
-from optuna.study._multi_objective import _is_pareto_front  # the dominance test best_trials uses
 from optuna.trial import FrozenTrial, TrialState
 
 from sweep.config import OBJECTIVES
+from sweep.optuna_private import hypervolume as volume_dominated
+from sweep.optuna_private import is_pareto_front
 
 # The columns a person reads first, in order.
 COLUMNS = [
@@ -95,7 +95,7 @@ def pareto_front(table: pd.DataFrame, objectives: Sequence[str]) -> pd.DataFrame
     feasible = table[feasible_mask(table)]
     if feasible.empty:
         return feasible
-    mask = _is_pareto_front(losses(feasible, objectives), assume_unique_lexsorted=False)
+    mask = is_pareto_front(losses(feasible, objectives))
     return feasible[mask].sort_values(["val_accuracy", "trial"], ascending=[False, True])
 
 
@@ -134,7 +134,7 @@ def hypervolume(table: pd.DataFrame, objectives: Sequence[str], baseline: Mappin
     points = normalised_losses(table[feasible_mask(table)], objectives, baseline)
     reference = reference_point(objectives)
     inside = points[np.all(points < reference, axis=1)]  # points beyond it add nothing
-    return float(compute_hypervolume(inside, reference)) if len(inside) else 0.0
+    return volume_dominated(inside, reference) if len(inside) else 0.0
 
 
 def hypervolume_history(

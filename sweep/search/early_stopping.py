@@ -37,6 +37,8 @@ from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 
+from sweep.optuna_private import domination_ranks
+
 ETA = 3  # successive halving: the best third goes on
 MIN_TRIALS = 6  # trials at a rung, this one included, before any is stopped there
 RUNGS = "rungs"  # user_attrs: {"<epoch>": {"losses": [...], "val_accuracy": a}}
@@ -114,22 +116,3 @@ def judge(
         return None
     return EarlyStopped(epoch, f"front {ranks[0] + 1} of the {len(ranks)} trials at this epoch; only fronts up "
                                f"to {cutoff + 1} (the best 1/{ETA}) go on")
-
-
-def domination_ranks(losses: Sequence[Sequence[float]]) -> list[int]:
-    """Non-dominated sorting: 0 for the points no other point dominates, 1 for those only
-    rank-0 points dominate, and so on (all losses minimised)."""
-    remaining = set(range(len(losses)))
-    ranks = [0] * len(losses)
-    rank = 0
-    while remaining:
-        front = {i for i in remaining if not any(_dominates(losses[j], losses[i]) for j in remaining if j != i)}
-        for i in front:
-            ranks[i] = rank
-        remaining -= front
-        rank += 1
-    return ranks
-
-
-def _dominates(a: Sequence[float], b: Sequence[float]) -> bool:
-    return all(x <= y for x, y in zip(a, b, strict=True)) and any(x < y for x, y in zip(a, b, strict=True))

@@ -19,6 +19,8 @@ from typing import Any
 import optuna
 from sqlalchemy import text
 
+from sweep.optuna_private import StaleTrialHookStorage
+
 # Optuna's schema: RUNNING trials of a study that have no heartbeat row.
 NEVER_BEAT = text(
     "SELECT t.trial_id FROM trials t LEFT JOIN trial_heartbeats h ON h.trial_id = t.trial_id "
@@ -26,7 +28,7 @@ NEVER_BEAT = text(
 )
 
 
-class HeartbeatStorage(optuna.storages.RDBStorage):
+class HeartbeatStorage(StaleTrialHookStorage):
     """`RDBStorage` whose stale trials include those that never beat (see the module)."""
 
     def __init__(self, url: str, **kwargs: Any) -> None:
@@ -42,14 +44,14 @@ class HeartbeatStorage(optuna.storages.RDBStorage):
         assert self.heartbeat_interval is not None  # Optuna asks only with heartbeats on
         grace = self.grace_period or 2 * self.heartbeat_interval
         lost = f"worker lost: no heartbeat for {grace:g} s (killed, out of memory, storage failed or machine down)"
-        stale = dict.fromkeys(super()._get_stale_trial_ids(study_id), lost)
+        stale = dict.fromkeys(self.optuna_stale_trial_ids(study_id), lost)
         for trial_id, since in self._silent_since.items():
             if now - since > grace:
                 stale[trial_id] = f"worker lost before its first heartbeat (silent for {grace:g} s)"
         return stale
 
-    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
-        """Optuna's hook, called only to fail the trials it returns: each gets its reason first."""
+    def stale_trials_to_fail(self, study_id: int) -> list[int]:
+        """Optuna fails the trials this returns: each gets its reason first."""
         stale = self.stale_trials(study_id)
         for trial_id, reason in stale.items():
             try:

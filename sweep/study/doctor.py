@@ -18,6 +18,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from sweep.optuna_private import study_id, trial_id
 from sweep.search.early_stopping import EARLY_STOPPED
 from sweep.search.trial_plan import SchedulePlan
 from sweep.stores.heartbeats import HeartbeatStorage
@@ -74,7 +75,7 @@ def diagnose(study: optuna.Study, tracker: Tracker, storage: HeartbeatStorage) -
 
     stale = set(_stale_trial_ids(study, storage))
     for trial in trials:
-        if trial.state == TrialState.RUNNING and trial._trial_id in stale:
+        if trial.state == TrialState.RUNNING and trial_id(trial) in stale:
             problems.append(Problem(
                 trial.number, run_of.get(trial.number),
                 "RUNNING trial whose worker stopped sending heartbeats (killed or lost)",
@@ -167,7 +168,7 @@ def _stale_trial_ids(study: optuna.Study, storage: HeartbeatStorage) -> list[int
     # The query Optuna fails stale trials by, with the grace period `sweep run` uses, read only.
     if storage.get_heartbeat_interval() is None:
         return []
-    return list(storage.stale_trials(study._study_id))
+    return list(storage.stale_trials(study_id(study)))
 
 
 def _number(run: Any) -> int | None:

@@ -1,0 +1,3 @@
+"""Reading a study back: the Pareto front and hypervolume (`pareto`), `sweep best`
+(`selection`), tables and the report (`analysis`), plots, the columns people compare, and
+the folders results are written to (`outputs`)."""

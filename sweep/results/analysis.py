@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 import pandas as pd
@@ -28,6 +28,9 @@ from sweep.results.outputs import record_output
 from sweep.results.pareto import completed_trials, hypervolume_history, pareto_front, trial_table
 from sweep.search.trial_plan import SchedulePlan, trial_plan
 from sweep.stores.readback import TrialRun, read_study
+
+if TYPE_CHECKING:
+    from sweep.stores.tracking import Tracker
 
 TEXT_PARAMS = {"schedule", "pattern", "policy"}
 INTEGER_PARAMS = {"frequency", "breakpoints", "seed", "total_steps", "pruning_begin_step", "pruning_end_step",
@@ -152,3 +155,14 @@ def write_report(results: StudyResults, chosen: int, output: Path) -> tuple[list
         shutil.rmtree(staging, ignore_errors=True)
     record_output(output, "report", written)
     return written, len(drawn)
+
+
+def report_study(study: optuna.Study, config: StudyConfig, chosen: int, output: Path, tracker: Tracker) -> int:
+    """`write_report` of a study in the Optuna storage, its files then logged to the study's
+    MLflow run under `report/`; returns the number of figures."""
+    results = from_study(study, config)
+    written, figure_count = write_report(results, chosen, output)
+    if results.study_run_id:  # only the report's files: not its manifest, nor what it wrote before
+        for path in written:
+            tracker.log_artifact(results.study_run_id, str(path), "report")
+    return figure_count

@@ -4,12 +4,11 @@ so `sweep --help` answers without importing TensorFlow."""
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import sys
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 from rich.console import Console
@@ -17,10 +16,7 @@ from rich.console import Console
 from sweep.errors import SweepError
 
 if TYPE_CHECKING:  # loaded by the commands that use them: `sweep --help` stays fast
-    import optuna
-
-    from sweep.config import StudyConfig
-    from sweep.stores.tracking import Tracker
+    import pandas as pd
 
 app = typer.Typer(
     help="Find the best way to prune a Keras model: an Optuna search over tfmot pruning "
@@ -114,14 +110,17 @@ def run(
     with contextlib.ExitStack() as shown:  # the progress display starts once the run knows its plan
         study = run_study(request, progress=lambda plan: shown.enter_context(
             StudyProgress(plan, config.train.epochs, stderr)))
-    _print_front(study)
+    from sweep.results.pareto import pareto_trials, trial_table
+
+    _print_front(trial_table(pareto_trials(study)), study.study_name, study.user_attrs.get("objectives", ()))
 
 
 StudyFileOptional = Annotated[
     Path | None, typer.Argument(help="Study file (YAML) naming the study; or use --study.", show_default=False)
 ]
 StudyNameOption = Annotated[str | None, typer.Option("--study", help="Study name, instead of a study file.")]
-Format = Annotated[str, typer.Option("--format", help="table (for people), csv or json (for scripts).")]
+Format = Annotated[Literal["table", "csv", "json"], typer.Option(
+    "--format", help="table (for people), csv or json (for scripts).")]
 MinAccuracy = Annotated[float | None, typer.Option(
     "--min-accuracy", min=0, max=1, help="Smallest model with accuracy >= A (int8_val_accuracy with an int8_accuracy objective).")]
 MaxSize = Annotated[int | None, typer.Option(
@@ -129,54 +128,6 @@ MaxSize = Annotated[int | None, typer.Option(
                           "objective, int8_bytes with int8_file_size).")]
 MaxLatency = Annotated[float | None, typer.Option(
     "--max-latency", min=0, help="Only trials with latency <= MS (latency_ms with a latency objective, else int8_latency_ms).")]
-
-
-@dataclass
-class _Opened:
-    """A study a command reads, its resolved study file, and its MLflow tracker (opened on
-    first use: not every command needs it; it finds the study's experiment, never creates
-    a store or an experiment)."""
-
-    study: optuna.Study
-    config: StudyConfig
-    tracking_uri: str
-
-    @functools.cached_property
-    def tracker(self) -> Tracker:
-        from sweep.stores.tracking import Tracker
-
-        return Tracker(self.tracking_uri, self.study.study_name, create=False)
-
-
-def _open_study(study_file: Path | None, study_name: str | None, storage: str | None,
-                tracking_uri: str | None = None) -> _Opened:
-    """The study named by a study file or --study NAME; its files are the study file's folder's."""
-    from sweep.stores.optuna_storage import load_study
-    from sweep.stores.urls import storage_url
-    from sweep.stores.urls import tracking_uri as resolve_tracking_uri
-    from sweep.study.resume import stored_study_config
-
-    study = load_study(_study_name(study_file, study_name), storage_url(storage))
-    config = stored_study_config(study.study_name, study.user_attrs, study_file)
-    return _Opened(study, config, resolve_tracking_uri(tracking_uri))
-
-
-def _study_name(study_file: Path | None, study_name: str | None) -> str:
-    """The name alone: commands that read a study use the study file `sweep run` stored."""
-    from sweep.config import load_study_name
-    from sweep.errors import UsageError
-
-    if study_file is None and study_name is None:
-        raise UsageError("give a study file (e.g. studies/quickstart.yaml) or --study NAME")
-    return study_name or load_study_name(study_file)  # type: ignore[arg-type]
-
-
-def _check_format(value: str, allowed: tuple[str, ...]) -> str:
-    from sweep.errors import UsageError
-
-    if value not in allowed:
-        raise UsageError(f"--format: choose one of {', '.join(allowed)}, got {value!r}")
-    return value
 
 
 @app.command()
@@ -195,65 +146,33 @@ def pareto(
 
     Example: sweep pareto studies/quickstart.yaml --plot front.png
     """
-    import json
+    from sweep.results.front import study_front
+    from sweep.study.opened import open_study
 
-    from sweep.results.analysis import from_study, front_table
-    from sweep.results.pareto import pareto_trials, reference_description, trial_table
-
-    _check_format(output_format, ("table", "csv", "json"))
     if plot is not None and plot.suffix.lower() not in (".png", ".html"):
         from sweep.errors import UsageError
 
         raise UsageError(f"--plot: use a .png or .html file name, got {plot.name!r}")
-    opened = _open_study(study_file, study_name, storage, tracking_uri)
-    study, config, tracker = opened.study, opened.config, opened.tracker
+    opened = open_study(study_file, study_name, storage, tracking_uri)
+    tracker = opened.tracker  # before any work: a wrong --tracking-uri is the first error
     if plot is not None:
         tracker.follow_copied_project()  # the plot is logged: into a copied project's own mlruns/
-    results = from_study(study, config)
-    front_trials = pareto_trials(study)
-    frame = trial_table(front_trials)
-    baseline = results.baseline
-    history = results.hypervolume_history
-    volume = history[-1][1] if history else 0.0  # the last is of every trial
-    tracker.set_pareto_tags({t.user_attrs["mlflow_run_id"] for t in front_trials if "mlflow_run_id" in t.user_attrs})
-    reference = reference_description(config.objectives, baseline)
-
+    front = study_front(opened.study, opened.config)
+    front.tag_runs(tracker)
     if plot is not None:
-        from sweep.results.plots import pareto_figure, save_figure
-
-        title = f"{study.study_name}: {' vs '.join(config.objectives)}"
-        figure = pareto_figure(results.trials, frame, baseline, title, config.objectives)
-        save_figure(figure, plot, table=front_table(frame), title=title)
-        if results.study_run_id:
-            tracker.log_artifact(results.study_run_id, str(plot), "plots")
+        front.plot(plot, tracker)
         stderr.print(f"plot written to {plot}")
 
     if output_format == "csv":
-        sys.stdout.write(frame.to_csv(index=False))
+        sys.stdout.write(front.table.to_csv(index=False))
     elif output_format == "json":
-        sys.stdout.write(json.dumps({
-            "study": study.study_name,
-            "objectives": config.objectives,
-            "hypervolume": volume,
-            "reference_point": reference,
-            "hypervolume_history": [{"trial": n, "hypervolume": v} for n, v in history],
-            "baseline": baseline,
-            # exact values (pandas' to_json rounds to 10 digits: a value read back would not
-            # select the trial it came from); missing ones as null
-            "trials": frame.astype(object).where(frame.notna(), None).to_dict(orient="records"),
-        }, indent=2) + "\n")
+        sys.stdout.write(front.to_json())
     else:
-        if frame.empty:
-            stderr.print("no feasible completed trials yet")
-        else:
-            from sweep.ui.terminal import trials_table
+        from sweep.ui.terminal import hypervolume_lines
 
-            stdout.print(trials_table(frame, f"Pareto-optimal trials of {study.study_name}", config.objectives))
-        stdout.print(f"hypervolume {volume:.4f} (reference point: {reference}; 1.0 is a perfect model of no size "
-                     f"or latency)")
-        if history:
-            steps = "  ".join(f"{n}:{v:.3f}" for n, v in history)
-            stdout.print(f"hypervolume after each completed trial (trial:hv): {steps}", soft_wrap=False)
+        _print_front(front.table, front.name, front.objectives)
+        for line in hypervolume_lines(front):
+            stdout.print(line, soft_wrap=False)
 
 
 @app.command()
@@ -263,7 +182,8 @@ def best(
     min_accuracy: MinAccuracy = None,
     max_size: MaxSize = None,
     max_latency: MaxLatency = None,
-    output_format: Annotated[str, typer.Option("--format", help="table, yaml (a study file fixing every value) or json.")] = "table",
+    output_format: Annotated[Literal["table", "yaml", "json"], typer.Option(
+        "--format", help="table, yaml (a study file fixing every value) or json.")] = "table",
     storage: StorageOption = None,
 ) -> None:
     """Pick one Pareto-optimal trial and print its full hyperparameters.
@@ -278,46 +198,25 @@ def best(
     """
     import json
 
-    from sweep.results.columns import METRIC_COLUMNS
-    from sweep.results.selection import select_from_front
+    from sweep.results.selection import describe_choice, trial_details
+    from sweep.study.opened import open_study
     from sweep.study.rerun import trial_study_config
 
-    _check_format(output_format, ("table", "yaml", "json"))
-    opened = _open_study(study_file, study_name, storage)
-    study, config = opened.study, opened.config
-    trial = select_from_front(study, config.objectives, min_accuracy, max_size, max_latency, config.constraints)
+    opened = open_study(study_file, study_name, storage)
+    trial = opened.choose(min_accuracy, max_size, max_latency)
     if output_format == "yaml":
-        sys.stdout.write(trial_study_config(config, trial).to_yaml())
+        sys.stdout.write(trial_study_config(opened.config, trial).to_yaml())
         return
-    details = {
-        "trial": trial.number,
-        "seed": trial.user_attrs["seed"],
-        "mlflow_run_id": trial.user_attrs.get("mlflow_run_id"),
-        "params": trial.params,
-        "steps": {k: trial.user_attrs["plan"][k] for k in ("begin_step", "end_step", "frequency", "total_steps")},
-        "metrics": trial.user_attrs["metrics"],
-    }
+    details = trial_details(trial)
     if output_format == "json":
         sys.stdout.write(json.dumps(details, indent=2) + "\n")
         return
-    from sweep.results.selection import selection_metrics
-    from sweep.ui.terminal import cell
+    from sweep.ui.terminal import trial_lines
 
-    accuracy, size, latency = selection_metrics(config.objectives)
-    how = (f"smallest with {accuracy} >= {min_accuracy}" if min_accuracy is not None
-           else f"most accurate with {size} <= {max_size}" if max_size is not None
-           else "most accurate" if max_latency is not None
-           else "knee of the front")
-    if max_latency is not None:
-        how += f", {latency} <= {max_latency}"
-    stdout.print(f"[bold]trial {trial.number}[/] of {study.study_name} ({how})", highlight=False)
-    metrics = trial.user_attrs["metrics"]
-    for key in METRIC_COLUMNS:
-        if key in metrics:  # studies measured before int8 and latency existed lack the last four
-            stdout.print(f"  {key:<20} {cell(metrics[key])}", highlight=False)
-    for key, value in {**trial.params, **{f"pruning_{k}": v for k, v in details["steps"].items()}, "seed": details["seed"]}.items():
-        stdout.print(f"  {key:<20} {cell(value)}", highlight=False)
-    stdout.print(f"  {'mlflow_run_id':<20} {details['mlflow_run_id']}", highlight=False)
+    how = describe_choice(opened.config.objectives, min_accuracy, max_size, max_latency)
+    stdout.print(f"[bold]trial {trial.number}[/] of {opened.study.study_name} ({how})", highlight=False)
+    for line in trial_lines(trial, details):
+        stdout.print(line, highlight=False)
 
 
 @app.command()
@@ -344,7 +243,7 @@ def rerun(
     """
     from sweep.errors import UsageError
     from sweep.results.outputs import check_output_folder
-    from sweep.results.selection import select_from_front
+    from sweep.study.opened import open_study
 
     if output is None:
         raise UsageError("--output: give a new folder for the exported model, e.g. --output exported/")
@@ -353,17 +252,11 @@ def rerun(
     check_output_folder(output, "rerun")
     from sweep.study.rerun import rerun_trial  # TensorFlow: after the checks
 
-    opened = _open_study(study_file, study_name, storage, tracking_uri)
-    study, config = opened.study, opened.config
-    if use_best:
-        trial = select_from_front(study, config.objectives, min_accuracy, max_size, max_latency, config.constraints)
-    else:
-        matches = [t for t in study.get_trials(deepcopy=False) if t.number == trial_number]
-        if not matches or "metrics" not in matches[0].user_attrs:
-            raise UsageError(f"--trial: study {study.study_name!r} has no completed trial {trial_number}")
-        trial = matches[0]
-    stderr.print(f"rerunning trial {trial.number} of {study.study_name} (seed {trial.user_attrs['seed']})")
-    result = rerun_trial(study, trial, config, opened.tracker, output, register=register)
+    opened = open_study(study_file, study_name, storage, tracking_uri)
+    trial = (opened.choose(min_accuracy, max_size, max_latency) if trial_number is None  # --best
+             else opened.completed_trial(trial_number))
+    stderr.print(f"rerunning trial {trial.number} of {opened.study.study_name} (seed {trial.user_attrs['seed']})")
+    result = rerun_trial(opened.study, trial, opened.config, opened.tracker, output, register=register)
     from sweep.ui.terminal import rerun_table, rerun_warnings
 
     stdout.print(rerun_table(result))
@@ -393,27 +286,17 @@ def report(
     Example: sweep report studies/quickstart.yaml --output report/ --min-accuracy 0.95
     """
     from sweep.errors import UsageError
-    from sweep.results.analysis import from_study, write_report
-    from sweep.results.outputs import check_output_folder
-    from sweep.results.selection import select_from_front
+    from sweep.results.analysis import report_study
+    from sweep.results.outputs import check_report_folder
+    from sweep.study.opened import open_study
 
     if output is None:
         raise UsageError("--output: give a folder for the report, e.g. --output report/")
-    opened = _open_study(study_file, study_name, storage, tracking_uri)
-    study, config, tracker = opened.study, opened.config, opened.tracker
-    tracker.follow_copied_project()  # the report is logged: into a copied project's own mlruns/
-    store = tracker.local_artifact_store()
-    if store is not None and (store == output.resolve() or output.resolve() in store.parents):
-        raise UsageError(f"--output: {output} holds the study's MLflow artifact store {store}; "
-                         f"give a folder outside it, e.g. --output report/")
-    check_output_folder(output, "report")  # never overwrites what sweep did not write
-    chosen = select_from_front(study, config.objectives, min_accuracy, max_size, max_latency,
-                               config.constraints).number
-    results = from_study(study, config)
-    written, figure_count = write_report(results, chosen, output)
-    if results.study_run_id:  # only the report's files: not its manifest, nor what it wrote before
-        for path in written:
-            tracker.log_artifact(results.study_run_id, str(path), "report")
+    opened = open_study(study_file, study_name, storage, tracking_uri)
+    opened.tracker.follow_copied_project()  # the report is logged: into a copied project's own mlruns/
+    check_report_folder(output, opened.tracker.local_artifact_store())
+    chosen = opened.choose(min_accuracy, max_size, max_latency).number
+    figure_count = report_study(opened.study, opened.config, chosen, output, opened.tracker)
     stdout.print(f"report for trial {chosen} written to {output / 'report.html'} ({figure_count} figures)", highlight=False)
 
 
@@ -436,17 +319,14 @@ def doctor(
     """
     from sweep.stores.urls import storage_url
     from sweep.stores.urls import tracking_uri as resolve_tracking_uri
-    from sweep.study.doctor import apply, diagnose, open_for_check
+    from sweep.study.doctor import agreement, apply, diagnose, open_for_check
+    from sweep.study.opened import name_of_study
 
-    study, tracker, opened = open_for_check(_study_name(study_file, study_name), storage_url(storage),
+    study, tracker, opened = open_for_check(name_of_study(study_file, study_name), storage_url(storage),
                                             resolve_tracking_uri(tracking_uri), repair=repair)
     problems = diagnose(study, tracker, opened)
-    trials = study.get_trials(deepcopy=False)
-    complete = sum(t.state.name == "COMPLETE" for t in trials)
-    stopped = sum(t.state.name == "PRUNED" for t in trials)
     if not problems:
-        stdout.print(f"Optuna and MLflow agree: {complete} complete trials, each with one FINISHED run"
-                     + (f"; {stopped} stopped early, their runs KILLED" if stopped else ""))
+        stdout.print(agreement(study))
         return
     lines, remaining = apply(problems, repair)
     for line in lines:
@@ -468,32 +348,22 @@ def studies(
     """
     import json
 
-    from sweep.stores.optuna_storage import study_rows
+    from sweep.stores.optuna_storage import STUDY_COLUMNS, study_rows
     from sweep.stores.urls import mask_password, storage_url
 
-    _check_format(output_format, ("table", "csv", "json"))
     rows = study_rows(storage_url(storage))
     if output_format == "json":
         sys.stdout.write(json.dumps(rows, indent=2) + "\n")
         return
     import pandas as pd
 
-    frame = pd.DataFrame(rows, columns=["study", "objectives", "complete", "running", "failed", "pruned",
-                                        "best_val_accuracy", "smallest_compressed_bytes"])
+    frame = pd.DataFrame(rows, columns=STUDY_COLUMNS)
     if output_format == "csv":
         sys.stdout.write(frame.to_csv(index=False))
         return
-    from rich import box
-    from rich.table import Table
+    from sweep.ui.terminal import studies_table
 
-    from sweep.ui.terminal import cell
-
-    table = Table(box=box.SIMPLE_HEAD, title=f"studies in {mask_password(storage_url(storage))}")
-    for column in frame.columns:
-        table.add_column(column.replace("_", " "), justify="left" if column in ("study", "objectives") else "right")
-    for row in frame.itertuples(index=False):
-        table.add_row(*(cell(v) for v in row))
-    stdout.print(table)
+    stdout.print(studies_table(frame, f"studies in {mask_password(storage_url(storage))}"))
 
 
 PortOption = Annotated[int, typer.Option("--port", min=1, max=65535, help="Port to serve on.")]
@@ -518,26 +388,16 @@ def ui(
 
     Example: sweep ui studies/quickstart.yaml --port 5001
     """
-    import os
-
     from sweep.errors import UsageError
     from sweep.stores.checks import require_tracking_store
     from sweep.stores.urls import is_tracking_server, mask_password
     from sweep.stores.urls import tracking_uri as resolve_tracking_uri
-    from sweep.ui.servers import browser_url, port_in_use, serve
+    from sweep.ui.servers import mlflow_ui_pages, port_in_use, serve
 
     uri = resolve_tracking_uri(tracking_uri)
-    server = is_tracking_server(uri)
     require_tracking_store(uri)  # a local server would create a store a mistyped URI names
-    # a tracking server serves its own UI, whose pages we print (a browser asks for the password)
-    base = mask_password(uri).replace(":***@", "@").rstrip("/") if server else browser_url(host, port)
-    pages = {"": base}
-    if study_file is not None or study_name is not None:
-        from sweep.stores.tracking import Tracker
-
-        name = _study_name(study_file, study_name)
-        pages = Tracker(uri, name, create=False, read_only=True).ui_pages(base)
-    if server:
+    pages = mlflow_ui_pages(uri, _name_if_given(study_file, study_name), host, port)
+    if is_tracking_server(uri):  # it serves its own UI: we print its pages
         _print_pages(stdout, "MLflow UI of the tracking server", pages, "log in as an MLflow user")
         return
     if port_in_use(host, port):
@@ -572,9 +432,8 @@ def dashboard(
     """
     from sweep.errors import UsageError
     from sweep.stores.checks import require_storage
-    from sweep.stores.optuna_storage import load_study, open_storage
     from sweep.stores.urls import mask_password, storage_url
-    from sweep.ui.servers import browser_url, port_in_use
+    from sweep.ui.servers import dashboard_page, port_in_use
 
     try:
         import optuna_dashboard
@@ -583,11 +442,7 @@ def dashboard(
                          "(or pip install optuna-dashboard)") from None
     url = storage_url(storage)
     require_storage(url)
-    page = browser_url(host, port) + "/dashboard/"
-    if study_file is not None or study_name is not None:
-        opened = open_storage(url)
-        name = load_study(_study_name(study_file, study_name), url, opened).study_name
-        page += f"studies/{opened.get_study_id_from_name(name)}"
+    page = dashboard_page(url, _name_if_given(study_file, study_name), host, port)
     if port_in_use(host, port):
         raise UsageError(f"--port: port {port} on {host} is already in use; pass another --port")
     stderr.print(f"optuna-dashboard for {mask_password(url)}: open {page}  (Ctrl-C stops it)", highlight=False,
@@ -597,16 +452,22 @@ def dashboard(
         optuna_dashboard.run_server(url, host=host, port=port)
 
 
-def _print_front(study: optuna.Study) -> None:
-    from sweep.results.pareto import pareto_trials, trial_table
+def _name_if_given(study_file: Path | None, study_name: str | None) -> str | None:
+    """The study's name if the command was given one (a study file or --study)."""
+    if study_file is None and study_name is None:
+        return None
+    from sweep.study.opened import name_of_study
 
-    frame = trial_table(pareto_trials(study))
+    return name_of_study(study_file, study_name)
+
+
+def _print_front(frame: pd.DataFrame, study_name: str, objectives: Sequence[str]) -> None:
     if frame.empty:
         stderr.print("no feasible completed trials yet")
         return
     from sweep.ui.terminal import trials_table
 
-    stdout.print(trials_table(frame, f"Pareto-optimal trials of {study.study_name}", study.user_attrs.get("objectives", ())))
+    stdout.print(trials_table(frame, f"Pareto-optimal trials of {study_name}", objectives))
 
 
 def main() -> None:

@@ -4,6 +4,7 @@ tracking store."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -42,3 +43,42 @@ def test_a_trial_run_no_trial_recorded_is_found_by_its_number_while_it_runs(tmp_
     assert tracker.unfinished_trial_runs(3) == [untold]
     tracker.fail_trial(untold, "worker lost", status="KILLED")
     assert tracker.unfinished_trial_runs(3) == [] and tracker.client.get_run(untold).info.status == "KILLED"
+
+
+def test_a_study_reads_back_from_mlflow_through_a_read_only_tracker(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import mlflow
+
+    from sweep.stores.readback import read_study
+
+    monkeypatch.chdir(tmp_path)  # MLflow's default artifact root is ./mlruns
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    (tmp_path / "store").mkdir()  # not MLflow's default ./mlflow.db, so a global URI would show
+    uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    tracker = Tracker(uri, "s")
+    parent = tracker.study_run("name: s\n")
+    tracker.log_baseline(parent, {"val_accuracy": 0.9})
+    done = tracker.start_trial(parent, 0, {"x": 1})
+    tracker.log_results(done, {"val_accuracy": 0.8}, tags={"sweep.feasible": "false"})
+    tracker.end_run(done)
+    tracker.start_trial(parent, 1, {"x": 2})  # still running: not a result yet
+
+    study = read_study(uri, "s")
+    assert (study.study_run_id, study.config_yaml, study.baseline) == (parent, "name: s\n", {"val_accuracy": 0.9})
+    (run,) = study.trials
+    assert (run.run_id, run.number, run.feasible, run.metrics, run.params) == (
+        done, 0, False, {"val_accuracy": 0.8}, {"x": "1"})
+    with pytest.raises(LookupError, match="no sweep study named 'other'"):
+        read_study(uri, "other")
+    assert "MLFLOW_TRACKING_URI" not in os.environ and mlflow.get_tracking_uri() != uri  # no global set
+
+
+def test_mlflow_s_process_wide_tracking_uri_is_ours_only_inside_the_block(monkeypatch: pytest.MonkeyPatch) -> None:
+    import mlflow
+
+    from sweep.stores.tracking import _process_tracking_uri
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///theirs.db")
+    with _process_tracking_uri("sqlite:///ours.db"):
+        assert mlflow.get_tracking_uri() == "sqlite:///ours.db"
+    assert mlflow.get_tracking_uri() == "sqlite:///theirs.db" == os.environ["MLFLOW_TRACKING_URI"]

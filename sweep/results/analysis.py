@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 import pandas as pd
@@ -27,7 +27,10 @@ from sweep.results.columns import COLUMNS, METRIC_COLUMNS
 from sweep.results.outputs import record_output
 from sweep.results.pareto import completed_trials, hypervolume_history, pareto_front, trial_table
 from sweep.search.trial_plan import SchedulePlan, trial_plan
-from sweep.stores.tracking import BASELINE_PREFIX, FEASIBLE, ROLE, STUDY, TRIAL_NUMBER
+from sweep.stores.readback import TrialRun, read_study
+
+if TYPE_CHECKING:
+    from sweep.stores.tracking import Tracker
 
 TEXT_PARAMS = {"schedule", "pattern", "policy"}
 INTEGER_PARAMS = {"frequency", "breakpoints", "seed", "total_steps", "pruning_begin_step", "pruning_end_step",
@@ -60,28 +63,11 @@ class StudyResults:
 
 
 def load_runs(tracking_uri: str, study_name: str) -> StudyResults:
-    """The study's FINISHED trial runs from MLflow (`mlflow.search_runs`), its resolved
-    study file and dense baseline from the parent run."""
-    import mlflow
-
-    mlflow.set_tracking_uri(tracking_uri)
-    runs = mlflow.search_runs(
-        experiment_names=[study_name],
-        filter_string=f"tags.`{ROLE}` = 'trial' and tags.`{STUDY}` = '{study_name}' and attributes.status = 'FINISHED'",
-        max_results=50_000,
-    )
-    parents = mlflow.search_runs(
-        experiment_names=[study_name], filter_string=f"tags.`{ROLE}` = 'study'",
-        order_by=["attributes.start_time ASC"], output_format="list",
-    )
-    if not parents:
-        raise LookupError(f"no sweep study named {study_name!r} in {tracking_uri}")
-    parent = parents[0]
-    config_text = mlflow.artifacts.load_text(f"{parent.info.artifact_uri}/study.yaml")
-    config = parse_stored_config(yaml.safe_load(config_text), source=f"{study_name} study.yaml")
-    baseline = {k.removeprefix(BASELINE_PREFIX): v for k, v in parent.data.metrics.items()
-                if k.startswith(BASELINE_PREFIX)}
-    return StudyResults(study_name, config, baseline, _runs_table(runs), parent.info.run_id)
+    """The study's FINISHED trial runs from MLflow, its resolved study file and dense
+    baseline from the parent run (`sweep.stores.readback`)."""
+    stored = read_study(tracking_uri, study_name)
+    config = parse_stored_config(yaml.safe_load(stored.config_yaml), source=f"{study_name} study.yaml")
+    return StudyResults(study_name, config, stored.baseline, _runs_table(stored.trials), stored.study_run_id)
 
 
 def from_study(study: optuna.Study, config: StudyConfig) -> StudyResults:
@@ -94,16 +80,12 @@ def from_study(study: optuna.Study, config: StudyConfig) -> StudyResults:
                         study.user_attrs.get("mlflow_study_run_id"))
 
 
-def _runs_table(runs: pd.DataFrame) -> pd.DataFrame:
+def _runs_table(runs: list[TrialRun]) -> pd.DataFrame:
     rows = []
-    for _, run in runs.iterrows():
-        row: dict[str, Any] = {"trial": int(run[f"tags.{TRIAL_NUMBER}"]), "mlflow_run_id": run["run_id"],
-                               "feasible": run.get(f"tags.{FEASIBLE}") != "false"}
-        for column, value in run.items():
-            if column.startswith("metrics.") and not _missing(value):
-                row[column.removeprefix("metrics.")] = float(value)
-            elif column.startswith("params.") and not _missing(value):
-                row[column.removeprefix("params.")] = _typed(column.removeprefix("params."), value)
+    for run in runs:
+        row: dict[str, Any] = {"trial": run.number, "mlflow_run_id": run.run_id, "feasible": run.feasible}
+        row.update({name: float(value) for name, value in sorted(run.metrics.items()) if not _missing(value)})
+        row.update({name: _typed(name, value) for name, value in sorted(run.params.items())})
         rows.append(row)
     table = pd.DataFrame(rows)
     return table.sort_values("trial").reset_index(drop=True) if rows else table
@@ -173,3 +155,14 @@ def write_report(results: StudyResults, chosen: int, output: Path) -> tuple[list
         shutil.rmtree(staging, ignore_errors=True)
     record_output(output, "report", written)
     return written, len(drawn)
+
+
+def report_study(study: optuna.Study, config: StudyConfig, chosen: int, output: Path, tracker: Tracker) -> int:
+    """`write_report` of a study in the Optuna storage, its files then logged to the study's
+    MLflow run under `report/`; returns the number of figures."""
+    results = from_study(study, config)
+    written, figure_count = write_report(results, chosen, output)
+    if results.study_run_id:  # only the report's files: not its manifest, nor what it wrote before
+        for path in written:
+            tracker.log_artifact(results.study_run_id, str(path), "report")
+    return figure_count

@@ -35,6 +35,15 @@ def check_output_folder(output: Path, command: str) -> None:
                          f"or empty folder")
 
 
+def check_report_folder(output: Path, artifact_store: Path | None) -> None:
+    """`check_output_folder` for `sweep report`, whose folder also must not be, or hold, the
+    study's MLflow artifact store on this machine (`Tracker.local_artifact_store`)."""
+    if artifact_store is not None and (artifact_store == output.resolve() or output.resolve() in artifact_store.parents):
+        raise UsageError(f"--output: {output} holds the study's MLflow artifact store {artifact_store}; "
+                         f"give a folder outside it, e.g. --output report/")
+    check_output_folder(output, "report")  # never overwrites what sweep did not write
+
+
 def written_by(output: Path, command: str) -> set[str]:
     """The names in `output` that `command` wrote (its manifest included); none without one."""
     try:

@@ -17,7 +17,7 @@ Accuracy and size are the study's own: `int8_val_accuracy` when its objectives h
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import optuna
@@ -134,3 +134,29 @@ def _check_constraints_met(study: optuna.Study, constraints: ConstraintsConfig) 
     raise NoTrialMatches(f"no trial meets {named}: the best val_accuracy reached is "
                          f"{best.user_attrs['metrics']['val_accuracy']:.4f} (trial {best.number}); lower the floor "
                          f"or run more trials")
+
+
+def trial_details(trial: FrozenTrial) -> dict[str, Any]:
+    """What `sweep best --format json` prints of the chosen trial: its seed, run, sampled
+    values, pruning steps and metrics."""
+    return {
+        "trial": trial.number,
+        "seed": trial.user_attrs["seed"],
+        "mlflow_run_id": trial.user_attrs.get("mlflow_run_id"),
+        "params": trial.params,
+        "steps": {k: trial.user_attrs["plan"][k] for k in ("begin_step", "end_step", "frequency", "total_steps")},
+        "metrics": trial.user_attrs["metrics"],
+    }
+
+
+def describe_choice(objectives: Sequence[str], min_accuracy: float | None = None, max_size: int | None = None,
+                    max_latency: float | None = None) -> str:
+    """How `select_trial` chose, in words: "smallest with val_accuracy >= 0.95"."""
+    accuracy, size, latency = selection_metrics(objectives)
+    how = (f"smallest with {accuracy} >= {min_accuracy}" if min_accuracy is not None
+           else f"most accurate with {size} <= {max_size}" if max_size is not None
+           else "most accurate" if max_latency is not None
+           else "knee of the front")
+    if max_latency is not None:
+        how += f", {latency} <= {max_latency}"
+    return how

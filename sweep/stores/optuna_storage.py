@@ -191,6 +191,11 @@ def load_study(name: str, url: str, storage: optuna.storages.RDBStorage | None =
         ) from None
 
 
+# The keys of `study_rows`, in order: the columns of `sweep studies`' table and CSV.
+STUDY_COLUMNS = ["study", "objectives", "complete", "running", "failed", "pruned", "best_val_accuracy",
+                 "smallest_compressed_bytes"]
+
+
 def study_rows(url: str) -> list[dict[str, Any]]:
     """A row per study in the storage at `url`: trial counts by state, objectives and best values."""
     import optuna

@@ -15,19 +15,25 @@ Layout in the tracking store (experiment = study name):
   ends FAILED with the error in the tag `sweep.error`. `sweep pareto` tags trial runs
   `sweep.pareto=true|false`; with `constraints.min_accuracy`, `sweep.feasible=true|false`;
 * a run per `sweep rerun`, tags `sweep.role=rerun`, `sweep.rerun_of=<original run id>`,
-  nested under the study's run, with the exported models;
+  nested under the study's run, with the exported models and the Keras model as an MLflow
+  model (`Tracker.log_keras_model`);
 * experiment tags for the MLflow UI (`Tracker.present`): the experiment's kind, and the
   saved runs-table view "Pareto front".
+
+Every command reaches MLflow through this package: a `Tracker`'s own client, never the
+process-wide tracking URI (`sweep.stores.readback` reads a study back for notebooks).
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
 import os
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +54,10 @@ BASELINE_PREFIX = "baseline/"
 EXPERIMENT_KIND, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
 SAVED_VIEW_PREFIX, PARETO_VIEW = "mlflow.sharedViewState.", "pareto-front"
 MAX_TAG_LENGTH = 5000  # MLflow's tag value limit is 8000; keep room for the rest
+
+
+class NoExperiment(UsageError):
+    """Raised by `Tracker(create=False)` when the store has no experiment of the study."""
 
 
 class Tracker:
@@ -85,7 +95,7 @@ class Tracker:
                 f"{error_summary(error)}; start the server or pass another --tracking-uri"
             ) from None
         if experiment_id is None:
-            raise UsageError(f"no MLflow experiment {study_name!r} in {mask_password(tracking_uri)}; pass the "
+            raise NoExperiment(f"no MLflow experiment {study_name!r} in {mask_password(tracking_uri)}; pass the "
                              f"--tracking-uri (or MLFLOW_TRACKING_URI) that `sweep run` used")
         self.experiment_id = experiment_id
 
@@ -155,6 +165,11 @@ class Tracker:
     def log_baseline(self, study_run_id: str, metrics: Mapping[str, float]) -> None:
         self._log(study_run_id, {f"{BASELINE_PREFIX}{k}": v for k, v in metrics.items()})
 
+    def baseline(self, study_run_id: str) -> dict[str, float]:
+        """The dense baseline's metrics `log_baseline` logged, without their prefix."""
+        metrics = self.client.get_run(study_run_id).data.metrics
+        return {k.removeprefix(BASELINE_PREFIX): v for k, v in metrics.items() if k.startswith(BASELINE_PREFIX)}
+
     # --- one run per trial ------------------------------------------------------------
 
     def start_trial(self, study_run_id: str, number: int, params: Mapping[str, Any]) -> str:
@@ -196,14 +211,16 @@ class Tracker:
         )
         return [run.info.run_id for run in runs]
 
-    def trial_runs(self) -> dict[str, Any]:
-        """Every (not deleted) trial run of the study, by run id."""
+    def trial_runs(self, finished_only: bool = False) -> dict[str, Any]:
+        """Every (not deleted) trial run of the study, by run id; only the FINISHED ones
+        with `finished_only`."""
+        where = self._trial_runs_filter() + (" and attributes.status = 'FINISHED'" if finished_only else "")
         found: dict[str, Any] = {}
         token = None
         while True:
             page = self.client.search_runs(
                 [self.experiment_id],
-                filter_string=self._trial_runs_filter(),
+                filter_string=where,
                 max_results=1000,
                 page_token=token,
             )
@@ -279,6 +296,18 @@ class Tracker:
         os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"  # no bar on our progress display
         return Path(self.client.download_artifacts(run_id, path, folder))
 
+    def log_keras_model(self, run_id: str, model: object, example: object, register: str | None = None) -> None:
+        """`model` as an MLflow model (tensorflow flavour, artifact `model`) of run `run_id`,
+        registered under `register` if given. MLflow's flavours log only through the
+        process-wide tracking URI and active run: both are set for this call alone."""
+        import mlflow
+        import mlflow.tensorflow
+
+        # MLflow predicts on the input example; keep Keras's progress bar off our stdout
+        with _process_tracking_uri(self.tracking_uri), mlflow.start_run(run_id=run_id), \
+                contextlib.redirect_stdout(io.StringIO()):
+            mlflow.tensorflow.log_model(model, name="model", input_example=example, registered_model_name=register)
+
     def log_results(
         self,
         run_id: str,
@@ -340,6 +369,22 @@ class Tracker:
             params=[Param(k, str(v)) for k, v in params.items()],
             tags=[RunTag(k, v) for k, v in tags.items()],
         )
+
+
+@contextlib.contextmanager
+def _process_tracking_uri(uri: str) -> Iterator[None]:
+    """MLflow's process-wide tracking URI set to `uri` inside the block only; before and after,
+    it (and MLFLOW_TRACKING_URI, which setting it also changes) are what they were."""
+    # MLflow's own scoped setter (private; it has no public one), pinned by pyproject's mlflow<3.18
+    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
+    environment = os.environ.get("MLFLOW_TRACKING_URI")
+    try:
+        with _use_tracking_uri(uri):
+            yield
+    finally:
+        if environment is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = environment
 
 
 def result_tags(pruned_layers: list[str], violations: Mapping[str, float]) -> dict[str, str]:

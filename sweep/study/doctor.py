@@ -130,6 +130,15 @@ def diagnose(study: optuna.Study, tracker: Tracker, storage: HeartbeatStorage) -
     return problems
 
 
+def agreement(study: optuna.Study) -> str:
+    """What `sweep doctor` says when `diagnose` found no problem."""
+    trials = study.get_trials(deepcopy=False)
+    complete = sum(t.state.name == "COMPLETE" for t in trials)
+    stopped = sum(t.state.name == "PRUNED" for t in trials)
+    return (f"Optuna and MLflow agree: {complete} complete trials, each with one FINISHED run"
+            + (f"; {stopped} stopped early, their runs KILLED" if stopped else ""))
+
+
 def apply(problems: Sequence[Problem], repair: bool) -> tuple[list[str], int]:
     """With `repair`, mend each problem that can be mended (one failing, e.g. with the
     tracking store still down, does not stop the others). Returns a line per problem and

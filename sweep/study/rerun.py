@@ -11,7 +11,6 @@ only once the export is in place, and FAILED (its staging folder removed) otherw
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import math
 import os
@@ -132,7 +131,7 @@ def rerun_trial(
         }
         (staging / "metrics.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
 
-        _log_keras_model(tracker, run_id, trained.model, dataset.test.first_inputs(1), register)
+        tracker.log_keras_model(run_id, trained.model, dataset.test.first_inputs(1), register)
         for name in (*files, "study.yaml", "metrics.json"):
             tracker.log_artifact(run_id, str(staging / name), "export")
         tracker.log_results(run_id, reproduced, curves=trained.history)
@@ -183,19 +182,6 @@ def _move_into_place(staging: Path, output: Path) -> str | None:
             return "was created and filled while the trial trained"
         return "is a file" if output.exists() else f"cannot be created ({error.strerror})"
     return None
-
-
-def _log_keras_model(tracker: Tracker, run_id: str, model: object, example: object, register: str | None) -> None:
-    """The Keras model as an MLflow model (tensorflow flavour), optionally registered."""
-    import mlflow
-    import mlflow.tensorflow
-
-    mlflow.set_tracking_uri(tracker.tracking_uri)
-    # MLflow predicts on the input example; keep Keras's progress bar off our stdout
-    with mlflow.start_run(run_id=run_id), contextlib.redirect_stdout(io.StringIO()):
-        mlflow.tensorflow.log_model(
-            model, name="model", input_example=example, registered_model_name=register
-        )
 
 
 def _status(error: BaseException) -> str:

@@ -47,6 +47,33 @@ def browser_url(host: str, port: int) -> str:
     return f"http://[{host}]:{port}" if address.version == 6 else f"http://{host}:{port}"
 
 
+def mlflow_ui_pages(uri: str, study_name: str | None, host: str, port: int) -> dict[str, str]:
+    """The MLflow UI pages to open, by name: its home page ("": a tracking server's own UI,
+    without the password a browser asks for; else ours on `host`:`port`) or, with a study,
+    the study's runs and its "Pareto front" view (`Tracker.ui_pages`)."""
+    from sweep.stores.tracking import Tracker
+    from sweep.stores.urls import is_tracking_server, mask_password
+
+    server = is_tracking_server(uri)
+    base = mask_password(uri).replace(":***@", "@").rstrip("/") if server else browser_url(host, port)
+    if study_name is None:
+        return {"": base}
+    return Tracker(uri, study_name, create=False, read_only=True).ui_pages(base)
+
+
+def dashboard_page(url: str, study_name: str | None, host: str, port: int) -> str:
+    """The optuna-dashboard page to open on `host`:`port` for the storage at `url`: its
+    study list, or the page of `study_name`."""
+    from sweep.stores.optuna_storage import load_study, open_storage
+
+    page = browser_url(host, port) + "/dashboard/"
+    if study_name is not None:
+        opened = open_storage(url)
+        name = load_study(study_name, url, opened).study_name
+        page += f"studies/{opened.get_study_id_from_name(name)}"
+    return page
+
+
 class _Stop(Exception):
     def __init__(self, signum: int) -> None:
         self.signum = signum

@@ -1,5 +1,5 @@
-"""What the commands show people in a terminal: tables of trials and the rerun's
-comparison, as rich renderables the CLI prints."""
+"""What the commands show people in a terminal: tables of trials and studies, the chosen
+trial's values and the rerun's comparison, as rich renderables and lines the CLI prints."""
 
 from __future__ import annotations
 
@@ -10,11 +10,13 @@ from typing import TYPE_CHECKING, Any
 from rich import box
 from rich.table import Table
 
-from sweep.results.columns import COLUMNS, compact
+from sweep.results.columns import COLUMNS, METRIC_COLUMNS, compact
 
 if TYPE_CHECKING:
     import pandas as pd
+    from optuna.trial import FrozenTrial
 
+    from sweep.results.front import Front
     from sweep.study.rerun import RerunResult
 
 
@@ -42,6 +44,40 @@ def _trial_cell(column: str, value: Any) -> str:
     if column.endswith("bytes"):
         return f"{value:.0f}"
     return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def hypervolume_lines(front: Front) -> list[str]:
+    """The front's hypervolume, its reference point and, if any, its history per trial."""
+    volume = f"{front.hypervolume:.4f} (reference point: {front.reference}; 1.0 is a perfect model of no size or latency)"
+    lines = [f"hypervolume {volume}"]
+    if front.history:
+        steps = "  ".join(f"{n}:{v:.3f}" for n, v in front.history)
+        lines.append(f"hypervolume after each completed trial (trial:hv): {steps}")
+    return lines
+
+
+def trial_lines(trial: FrozenTrial, details: dict[str, Any]) -> list[str]:
+    """`sweep best`'s chosen trial, a value a line: its metrics, sampled values, pruning
+    steps, seed and run (`details`: `sweep.results.selection.trial_details`)."""
+    lines = []
+    metrics = trial.user_attrs["metrics"]
+    for key in METRIC_COLUMNS:
+        if key in metrics:  # studies measured before int8 and latency existed lack the last four
+            lines.append(f"  {key:<20} {cell(metrics[key])}")
+    for key, value in {**trial.params, **{f"pruning_{k}": v for k, v in details["steps"].items()}, "seed": details["seed"]}.items():
+        lines.append(f"  {key:<20} {cell(value)}")
+    lines.append(f"  {'mlflow_run_id':<20} {details['mlflow_run_id']}")
+    return lines
+
+
+def studies_table(frame: pd.DataFrame, title: str) -> Table:
+    """`sweep studies`: a row per study (`sweep.stores.optuna_storage.study_rows`)."""
+    table = Table(box=box.SIMPLE_HEAD, title=title)
+    for column in frame.columns:
+        table.add_column(column.replace("_", " "), justify="left" if column in ("study", "objectives") else "right")
+    for row in frame.itertuples(index=False):
+        table.add_row(*(cell(v) for v in row))
+    return table
 
 
 def rerun_table(result: RerunResult) -> Table:

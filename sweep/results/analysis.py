@@ -27,6 +27,7 @@ from sweep.results.columns import COLUMNS, METRIC_COLUMNS
 from sweep.results.outputs import record_output
 from sweep.results.pareto import completed_trials, hypervolume_history, pareto_front, trial_table
 from sweep.search.trial_plan import SchedulePlan, trial_plan
+from sweep.stores import records
 from sweep.stores.tracking import BASELINE_PREFIX, FEASIBLE, ROLE, STUDY, TRIAL_NUMBER
 
 TEXT_PARAMS = {"schedule", "pattern", "policy"}
@@ -89,9 +90,9 @@ def from_study(study: optuna.Study, config: StudyConfig) -> StudyResults:
     done = completed_trials(study)
     table = trial_table(done)
     if done:
-        table["total_steps"] = [t.user_attrs["plan"]["total_steps"] for t in done]
-    return StudyResults(study.study_name, config, study.user_attrs["baseline"], table,
-                        study.user_attrs.get("mlflow_study_run_id"))
+        table["total_steps"] = [records.stored_plan(t)["total_steps"] for t in done]
+    study_run_id = records.mlflow_study_run_id(study) if records.has_mlflow_study_run_id(study) else None
+    return StudyResults(study.study_name, config, records.baseline(study), table, study_run_id)
 
 
 def _runs_table(runs: pd.DataFrame) -> pd.DataFrame:

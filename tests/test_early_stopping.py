@@ -18,6 +18,7 @@ from sweep.search.early_stopping import (
     rung_epochs,
     rung_losses,
 )
+from sweep.stores.records import METRICS
 
 from conftest import run_sweep, write_study
 
@@ -27,7 +28,7 @@ def trial(number: int, records: dict[int, tuple[float, float]], state: TrialStat
     """A trial with (accuracy, sparsity) recorded after the given epochs."""
     attrs = {RUNGS: {str(e): {"losses": [-a, -s], "val_accuracy": a} for e, (a, s) in records.items()}}
     if final_accuracy is not None:
-        attrs["metrics"] = {"val_accuracy": final_accuracy}
+        attrs[METRICS] = {"val_accuracy": final_accuracy}
     made = create_trial(state=state, values=[final_accuracy or 0.0, 0.0] if state == TrialState.COMPLETE else None,
                         user_attrs=attrs)
     made.number = number

@@ -32,10 +32,11 @@ def project_folder(folder: Path, study: dict[str, object] = STUDY) -> StudyConfi
 
 
 def test_a_copied_project_is_the_same_study(tmp_path: Path) -> None:
-    from sweep.study.resume import check_compatible, study_user_attrs
+    from sweep.stores import records
+    from sweep.study.resume import check_compatible, study_attrs
 
     original, copy = project_folder(tmp_path / "a"), project_folder(tmp_path / "b")
-    stored = study_user_attrs(original)["config"]
+    stored = records.stored_config(study_attrs(original))
     check_compatible(stored, copy)
     changed = project_folder(tmp_path / "c", {**STUDY, "train": {"epochs": 3}})
     with pytest.raises(UsageError, match="already exists with a different train .epochs: stored 10, study file 3"):
@@ -43,9 +44,9 @@ def test_a_copied_project_is_the_same_study(tmp_path: Path) -> None:
 
 
 def test_the_files_a_study_reads_are_the_given_study_files(tmp_path: Path) -> None:
-    from sweep.study.resume import stored_study_config, study_user_attrs
+    from sweep.study.resume import stored_study_config, study_attrs
 
-    attrs = study_user_attrs(project_folder(tmp_path / "a"))
+    attrs = study_attrs(project_folder(tmp_path / "a"))
     copy = tmp_path / "b" / "study.yaml"  # need not exist: only its folder is used
     assert stored_study_config("moved", attrs, copy).model.pretrained == str(tmp_path / "b" / "model.keras")
     assert stored_study_config("moved", attrs, None).data.loader == f"{tmp_path / 'a' / 'loader.py'}:load"
@@ -56,7 +57,8 @@ def test_the_files_a_study_reads_are_the_given_study_files(tmp_path: Path) -> No
 def test_a_study_stored_with_absolute_paths_resumes_where_it_ran_and_its_fingerprints_decide_elsewhere(
     tmp_path: Path,
 ) -> None:
-    from sweep.study.fingerprints import DATA_FINGERPRINT, MODEL_FINGERPRINT, check_same_inputs
+    from sweep.stores.records import DATA_FINGERPRINT, MODEL_FINGERPRINT
+    from sweep.study.fingerprints import check_same_inputs
     from sweep.study.resume import check_compatible
 
     original, copy = project_folder(tmp_path / "a"), project_folder(tmp_path / "b")
@@ -74,11 +76,12 @@ def test_a_study_stored_with_absolute_paths_resumes_where_it_ran_and_its_fingerp
 
 
 def test_a_builder_file_is_the_same_relative_to_the_study_file(tmp_path: Path) -> None:
-    from sweep.study.resume import check_compatible, study_user_attrs
+    from sweep.stores import records
+    from sweep.study.resume import check_compatible, study_attrs
 
     built = {"name": "built", "model": {"builder": "net.py:build"}}
     original, copy = project_folder(tmp_path / "a", built), project_folder(tmp_path / "b", built)
-    check_compatible(study_user_attrs(original)["config"], copy)
+    check_compatible(records.stored_config(study_attrs(original)), copy)
     check_compatible(original.model_dump(mode="json"), original)
     with pytest.raises(UsageError, match="different model .builder: stored '.*/a/net.py:build', study file "
                                          "'.*/b/net.py:build'"):  # code has no fingerprint

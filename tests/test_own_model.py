@@ -110,8 +110,9 @@ def test_builder_trials_start_from_the_stored_baseline_weights(tmp_path: Path, m
     from sweep.data.datasets import load_dataset
     from sweep.modeling.models import starting_model
     from sweep.modeling.training import train
+    from sweep.stores import records
     from sweep.stores.tracking import Tracker
-    from sweep.study.baseline import WEIGHTS_ARTIFACT, WEIGHTS_SHA256, start_weights
+    from sweep.study.baseline import WEIGHTS_ARTIFACT, start_weights
     from sweep.study.fingerprints import file_fingerprint
 
     from conftest import write_study
@@ -126,7 +127,7 @@ def test_builder_trials_start_from_the_stored_baseline_weights(tmp_path: Path, m
     monkeypatch.setattr(sweep.modeling.training, "starting_model", spy)
     config, study = run(write_study(tmp_path, name="warm", n_trials=2, search={"schedule": "constant"}))
     assert config.model.start == "baseline"  # the default
-    assert started_from == [None] + [study.user_attrs[WEIGHTS_SHA256]] * 2  # the baseline, then its trials
+    assert started_from == [None] + [records.baseline_weights_sha256(study)] * 2  # the baseline, then its trials
     tracker = Tracker(f"sqlite:///{tmp_path}/mlflow.db", "warm")
     dataset = load_dataset(config.data)
     weights = start_weights(study, tracker, config, str(tmp_path / "download"))

@@ -200,7 +200,8 @@ def test_failures_are_this_runs_failed_trials_less_the_skipped_ones() -> None:
 
 
 def test_a_trial_started_once_the_target_is_finished_or_running_is_skipped() -> None:
-    from sweep.study.trial_loop import SKIPPED, TrialSkipped, check_not_surplus
+    from sweep.stores import records
+    from sweep.study.trial_loop import TrialSkipped, check_not_surplus
 
     study = optuna.create_study()
     study.optimize(lambda t: 1.0, n_trials=1)
@@ -209,7 +210,7 @@ def test_a_trial_started_once_the_target_is_finished_or_running_is_skipped() -> 
     surplus = study.ask()
     with pytest.raises(TrialSkipped, match="already has 2 trials finished or running"):
         check_not_surplus(surplus, goal)
-    assert surplus.user_attrs[SKIPPED] is True
+    assert records.is_skipped(surplus)
     study.tell(surplus, state=TrialState.FAIL)  # as Optuna records it, the exception caught
     study.tell(running, state=TrialState.FAIL)  # the running one failed: a later trial is needed again
     check_not_surplus(study.ask(), goal)

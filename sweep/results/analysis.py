@@ -31,6 +31,7 @@ from sweep.stores.readback import TrialRun, read_study
 
 if TYPE_CHECKING:
     from sweep.stores.tracking import Tracker
+from sweep.stores import records
 
 TEXT_PARAMS = {"schedule", "pattern", "policy"}
 INTEGER_PARAMS = {"frequency", "breakpoints", "seed", "total_steps", "pruning_begin_step", "pruning_end_step",
@@ -75,9 +76,9 @@ def from_study(study: optuna.Study, config: StudyConfig) -> StudyResults:
     done = completed_trials(study)
     table = trial_table(done)
     if done:
-        table["total_steps"] = [t.user_attrs["plan"]["total_steps"] for t in done]
-    return StudyResults(study.study_name, config, study.user_attrs["baseline"], table,
-                        study.user_attrs.get("mlflow_study_run_id"))
+        table["total_steps"] = [records.stored_plan(t)["total_steps"] for t in done]
+    study_run_id = records.mlflow_study_run_id(study) if records.has_mlflow_study_run_id(study) else None
+    return StudyResults(study.study_name, config, records.baseline(study), table, study_run_id)
 
 
 def _runs_table(runs: list[TrialRun]) -> pd.DataFrame:

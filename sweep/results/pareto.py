@@ -28,6 +28,7 @@ from optuna.trial import FrozenTrial, TrialState
 from sweep.config import OBJECTIVES
 from sweep.optuna_private import hypervolume as volume_dominated
 from sweep.optuna_private import is_pareto_front
+from sweep.stores import records
 
 # The columns a person reads first, in order.
 COLUMNS = [
@@ -58,20 +59,20 @@ def feasible_mask(table: pd.DataFrame) -> pd.Series:
 
 def pareto_trials(study: optuna.Study) -> list[FrozenTrial]:
     """The feasible Pareto-optimal trials, most accurate first."""
-    return sorted(study.best_trials, key=lambda t: (-t.user_attrs["metrics"]["val_accuracy"], t.number))
+    return sorted(study.best_trials, key=lambda t: (-records.trial_metrics(t)["val_accuracy"], t.number))
 
 
 def trial_table(trials: Sequence[FrozenTrial]) -> pd.DataFrame:
     """One row per trial: `COLUMNS`, `feasible`, every other metric, then every param."""
     rows = []
     for trial in trials:
-        metrics = trial.user_attrs.get("metrics", {})
+        metrics = records.trial_metrics(trial) if records.has_metrics(trial) else {}
         row = {
             "trial": trial.number,
             "schedule": trial.params.get("schedule"),
             "final_sparsity": trial.params.get("final_sparsity"),
             **{k: metrics.get(k) for k in COLUMNS[3:-1]},
-            "mlflow_run_id": trial.user_attrs.get("mlflow_run_id"),
+            "mlflow_run_id": records.mlflow_run_id(trial),
             "feasible": is_feasible(trial),
         }
         row.update({k: v for k, v in metrics.items() if k not in row})

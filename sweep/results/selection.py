@@ -27,6 +27,7 @@ from optuna.trial import FrozenTrial
 from sweep.config import OBJECTIVES
 from sweep.errors import SweepError
 from sweep.results.pareto import completed_trials, losses, pareto_trials, trial_table
+from sweep.stores import records
 
 if TYPE_CHECKING:
     from sweep.config import ConstraintsConfig
@@ -119,12 +120,12 @@ def select_from_front(study: optuna.Study, objectives: Sequence[str], min_accura
 
 def _check_constraints_met(study: optuna.Study, constraints: ConstraintsConfig) -> None:
     """`NoTrialMatches` if completed trials exist and the constraint floor excluded them all."""
-    done = [t for t in completed_trials(study) if "metrics" in t.user_attrs]
-    baseline = study.user_attrs.get("baseline", {}).get("val_accuracy")
+    done = [t for t in completed_trials(study) if records.has_metrics(t)]
+    baseline = records.baseline(study).get("val_accuracy") if records.has_baseline(study) else None
     floor = constraints.floor(baseline) if baseline is not None else constraints.min_accuracy
     if not done or floor is None:
         return
-    best = max(done, key=lambda t: (t.user_attrs["metrics"]["val_accuracy"], -t.number))
+    best = max(done, key=lambda t: (records.trial_metrics(t)["val_accuracy"], -t.number))
     if constraints.min_accuracy is not None and constraints.min_accuracy >= floor:
         named = f"constraints.min_accuracy {constraints.min_accuracy:g}"
     else:
@@ -132,7 +133,7 @@ def _check_constraints_met(study: optuna.Study, constraints: ConstraintsConfig) 
         named = (f"constraints.max_accuracy_drop {drop:g} (val_accuracy at least {floor:.4g}: the dense "
                  f"baseline's {baseline:.4g} less {drop:g})")
     raise NoTrialMatches(f"no trial meets {named}: the best val_accuracy reached is "
-                         f"{best.user_attrs['metrics']['val_accuracy']:.4f} (trial {best.number}); lower the floor "
+                         f"{records.trial_metrics(best)['val_accuracy']:.4f} (trial {best.number}); lower the floor "
                          f"or run more trials")
 
 

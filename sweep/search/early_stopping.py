@@ -41,6 +41,8 @@ from sweep.optuna_private import domination_ranks
 
 ETA = 3  # successive halving: the best third goes on
 MIN_TRIALS = 6  # trials at a rung, this one included, before any is stopped there
+# Trial attributes, part of what a trial records (`sweep.stores.records`, which comes after
+# this stage and imports them): never change the strings, stored studies use them.
 RUNGS = "rungs"  # user_attrs: {"<epoch>": {"losses": [...], "val_accuracy": a}}
 EARLY_STOPPED = "early_stopped"  # user_attrs: the epoch after which the trial stopped
 

@@ -7,7 +7,7 @@ worker waits for it. `HeartbeatStorage` counts such a trial stale once this proc
 it silent for the grace period. It goes by its own clock, because a trial's start time comes
 from the clock and time zone of whichever machine created it.
 
-A stale trial is given its reason (`user_attrs["error"]`) before Optuna fails it, since a
+A stale trial is given its reason (`records.ERROR`) before Optuna fails it, since a
 finished trial's attributes can no longer be written; Optuna itself records none.
 """
 
@@ -20,6 +20,7 @@ import optuna
 from sqlalchemy import text
 
 from sweep.optuna_private import StaleTrialHookStorage
+from sweep.stores import records
 
 # Optuna's schema: RUNNING trials of a study that have no heartbeat row.
 NEVER_BEAT = text(
@@ -55,7 +56,7 @@ class HeartbeatStorage(StaleTrialHookStorage):
         stale = self.stale_trials(study_id)
         for trial_id, reason in stale.items():
             try:
-                self.set_trial_user_attr(trial_id, "error", reason)
+                self.set_trial_user_attr(trial_id, records.ERROR, reason)
             except optuna.exceptions.UpdateFinishedTrialError:
                 pass  # another worker failed it first, with the same reason
         return list(stale)

@@ -200,6 +200,8 @@ def study_rows(url: str) -> list[dict[str, Any]]:
     """A row per study in the storage at `url`: trial counts by state, objectives and best values."""
     import optuna
 
+    from sweep.stores import records  # imports Optuna: here, where Optuna is needed anyway
+
     rows = []
     require_storage(url)
     opened = open_storage(url)  # one engine for all studies
@@ -207,13 +209,14 @@ def study_rows(url: str) -> list[dict[str, Any]]:
         study = optuna.load_study(study_name=summary.study_name, storage=opened)
         trials = study.get_trials(deepcopy=False)
         states = {state.name.lower(): sum(t.state == state for t in trials) for state in optuna.trial.TrialState}
-        done = [t for t in trials if "metrics" in t.user_attrs and t.state.name == "COMPLETE"]
+        done = [t for t in trials if records.has_metrics(t) and t.state.name == "COMPLETE"]
         rows.append({
             "study": summary.study_name,
-            "objectives": ",".join(study.user_attrs.get("objectives", [])),
+            "objectives": ",".join(records.objectives(study)),
             "complete": states["complete"], "running": states["running"],
             "failed": states["fail"], "pruned": states["pruned"],
-            "best_val_accuracy": max((t.user_attrs["metrics"]["val_accuracy"] for t in done), default=None),
-            "smallest_compressed_bytes": min((t.user_attrs["metrics"]["compressed_bytes"] for t in done), default=None),
+            "best_val_accuracy": max((records.trial_metrics(t)["val_accuracy"] for t in done), default=None),
+            "smallest_compressed_bytes": min((records.trial_metrics(t)["compressed_bytes"] for t in done),
+                                             default=None),
         })
     return rows

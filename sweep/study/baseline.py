@@ -19,13 +19,11 @@ from sweep.config import StudyConfig
 from sweep.data.splits import Dataset
 from sweep.errors import SweepError, brief
 from sweep.modeling.train_and_measure import train_and_measure
+from sweep.stores import records
 from sweep.stores.tracking import Tracker
 from sweep.study.fingerprints import file_fingerprint
 
 WEIGHTS_ARTIFACT = "baseline/weights.h5"
-# study user_attrs keys: the weights' fingerprint, and the MLflow run holding them (the study's
-# run when they were logged; a study run deleted since is replaced, the weights' run is not)
-WEIGHTS_SHA256, WEIGHTS_RUN = "baseline_weights_sha256", "baseline_weights_run_id"
 
 
 def starts_from_baseline(config: StudyConfig) -> bool:
@@ -38,8 +36,8 @@ def ensure_baseline(
     study: optuna.Study, tracker: Tracker, study_run_id: str, config: StudyConfig, dataset: Dataset
 ) -> dict[str, float]:
     """The dense model's metrics (and, when trials start from it, its weights), once per study."""
-    if "baseline" in study.user_attrs:
-        return study.user_attrs["baseline"]
+    if records.has_baseline(study):
+        return records.baseline(study)
     from sweep.modeling.measure import measure
     from sweep.modeling.models import starting_model
 
@@ -55,9 +53,8 @@ def ensure_baseline(
                 weights = Path(folder) / Path(WEIGHTS_ARTIFACT).name
                 trained.model.save_weights(weights)
                 tracker.log_artifact(study_run_id, str(weights), str(Path(WEIGHTS_ARTIFACT).parent))
-                study.set_user_attr(WEIGHTS_SHA256, file_fingerprint(weights))
-                study.set_user_attr(WEIGHTS_RUN, study_run_id)
-    study.set_user_attr("baseline", baseline)  # last: a crash before it trains the baseline again
+                records.record_baseline_weights(study, file_fingerprint(weights), study_run_id)
+    records.record_baseline(study, baseline)  # last: a crash before it trains the baseline again
     tracker.log_baseline(study_run_id, baseline)
     return baseline
 
@@ -66,8 +63,8 @@ def start_weights(study: optuna.Study, tracker: Tracker, config: StudyConfig, fo
     """The baseline's weights downloaded into `folder`, if trials start from them."""
     if not starts_from_baseline(config):
         return None
-    expected = study.user_attrs.get(WEIGHTS_SHA256)
-    run_id = study.user_attrs.get(WEIGHTS_RUN)
+    expected = records.baseline_weights_sha256(study)
+    run_id = records.baseline_weights_run_id(study)
     if expected is None or run_id is None:
         raise SweepError(f"study {study.study_name!r} has no baseline weights recorded; run `sweep run` again")
     try:

@@ -1,7 +1,7 @@
 """`sweep doctor`: Optuna and MLflow must agree one to one, whatever happened.
 
 Every COMPLETE trial has exactly one FINISHED MLflow trial run (the one in its
-`user_attrs["mlflow_run_id"]`, or for a trial whose MLflow write failed before the run id
+`records.mlflow_run_id`, or for a trial whose MLflow write failed before the run id
 was known, the run tagged with its number), every FINISHED trial run belongs to a
 COMPLETE trial, and no trial is RUNNING without a live worker. A worker killed at the
 wrong moment, a tracking store that was down, or a crash can break that; `diagnose` finds
@@ -19,8 +19,8 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from sweep.optuna_private import study_id, trial_id
-from sweep.search.early_stopping import EARLY_STOPPED
 from sweep.search.trial_plan import SchedulePlan
+from sweep.stores import records
 from sweep.stores.heartbeats import HeartbeatStorage
 from sweep.stores.tracking import (
     TRIAL_NUMBER,
@@ -86,7 +86,7 @@ def diagnose(study: optuna.Study, tracker: Tracker, storage: HeartbeatStorage) -
             continue
         run_id = run_of.get(trial.number)
         run = runs.get(run_id) if run_id else None
-        recorded = trial.user_attrs.get("mlflow_run_id")
+        recorded = records.mlflow_run_id(trial)
         if run is None and recorded and tracker.is_deleted(recorded):
             problems.append(Problem(trial.number, recorded, "complete trial's MLflow run is deleted",
                                     "restore the run", partial(tracker.restore_run, recorded)))
@@ -112,16 +112,16 @@ def diagnose(study: optuna.Study, tracker: Tracker, storage: HeartbeatStorage) -
                     "end the run FAILED (orphan)",
                     partial(tracker.fail_trial, run_id, "orphan: no Optuna trial records this run"),
                 ))
-        elif owning.state == TrialState.PRUNED and EARLY_STOPPED in owning.user_attrs \
-                and status in ("FINISHED", "RUNNING", "SCHEDULED"):
-            epoch, reason = owning.user_attrs[EARLY_STOPPED], owning.user_attrs.get("error", "stopped early")
+        elif owning.state == TrialState.PRUNED and status in ("FINISHED", "RUNNING", "SCHEDULED") \
+                and (epoch := records.early_stopped_epoch(owning)) is not None:
+            reason = records.trial_error(owning, "stopped early")
             problems.append(Problem(
                 owning.number, run_id, f"{status} MLflow run of a trial stopped early",
                 "end the run KILLED, tagged with the epoch it stopped after",
                 partial(tracker.stop_trial, run_id, epoch, reason),
             ))
         elif owning.state in (TrialState.FAIL, TrialState.PRUNED) and status in ("FINISHED", "RUNNING", "SCHEDULED"):
-            reason = owning.user_attrs.get("error", f"optuna trial {owning.number} is {owning.state.name}")
+            reason = records.trial_error(owning, f"optuna trial {owning.number} is {owning.state.name}")
             problems.append(Problem(
                 owning.number, run_id, f"{status} MLflow run of a {owning.state.name} trial",
                 "end the run FAILED with the trial's error",
@@ -164,7 +164,8 @@ def apply(problems: Sequence[Problem], repair: bool) -> tuple[list[str], int]:
 def _runs_by_trial(trials: list[FrozenTrial], runs: dict[str, Any]) -> dict[int, str]:
     """Trial number -> its run: the recorded run id, else (the MLflow write that returns
     the id failed) the run tagged with the trial's number."""
-    run_of = {t.number: t.user_attrs["mlflow_run_id"] for t in trials if t.user_attrs.get("mlflow_run_id") in runs}
+    run_of = {t.number: run_id for t in trials
+              if (run_id := records.mlflow_run_id(t)) is not None and run_id in runs}
     claimed = set(run_of.values())
     for run_id, run in sorted(runs.items(), key=lambda item: item[1].info.start_time):
         number = _number(run)
@@ -187,17 +188,18 @@ def _number(run: Any) -> int | None:
 
 def _finish_run(tracker: Tracker, trial: FrozenTrial, run_id: str) -> None:
     """Log what the trial's worker could not (metrics, curves, the tags set with them)."""
-    pruned = trial.user_attrs.get("pruned_layers") or []
-    tracker.log_results(run_id, trial.user_attrs.get("metrics", {}), curves=trial.user_attrs.get("curves", {}),
+    pruned = records.pruned_layers(trial)
+    metrics = records.trial_metrics(trial) if records.has_metrics(trial) else {}
+    tracker.log_results(run_id, metrics, curves=records.curves(trial),
                         tags=result_tags(pruned, trial.constraints),
-                        params=result_params(pruned, trial.user_attrs.get("layers") or {}))
+                        params=result_params(pruned, records.layers(trial)))
     tracker.end_run(run_id, "FINISHED")
 
 
 def _replay_run(tracker: Tracker, study: optuna.Study, trial: FrozenTrial) -> None:
     """The run MLflow never got, from the trial's record in Optuna (tagged with its number,
     which is how `diagnose` finds it again)."""
-    plan = SchedulePlan(**trial.user_attrs["plan"])
-    params = trial_run_params(trial.params, plan, trial.user_attrs["seed"])
-    run_id = tracker.start_trial(study.user_attrs["mlflow_study_run_id"], trial.number, params)
+    plan = SchedulePlan(**records.stored_plan(trial))
+    params = trial_run_params(trial.params, plan, records.seed(trial))
+    run_id = tracker.start_trial(records.mlflow_study_run_id(study), trial.number, params)
     _finish_run(tracker, trial, run_id)

@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING, Any
 
 from sweep.config import StudyConfig, parse_stored_config
 from sweep.errors import ConfigError, UsageError
+from sweep.stores import records
+from sweep.stores.records import DATA_FINGERPRINT, MODEL_FINGERPRINT
 
 if TYPE_CHECKING:
     from sweep.data.splits import Dataset
 
-DATA_FINGERPRINT = "data_fingerprint"  # study user_attrs key: `Dataset.fingerprint`
-MODEL_FINGERPRINT = "model_fingerprint"  # study user_attrs key: SHA-256 of model.pretrained
 # The study file keys whose files each fingerprint covers: their content decides, not where they are.
 FINGERPRINTED = {
     DATA_FINGERPRINT: (("data", "path"), ("data", "loader")),
@@ -27,7 +27,8 @@ FINGERPRINTED = {
 
 def input_fingerprints(config: StudyConfig, dataset: Dataset) -> dict[str, str]:
     """What a study's trials were measured on, beyond its study file: the data's values
-    and, for a pretrained model, the file's bytes."""
+    (`Dataset.fingerprint`) and, for a pretrained model, the file's bytes (SHA-256), by
+    the study attribute each is recorded under."""
     fingerprints = {DATA_FINGERPRINT: dataset.fingerprint}
     if config.model.pretrained is not None:
         fingerprints[MODEL_FINGERPRINT] = file_fingerprint(Path(config.model.pretrained))
@@ -44,13 +45,13 @@ def file_fingerprint(path: Path) -> str:
     return digest.hexdigest()
 
 
-def check_same_inputs(stored: Mapping[str, Any], fingerprints: Mapping[str, str], config: StudyConfig) -> None:
+def check_same_inputs(stored: records.AnyStudy, fingerprints: Mapping[str, str], config: StudyConfig) -> None:
     """A study resumes only on the data and the pretrained model its trials were measured on:
     the same content, or for a study stored before its fingerprint, the same files."""
     for key, fingerprint in fingerprints.items():
-        before = stored.get(key)
+        before = records.input_fingerprint(stored, key)
         if before is None:
-            _check_same_files(stored.get("config"), config, FINGERPRINTED[key])
+            _check_same_files(records.stored_config(stored), config, FINGERPRINTED[key])
         if before is None or before == fingerprint:
             continue
         data = config.data

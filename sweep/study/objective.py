@@ -1,8 +1,8 @@
 """One Optuna trial: sample, plan, train pruned, measure, record in Optuna and MLflow.
 
-What a trial stores in Optuna, so every later command works from the storage alone:
-`user_attrs` `seed` (replays the trial), `mlflow_run_id`, `plan` (absolute steps),
-`metrics` (everything measured) and, for a failed trial, `error`.
+What a trial stores in Optuna, so every later command works from the storage alone, is
+`sweep.stores.records`: its seed (replays the trial), MLflow run, plan (absolute steps),
+metrics (everything measured) and, for a failed trial, its error.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from sweep.data.splits import Dataset
 from sweep.modeling.train_and_measure import train_and_measure
 from sweep.search import early_stopping
 from sweep.search.trial_plan import trial_plan
+from sweep.stores import records
 from sweep.stores.optuna_storage import experimental_api
 from sweep.stores.tracking import (
     MAX_TAG_LENGTH,
@@ -39,7 +40,6 @@ from sweep.study.trial_loop import Goal, check_not_surplus
 
 EpochHook = Callable[[int, int], None]  # (trial number, epochs done)
 T = TypeVar("T")
-TRACKING_ERROR = "tracking_error"  # user_attrs key: an MLflow write of this trial failed
 
 
 def trial_seed(study_seed: int, trial_number: int) -> int:
@@ -78,10 +78,10 @@ class PruningObjective:
     def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
         check_not_surplus(trial, self.goal)
         seed = trial_seed(self.config.seed, trial.number)
-        trial.set_user_attr("seed", seed)
-        trial.set_user_attr("tf_threads", self.tf_threads)  # rerun uses the same: exact replay
+        records.record_seed(trial, seed)
+        records.record_tf_threads(trial, self.tf_threads)  # rerun uses the same: exact replay
         params, plan = trial_plan(trial, self.config.search, self.total_steps)
-        trial.set_user_attr("plan", asdict(plan))
+        records.record_plan(trial, plan)
         timings: dict[str, float] = {}
         curves: dict[str, list[float]] = {}
 
@@ -103,7 +103,7 @@ class PruningObjective:
             run_id = self.last_run_id = self._tracked(trial, lambda: self.tracker.start_trial(
                 self.study_run_id, trial.number, trial_run_params(trial.params, plan, seed)))
             if run_id is not None:
-                trial.set_user_attr("mlflow_run_id", run_id)
+                records.record_mlflow_run_id(trial, run_id)
             timings["mlflow_start"] = time.perf_counter() - clock
             started = time.perf_counter()
             evaluated = train_and_measure(self.dataset, self.config, seed, params=params, plan=plan,
@@ -117,27 +117,27 @@ class PruningObjective:
                 trial.set_constraint("min_accuracy", stopped.shortfall)
             if run_id is not None:
                 self._tracked(trial, lambda: self.tracker.stop_trial(run_id, epoch, reason, curves=curves))
-            trial.set_user_attr(early_stopping.EARLY_STOPPED, epoch)
-            trial.set_user_attr("error", reason)
+            records.record_early_stopped(trial, epoch)
+            records.record_error(trial, reason)
             raise optuna.TrialPruned(reason) from None
         # The MLflow run is ended first: if the Optuna write then fails, the run is not left RUNNING.
         except Exception as error:
             reason = _reason(error)
             if run_id is not None:
                 self._tracked(trial, lambda: self.tracker.fail_trial(run_id, reason, curves=curves))
-            trial.set_user_attr("error", reason)
+            records.record_error(trial, reason)
             raise
         except BaseException:  # KeyboardInterrupt, SystemExit: the run must not stay RUNNING
             if run_id is not None:
                 self._tracked(trial, lambda: self.tracker.fail_trial(
                     run_id, "interrupted", curves=curves, status="KILLED"))
-            trial.set_user_attr("error", "interrupted")
+            records.record_error(trial, "interrupted")
             raise
 
         pruned = trained.pruned_layers
         layers = {name: asdict(how) for name, how in trained.layers.items()}
-        trial.set_user_attr("pruned_layers", pruned)
-        trial.set_user_attr("layers", layers)
+        records.record_pruned_layers(trial, pruned)
+        records.record_layers(trial, layers)
         violations = {}
         floor = self.config.constraints.floor(self.baseline["val_accuracy"])
         if floor is not None:  # one constraint, named as before max_accuracy_drop existed
@@ -146,13 +146,13 @@ class PruningObjective:
         tags = result_tags(pruned, violations)
         # Optuna keeps the results first: a trained trial survives a failing tracking store,
         # and `sweep doctor --repair` replays them to MLflow later.
-        trial.set_user_attr("metrics", metrics)
+        records.record_metrics(trial, metrics)
         clock = time.perf_counter()
         if run_id is not None:
             self._tracked(trial, lambda: self.tracker.log_results(
                 run_id, metrics, curves=curves, tags=tags, params=result_params(pruned, layers)))
-        if TRACKING_ERROR in trial.user_attrs:
-            trial.set_user_attr("curves", curves)  # for `sweep doctor --repair` to replay
+        if records.tracking_error(trial) is not None:
+            records.record_curves(trial, curves)  # for `sweep doctor --repair` to replay
         timings["mlflow_log"] = time.perf_counter() - clock
         # The worker's one garbage collection per trial (runner._run_worker turns automatic
         # collection off): frees this trial's model and graphs, so memory stays flat. A failed
@@ -161,8 +161,8 @@ class PruningObjective:
         del trained, evaluated
         gc.collect()
         timings["gc"] = time.perf_counter() - clock
-        trial.set_user_attr("timings", timings)  # where the trial's time went (benchmarks/)
-        trial.set_user_attr("worker_rss_mb", resident_megabytes())  # memory across trials
+        records.record_timings(trial, timings)  # where the trial's time went (benchmarks/)
+        records.record_worker_rss_mb(trial, resident_megabytes())  # memory across trials
         return tuple(metrics[name] for name in self.config.objective_metrics)
 
     def _judge(self, trial: optuna.Trial, epoch: int, logs: Mapping[str, float], judged: bool) -> None:
@@ -170,7 +170,7 @@ class PruningObjective:
         (raises `EarlyStopped`)."""
         record = {"losses": early_stopping.rung_losses(self.config.objectives, logs),
                   "val_accuracy": float(logs["val_accuracy"])}
-        trial.set_user_attr(early_stopping.RUNGS, {**trial.user_attrs.get(early_stopping.RUNGS, {}), str(epoch): record})
+        records.record_rung(trial, epoch, record)
         if not judged:
             return
         stopped = early_stopping.judge(trial.number, epoch, record, trial.study.get_trials(deepcopy=False),
@@ -189,11 +189,11 @@ class PruningObjective:
 
     def _tracked(self, trial: optuna.Trial, write: Callable[[], T]) -> T | None:
         """An MLflow write that must not cost the trial: on failure the reason goes to
-        `user_attrs["tracking_error"]`, and the trial goes on."""
+        the trial's `records.TRACKING_ERROR`, and the trial goes on."""
         try:
             return write()
         except Exception as error:
-            trial.set_user_attr(TRACKING_ERROR, f"MLflow: {_store_reason(error)}"[:MAX_TAG_LENGTH])
+            records.record_tracking_error(trial, f"MLflow: {_store_reason(error)}"[:MAX_TAG_LENGTH])
             return None
 
 
@@ -206,8 +206,8 @@ class FinishRuns:
         self.tracker = tracker
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        run_id = trial.user_attrs.get("mlflow_run_id")
-        if run_id and trial.state == optuna.trial.TrialState.COMPLETE and TRACKING_ERROR not in trial.user_attrs:
+        run_id = records.mlflow_run_id(trial)
+        if run_id and trial.state == optuna.trial.TrialState.COMPLETE and records.tracking_error(trial) is None:
             try:
                 self.tracker.end_run(run_id, "FINISHED")
             except Exception as error:  # the trial is stored; `sweep doctor --repair` finishes the run
@@ -231,9 +231,9 @@ class StaleTrials:
         fresh.user_attrs = {}
         self.retry(study, fresh)
         try:
-            recorded = trial.user_attrs.get("mlflow_run_id")
+            recorded = records.mlflow_run_id(trial)
             # none recorded: the worker may have died between creating the run and recording it
-            reason = trial.user_attrs.get("error", "worker lost: no heartbeat")  # from sweep.stores.heartbeats
+            reason = records.trial_error(trial, "worker lost: no heartbeat")  # from sweep.stores.heartbeats
             for run_id in [recorded] if recorded else self.tracker.unfinished_trial_runs(trial.number):
                 self.tracker.fail_trial(run_id, f"{reason}; retried", status="KILLED")
         except Exception as error:  # `sweep doctor --repair` ends it later

@@ -28,6 +28,7 @@ from sweep.modeling.train_and_measure import train_and_measure
 from sweep.results.outputs import check_output_folder
 from sweep.search.space import fixed_search
 from sweep.search.trial_plan import trial_plan
+from sweep.stores import records
 from sweep.stores.tracking import Tracker
 from sweep.study.baseline import start_weights
 from sweep.study.fingerprints import check_same_inputs, input_fingerprints
@@ -85,19 +86,20 @@ def rerun_trial(
     from sweep.modeling.training import configure_tensorflow
 
     check_output_folder(output, "rerun")  # also when called as a library
-    original_run_id = trial.user_attrs.get("mlflow_run_id", "")
-    seed = int(trial.user_attrs["seed"])
+    original_run_id = records.mlflow_run_id(trial) or ""
+    seed = int(records.seed(trial))
     # the trial's thread count: exact replay
-    configure_tensorflow(trial.user_attrs.get("tf_threads"), config.train.deterministic)
+    configure_tensorflow(records.tf_threads(trial), config.train.deterministic)
     dataset = load_dataset(config.data)
     params, plan = trial_plan(optuna.trial.FixedTrial(trial.params), config.search, dataset.total_steps(config.train))
     # Before anything is written: the trial's data, model and starting weights, unchanged.
-    check_same_inputs(study.user_attrs, input_fingerprints(config, dataset), config)
+    check_same_inputs(study, input_fingerprints(config, dataset), config)
     tracker.follow_copied_project()
     downloads = tempfile.TemporaryDirectory(prefix="sweep-")
     weights = start_weights(study, tracker, config, downloads.name)
 
-    study_run_id = study.user_attrs.get("mlflow_study_run_id") or tracker.study_run(config.to_yaml())
+    study_run_id = (records.mlflow_study_run_id(study) if records.has_mlflow_study_run_id(study)
+                    else tracker.study_run(config.to_yaml()))
     run_id = tracker.start_rerun(
         study_run_id, trial.number, original_run_id, {**trial.params, **plan.as_params(), "seed": seed}
     )
@@ -105,10 +107,10 @@ def rerun_trial(
     try:
         files: dict[str, bytes] = {}
         evaluated = train_and_measure(dataset, config, seed, params=params, plan=plan,
-                                      baseline=study.user_attrs["baseline"], start_weights=weights, files=files)
+                                      baseline=records.baseline(study), start_weights=weights, files=files)
         downloads.cleanup()
         trained, reproduced = evaluated.trained, evaluated.metrics
-        original = dict(trial.user_attrs["metrics"])
+        original = dict(records.trial_metrics(trial))
 
         trained.model.save(staging / "model.keras")
         if reproduced.get("int8_xnnpack") == 0.0:

@@ -17,27 +17,28 @@ from typing import Any
 
 from sweep.config import StudyConfig, parse_stored_config
 from sweep.errors import ConfigError, UsageError
+from sweep.stores import records
 from sweep.study.fingerprints import FINGERPRINTED
 
 # Sections that define what a trial means; a study cannot be resumed with them changed.
 FROZEN_SECTIONS = ("seed", "data", "model", "train", "search", "export", "objectives")
-STUDY_FOLDER = "study_folder"  # study user_attrs key: the study file's folder at its last `sweep run`
 
 
-def study_user_attrs(config: StudyConfig) -> dict[str, Any]:
+def study_attrs(config: StudyConfig) -> dict[str, Any]:
     """What a study records about itself: the resolved study file (for replay; its paths
     relative to its folder), the folder, and the objectives."""
-    return {"config": config.stored(), STUDY_FOLDER: str(config.folder), "objectives": list(config.objectives)}
+    return {records.CONFIG: config.stored(), records.STUDY_FOLDER: str(config.folder),
+            records.OBJECTIVES: list(config.objectives)}
 
 
-def stored_study_config(study_name: str, user_attrs: Mapping[str, Any], study_file: Path | None) -> StudyConfig:
+def stored_study_config(study_name: str, attrs: Mapping[str, Any], study_file: Path | None) -> StudyConfig:
     """The study file a study ran with, its files found next to `study_file` (a copied or
     moved project uses its own), or without one (`--study NAME`) next to the study file of
     its last `sweep run`."""
-    if "config" not in user_attrs:
+    if (stored := records.stored_config(attrs)) is None:
         raise UsageError(f"study {study_name!r} was not created by sweep run (no stored config)")
-    folder = study_file.parent if study_file is not None else Path(user_attrs.get(STUDY_FOLDER, "."))
-    return parse_stored_config(user_attrs["config"], source=f"study {study_name!r}", folder=folder)
+    folder = study_file.parent if study_file is not None else Path(records.study_folder(attrs) or ".")
+    return parse_stored_config(stored, source=f"study {study_name!r}", folder=folder)
 
 
 def check_compatible(stored: dict[str, Any] | None, config: StudyConfig) -> None:

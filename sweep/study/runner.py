@@ -35,6 +35,7 @@ from sweep.errors import Interrupted, StoreFailed, StudyAborted, SweepError, Usa
 from sweep.results.columns import METRIC_COLUMNS, compact
 from sweep.search import early_stopping
 from sweep.search.space import start_points
+from sweep.stores import records
 from sweep.stores.checks import check_stores
 from sweep.stores.optuna_storage import (
     existing_study_attrs,
@@ -47,7 +48,7 @@ from sweep.stores.tracking import Tracker
 from sweep.study.baseline import ensure_baseline, start_weights
 from sweep.study.fingerprints import check_same_inputs, input_fingerprints
 from sweep.study.objective import FinishRuns, PruningObjective, StaleTrials
-from sweep.study.resume import RunPlan, check_compatible, plan_trials, study_user_attrs
+from sweep.study.resume import RunPlan, check_compatible, plan_trials, study_attrs
 from sweep.study.trial_loop import (
     FINISHED,
     Goal,
@@ -101,9 +102,9 @@ def _run_study(
         raise UsageError("--jobs: a sampler given in place of the study file's runs in this process only")
     check_stores(request.storage_url, request.tracking_uri, wait=request.wait_for_stores)
     stored = existing_study_attrs(request.storage_url, config.name) or {}
-    config = inherit_stored_values(config, stored.get("config"))
+    config = inherit_stored_values(config, records.stored_config(stored))
     request = dataclasses.replace(request, config=config)  # what --jobs workers run
-    check_compatible(stored.get("config"), config)
+    check_compatible(records.stored_config(stored), config)
     max_failures_allowed(request.max_failures, 1)  # validates the flag before any work
     make_sampler(config.sampler, config.seed, factory=request.sampler)  # e.g. gp without PyTorch
     if request.jobs > 1 and {"latency", "int8_latency"} & set(config.objectives):
@@ -139,20 +140,18 @@ def _run_study(
                 study_name=config.name, storage=storage, directions=config.directions, load_if_exists=True
             )
             # again, under the lock: another run may have created the study since the check
-            check_compatible(study.user_attrs.get("config"), config)
-            check_same_inputs(study.user_attrs, fingerprints, config)
+            check_compatible(records.stored_config(study), config)
+            check_same_inputs(study, fingerprints, config)
             if not study.trials:
                 _enqueue_start(study, request)
-            for key, value in study_user_attrs(config).items():
-                study.set_user_attr(key, value)
+            records.record_study_attrs(study, study_attrs(config))
             if study.metric_names != list(config.objectives):  # by name in optuna-dashboard
                 with experimental_api():
                     study.set_metric_names(list(config.objectives))
-            for key, fingerprint in fingerprints.items():
-                study.set_user_attr(key, fingerprint)
+            records.record_study_attrs(study, fingerprints)
             study_run_id = tracker.study_run(config.to_yaml())
             tracker.present([column for column in compact(config.objectives) if column in METRIC_COLUMNS])
-            study.set_user_attr("mlflow_study_run_id", study_run_id)
+            records.record_mlflow_study_run_id(study, study_run_id)
             ensure_baseline(study, tracker, study_run_id, config, dataset)
 
         finished = len(study.get_trials(deepcopy=False, states=FINISHED))
@@ -189,7 +188,7 @@ def _run_worker(
     started = study.get_trials(deepcopy=False, states=tuple(set(TrialState) - {TrialState.WAITING}))
     study.sampler = make_sampler(config.sampler, config.seed, offset=len(started), worker=worker, factory=sampler)
     objective = PruningObjective(
-        config, dataset, tracker, study.user_attrs["mlflow_study_run_id"], study.user_attrs["baseline"],
+        config, dataset, tracker, records.mlflow_study_run_id(study), records.baseline(study),
         goal, threads, start, on_epoch=getattr(display, "epoch", None),
     )
     callbacks: list[Any] = [FinishRuns(tracker)] + ([display] if display else [])
@@ -309,7 +308,7 @@ def _worker_trials(config_json: dict, storage_url: str, tracking_uri: str, goal:
         storage = open_storage(storage_url, stale_trial_callback=StaleTrials(tracker), heartbeat=True)
         study = optuna.load_study(study_name=config.name, storage=storage)
         dataset = load_dataset(config.data)  # the data or model may have changed since `sweep run` checked
-        check_same_inputs(study.user_attrs, input_fingerprints(config, dataset), config)
+        check_same_inputs(study, input_fingerprints(config, dataset), config)
         with tempfile.TemporaryDirectory(prefix="sweep-") as folder:
             _run_worker(study, config, dataset, tracker, goal, threads, worker=index,
                         start=start_weights(study, tracker, config, folder))

@@ -29,13 +29,13 @@ from optuna.trial import FrozenTrial, TrialState
 
 from sweep import interrupts
 from sweep.errors import StoreFailed, StudyAborted
+from sweep.stores import records
 from sweep.stores.optuna_storage import experimental_api
 from sweep.stores.urls import error_summary
 
 POLL_SECONDS = 1.0
 # Trials that count toward `n_trials`: complete, and stopped early (sweep.search.early_stopping).
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-SKIPPED = "skipped"  # user_attrs key of surplus trials
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ class Goal:
         return [
             t for t in trials
             if t.state == TrialState.FAIL
-            and SKIPPED not in t.user_attrs
+            and not records.is_skipped(t)
             and t.datetime_start is not None
             and t.datetime_start >= self.started
         ]
@@ -81,7 +81,7 @@ def check_not_surplus(trial: optuna.Trial, goal: Goal) -> None:
         if t.number < trial.number
     ]
     if len(ahead) >= goal.target:
-        trial.set_user_attr(SKIPPED, True)
+        records.mark_skipped(trial)
         raise TrialSkipped(f"skipped: the study already has {goal.target} trials finished or running")
 
 
@@ -137,7 +137,7 @@ def _work(
         trials = study.get_trials(deepcopy=False)
         failures = goal.failures(trials)
         if len(failures) > goal.max_failures:
-            last = failures[-1].user_attrs.get("error", "no reason recorded")
+            last = records.trial_error(failures[-1], "no reason recorded")
             raise StudyAborted(
                 f"stopped: {len(failures)} trials failed in this run, more than --max-failures "
                 f"allows ({goal.max_failures}); last error: {last}"

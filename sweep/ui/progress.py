@@ -17,9 +17,9 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from sweep.study.objective import TRACKING_ERROR
+from sweep.stores import records
 from sweep.study.resume import RunPlan
-from sweep.study.trial_loop import FINISHED, SKIPPED
+from sweep.study.trial_loop import FINISHED
 
 
 class StudyProgress:
@@ -61,11 +61,11 @@ class StudyProgress:
         self.progress.update(self.task, status=f"{running} running")
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        if SKIPPED in trial.user_attrs:
+        if records.is_skipped(trial):
             return  # a parallel worker's surplus start, never trained
         finished = trial.state in FINISHED
         self.progress.update(self.task, advance=1 if finished else 0, front=len(study.best_trials), status="")
-        tracking_error = trial.user_attrs.get(TRACKING_ERROR)
+        tracking_error = records.tracking_error(trial)
         self.progress.console.print(describe_trial(trial, with_reason=tracking_error != self.tracking_error),
                                     highlight=False)
         if trial.state == TrialState.COMPLETE:  # the lines that say it
@@ -76,11 +76,11 @@ def describe_trial(trial: FrozenTrial, with_reason: bool = True) -> str:
     """A finished trial on one line; `with_reason=False` leaves out why MLflow failed it
     (said on an earlier line)."""
     if trial.state == TrialState.PRUNED:
-        return f"trial {trial.number} [yellow]{escape(str(trial.user_attrs.get('error', 'stopped early')))}[/]"
+        return f"trial {trial.number} [yellow]{escape(str(records.trial_error(trial, 'stopped early')))}[/]"
     if trial.state != TrialState.COMPLETE:
-        reason = escape(str(trial.user_attrs.get("error", trial.state.name.lower())))  # may hold [brackets]
+        reason = escape(str(records.trial_error(trial, trial.state.name.lower())))  # may hold [brackets]
         return f"trial {trial.number} [red]{trial.state.name.lower()}[/]: {reason}"
-    m = trial.user_attrs["metrics"]
+    m = records.trial_metrics(trial)
     line = (
         f"trial {trial.number} {trial.params['schedule']:<10} "
         f"val_accuracy {m['val_accuracy']:.4f}  sparsity {m['sparsity']:.3f}  "
@@ -89,9 +89,9 @@ def describe_trial(trial: FrozenTrial, with_reason: bool = True) -> str:
            f"{m['int8_latency_ms'] * 1000:.0f} µs  " if "int8_gzip_bytes" in m else "")
         + f"{m['trial_seconds']:.1f} s"
     )
-    if TRACKING_ERROR in trial.user_attrs:
+    if (tracking_error := records.tracking_error(trial)) is not None:
         line += "  [yellow]kept in Optuna only[/]"
         if with_reason:
-            line += (f" ({escape(trial.user_attrs[TRACKING_ERROR][:200])}); "
+            line += (f" ({escape(tracking_error[:200])}); "
                      f"run `sweep doctor --repair` once MLflow works")
     return line

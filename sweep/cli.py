@@ -111,8 +111,9 @@ def run(
         study = run_study(request, progress=lambda plan: shown.enter_context(
             StudyProgress(plan, config.train.epochs, stderr)))
     from sweep.results.pareto import pareto_trials, trial_table
+    from sweep.stores import records
 
-    _print_front(trial_table(pareto_trials(study)), study.study_name, study.user_attrs.get("objectives", ()))
+    _print_front(trial_table(pareto_trials(study)), study.study_name, records.objectives(study))
 
 
 StudyFileOptional = Annotated[
@@ -250,12 +251,13 @@ def rerun(
     if (trial_number is None) == (not use_best):
         raise UsageError("choose the trial with --trial N or --best (with --min-accuracy/--max-size)")
     check_output_folder(output, "rerun")
+    from sweep.stores import records
     from sweep.study.rerun import rerun_trial  # TensorFlow: after the checks
 
     opened = open_study(study_file, study_name, storage, tracking_uri)
     trial = (opened.choose(min_accuracy, max_size, max_latency) if trial_number is None  # --best
              else opened.completed_trial(trial_number))
-    stderr.print(f"rerunning trial {trial.number} of {opened.study.study_name} (seed {trial.user_attrs['seed']})")
+    stderr.print(f"rerunning trial {trial.number} of {opened.study.study_name} (seed {records.seed(trial)})")
     result = rerun_trial(opened.study, trial, opened.config, opened.tracker, output, register=register)
     from sweep.ui.terminal import rerun_table, rerun_warnings
 
@@ -392,11 +394,11 @@ def ui(
     from sweep.stores.checks import require_tracking_store
     from sweep.stores.urls import is_tracking_server, mask_password
     from sweep.stores.urls import tracking_uri as resolve_tracking_uri
-    from sweep.ui.servers import mlflow_ui_pages, port_in_use, serve
+    from sweep.ui.servers import port_in_use, serve, tracking_ui_pages
 
     uri = resolve_tracking_uri(tracking_uri)
     require_tracking_store(uri)  # a local server would create a store a mistyped URI names
-    pages = mlflow_ui_pages(uri, _name_if_given(study_file, study_name), host, port)
+    pages = tracking_ui_pages(uri, _name_if_given(study_file, study_name), host, port)
     if is_tracking_server(uri):  # it serves its own UI: we print its pages
         _print_pages(stdout, "MLflow UI of the tracking server", pages, "log in as an MLflow user")
         return

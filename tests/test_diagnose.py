@@ -15,9 +15,9 @@ import pytest
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
-from sweep.search.early_stopping import EARLY_STOPPED
 from sweep.stores.heartbeats import HeartbeatStorage
 from sweep.stores.optuna_storage import experimental_api
+from sweep.stores.records import EARLY_STOPPED
 from sweep.stores.tracking import TRIAL_NUMBER
 from sweep.study.doctor import apply, diagnose
 

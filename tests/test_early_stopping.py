@@ -9,16 +9,14 @@ import pytest
 from optuna.trial import FrozenTrial, TrialState, create_trial
 
 from sweep.search.early_stopping import (
-    EARLY_STOPPED,
     MIN_TRIALS,
-    RUNGS,
     applies,
     judge,
     recorded_epochs,
     rung_epochs,
     rung_losses,
 )
-from sweep.stores.records import METRICS
+from sweep.stores.records import EARLY_STOPPED, METRICS, RUNGS, rung_peers
 
 from conftest import run_sweep, write_study
 
@@ -35,8 +33,8 @@ def trial(number: int, records: dict[int, tuple[float, float]], state: TrialStat
     return made
 
 
-def reason(*args: object) -> str | None:
-    stopped = judge(*args)  # type: ignore[arg-type]
+def reason(number: int, epoch: int, record: dict, trials: list[FrozenTrial], min_accuracy: float | None) -> str | None:
+    stopped = judge(epoch, record, rung_peers(trials, number), min_accuracy)
     return None if stopped is None else str(stopped)
 
 
@@ -74,7 +72,7 @@ def test_a_trial_that_cannot_reach_min_accuracy_stops() -> None:
             *(trial(n, {4: (0.5, 0.5)}) for n in range(10, 10 + MIN_TRIALS - 3))]  # weaker, still running
     assert reason(3, 4, record(0.85, 0.7), done, 0.9) is None  # 0.85 + the best gain, 0.06, reaches 0.9
     assert "cannot reach min_accuracy 0.9" in reason(3, 4, record(0.80, 0.7), done, 0.9)
-    assert judge(3, 4, record(0.80, 0.7), done, 0.9).shortfall == pytest.approx(0.04)
+    assert judge(4, record(0.80, 0.7), rung_peers(done, 3), 0.9).shortfall == pytest.approx(0.04)
     assert reason(3, 4, record(0.80, 0.7), done[:2], 0.9) is None  # too few trials at epoch 4 to judge
 
 

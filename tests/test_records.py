@@ -11,7 +11,6 @@ import optuna
 import pytest
 from optuna.trial import TrialState, create_trial
 
-from sweep.search import early_stopping
 from sweep.search.trial_plan import SchedulePlan
 from sweep.stores import records
 from sweep.stores.optuna_storage import existing_study_attrs
@@ -70,8 +69,6 @@ def test_the_key_strings_are_the_ones_stored_studies_have() -> None:
     assert {name: getattr(records, name) for name in STUDY_KEYS} == STUDY_KEYS
     assert records.TRIAL_KEYS == tuple(TRIAL_KEYS.values())
     assert records.STUDY_KEYS == tuple(STUDY_KEYS.values())
-    # early stopping names its two itself (it comes before the stores) and reads them, as stored
-    assert (early_stopping.RUNGS, early_stopping.EARLY_STOPPED) == ("rungs", "early_stopped")
 
 
 def test_every_key_the_module_names_is_pinned() -> None:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from sweep.results.analysis import StudyResults, from_study, front_table
 from sweep.results.pareto import pareto_trials, reference_description, trial_table
+from sweep.stores import records
 
 if TYPE_CHECKING:
     import optuna
@@ -45,8 +46,8 @@ class Front:
     def tag_runs(self, tracker: Tracker) -> int:
         """Tag the trial runs `sweep.pareto=true` on the front, `false` elsewhere; returns
         how many tags changed."""
-        return tracker.set_pareto_tags({t.user_attrs["mlflow_run_id"] for t in self.trials
-                                        if "mlflow_run_id" in t.user_attrs})
+        return tracker.set_pareto_tags({run_id for t in self.trials
+                                        if (run_id := records.mlflow_run_id(t)) is not None})
 
     def plot(self, path: Path, tracker: Tracker) -> None:
         """Draw every trial and the front to `path` (.png, or .html with the front's table)

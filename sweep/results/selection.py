@@ -142,11 +142,11 @@ def trial_details(trial: FrozenTrial) -> dict[str, Any]:
     values, pruning steps and metrics."""
     return {
         "trial": trial.number,
-        "seed": trial.user_attrs["seed"],
-        "mlflow_run_id": trial.user_attrs.get("mlflow_run_id"),
+        "seed": records.seed(trial),
+        "mlflow_run_id": records.mlflow_run_id(trial),
         "params": trial.params,
-        "steps": {k: trial.user_attrs["plan"][k] for k in ("begin_step", "end_step", "frequency", "total_steps")},
-        "metrics": trial.user_attrs["metrics"],
+        "steps": {k: records.stored_plan(trial)[k] for k in ("begin_step", "end_step", "frequency", "total_steps")},
+        "metrics": records.trial_metrics(trial),
     }
 
 

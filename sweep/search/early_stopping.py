@@ -11,7 +11,7 @@ asynchronous successive halving ordered by non-dominated sorting):
   records the objectives training shows: validation accuracy (for `accuracy` and
   `int8_accuracy`) and the pruning masks' sparsity (for `sparsity`, `compressed_size`,
   `int8_size` and `int8_file_size`, which shrink as it grows). The record goes into the
-  trial's user attributes (`RUNGS`, by epoch), through the storage, so every worker,
+  trial's user attributes (`sweep.stores.records.RUNGS`, by epoch), through the storage, so every worker,
   machine and resumed run compares against the same values. Latency is known only once the
   model is converted: a study with a latency objective is never stopped early.
 * **Rungs.** A trial is judged twice: after the epoch in which its pruning window ends and
@@ -33,21 +33,25 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
-
-from optuna.trial import FrozenTrial, TrialState
 
 from sweep.optuna_private import domination_ranks
 
 ETA = 3  # successive halving: the best third goes on
 MIN_TRIALS = 6  # trials at a rung, this one included, before any is stopped there
-# Trial attributes, part of what a trial records (`sweep.stores.records`, which comes after
-# this stage and imports them): never change the strings, stored studies use them.
-RUNGS = "rungs"  # user_attrs: {"<epoch>": {"losses": [...], "val_accuracy": a}}
-EARLY_STOPPED = "early_stopped"  # user_attrs: the epoch after which the trial stopped
 
 ACCURACY_OBJECTIVES = {"accuracy", "int8_accuracy"}
 SIZE_OBJECTIVES = {"sparsity", "compressed_size", "int8_size", "int8_file_size"}
+
+
+@dataclass(frozen=True)
+class Peer:
+    """Another trial of the study, as a rung sees it: its records by epoch (`"<epoch>"` ->
+    `{"losses": [...], "val_accuracy": a}`), and, once complete, its final accuracy."""
+
+    rungs: Mapping[str, Mapping[str, Any]]
+    final_val_accuracy: float | None  # None until the trial is complete
 
 
 class EarlyStopped(Exception):
@@ -94,19 +98,17 @@ def rung_losses(objectives: Sequence[str], logs: Mapping[str, float]) -> list[fl
 
 
 def judge(
-    number: int, epoch: int, record: Mapping[str, Any], trials: Sequence[FrozenTrial], min_accuracy: float | None
+    epoch: int, record: Mapping[str, Any], peers: Sequence[Peer], min_accuracy: float | None
 ) -> EarlyStopped | None:
-    """Why trial `number`, with `record` after `epoch`, should stop; None if it goes on.
-    `trials`: the study's trials, read from the storage."""
+    """Why a trial with `record` after `epoch` should stop; None if it goes on. `peers`: the
+    study's other running, complete and stopped trials (`sweep.stores.records.rung_peers`)."""
     key = str(epoch)
-    others = [t for t in trials if t.number != number and t.state in (TrialState.COMPLETE, TrialState.PRUNED,
-                                                                        TrialState.RUNNING)]
-    at_rung = [t.user_attrs[RUNGS][key] for t in others if key in t.user_attrs.get(RUNGS, {})]
+    at_rung = [peer.rungs[key] for peer in peers if key in peer.rungs]
     if len(at_rung) + 1 < MIN_TRIALS:
         return None
     if min_accuracy is not None:
-        gains = [t.user_attrs["metrics"]["val_accuracy"] - t.user_attrs[RUNGS][key]["val_accuracy"]
-                 for t in others if t.state == TrialState.COMPLETE and key in t.user_attrs.get(RUNGS, {})]
+        gains = [peer.final_val_accuracy - peer.rungs[key]["val_accuracy"]
+                 for peer in peers if peer.final_val_accuracy is not None and key in peer.rungs]
         best = record["val_accuracy"] + max(max(gains, default=0.0), 0.0)
         if gains and best < min_accuracy:
             return EarlyStopped(epoch, f"val_accuracy {record['val_accuracy']:.4f}, and no complete trial gained "

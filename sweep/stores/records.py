@@ -31,10 +31,6 @@ and a study records
 sweep sets no system attributes (those Optuna sets, such as a retry's `failed_trial`, are
 Optuna's).
 
-`RUNGS` and `EARLY_STOPPED` are defined in `sweep.search.early_stopping`, and its `judge`
-reads other trials' rungs and metrics itself: that stage comes before the stores, so it
-cannot import this module.
-
 Readers of what sweep writes before anything reads it (a trial's seed and plan, a complete
 trial's metrics, a study's baseline and MLflow run) raise `KeyError` when it is missing, as
 indexing the attributes did; `has_...` asks first. Readers of what may be missing return
@@ -43,15 +39,16 @@ None or an empty value.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
-from sweep.search.early_stopping import EARLY_STOPPED, RUNGS
+from optuna.trial import FrozenTrial, TrialState
+
+from sweep.search.early_stopping import Peer
 
 if TYPE_CHECKING:
     import optuna
-    from optuna.trial import FrozenTrial
 
     from sweep.search.trial_plan import SchedulePlan
 
@@ -64,6 +61,8 @@ SEED = "seed"
 TF_THREADS = "tf_threads"
 PLAN = "plan"
 MLFLOW_RUN_ID = "mlflow_run_id"
+RUNGS = "rungs"  # early stopping's values by epoch
+EARLY_STOPPED = "early_stopped"  # the epoch after which early stopping stopped the trial
 PRUNED_LAYERS = "pruned_layers"
 LAYERS = "layers"
 METRICS = "metrics"
@@ -178,6 +177,14 @@ def mlflow_run_id(trial: AnyTrial) -> str | None:
 def rungs(trial: AnyTrial) -> dict[str, dict[str, Any]]:
     """Early stopping's values by epoch (`"<epoch>": {"losses": [...], "val_accuracy": a}`)."""
     return trial.user_attrs.get(RUNGS, {})
+
+
+def rung_peers(trials: Sequence[FrozenTrial], number: int) -> list[Peer]:
+    """The trials a rung of trial `number` compares it with: the others running, complete or
+    stopped early."""
+    return [Peer(rungs(t), trial_metrics(t)["val_accuracy"] if t.state == TrialState.COMPLETE else None)
+            for t in trials if t.number != number and t.state in (TrialState.COMPLETE, TrialState.PRUNED,
+                                                                   TrialState.RUNNING)]
 
 
 def early_stopped_epoch(trial: AnyTrial) -> int | None:

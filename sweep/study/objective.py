@@ -173,8 +173,8 @@ class PruningObjective:
         records.record_rung(trial, epoch, record)
         if not judged:
             return
-        stopped = early_stopping.judge(trial.number, epoch, record, trial.study.get_trials(deepcopy=False),
-                                       self.config.constraints.floor(self.baseline["val_accuracy"]))
+        peers = records.rung_peers(trial.study.get_trials(deepcopy=False), trial.number)
+        stopped = early_stopping.judge(epoch, record, peers, self.config.constraints.floor(self.baseline["val_accuracy"]))
         if stopped is not None:
             raise stopped
 

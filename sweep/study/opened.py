@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sweep.errors import UsageError
+from sweep.stores import records
 
 if TYPE_CHECKING:
     import optuna
@@ -50,7 +51,7 @@ class OpenedStudy:
     def completed_trial(self, number: int) -> FrozenTrial:
         """Trial `number`, measured (`sweep rerun --trial N`)."""
         matches = [t for t in self.study.get_trials(deepcopy=False) if t.number == number]
-        if not matches or "metrics" not in matches[0].user_attrs:
+        if not matches or not records.has_metrics(matches[0]):
             raise UsageError(f"--trial: study {self.study.study_name!r} has no completed trial {number}")
         return matches[0]
 

@@ -47,7 +47,7 @@ def browser_url(host: str, port: int) -> str:
     return f"http://[{host}]:{port}" if address.version == 6 else f"http://{host}:{port}"
 
 
-def mlflow_ui_pages(uri: str, study_name: str | None, host: str, port: int) -> dict[str, str]:
+def tracking_ui_pages(uri: str, study_name: str | None, host: str, port: int) -> dict[str, str]:
     """The MLflow UI pages to open, by name: its home page ("": a tracking server's own UI,
     without the password a browser asks for; else ours on `host`:`port`) or, with a study,
     the study's runs and its "Pareto front" view (`Tracker.ui_pages`)."""

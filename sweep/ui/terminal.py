@@ -11,6 +11,7 @@ from rich import box
 from rich.table import Table
 
 from sweep.results.columns import COLUMNS, METRIC_COLUMNS, compact
+from sweep.stores import records
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -60,7 +61,7 @@ def trial_lines(trial: FrozenTrial, details: dict[str, Any]) -> list[str]:
     """`sweep best`'s chosen trial, a value a line: its metrics, sampled values, pruning
     steps, seed and run (`details`: `sweep.results.selection.trial_details`)."""
     lines = []
-    metrics = trial.user_attrs["metrics"]
+    metrics = records.trial_metrics(trial)
     for key in METRIC_COLUMNS:
         if key in metrics:  # studies measured before int8 and latency existed lack the last four
             lines.append(f"  {key:<20} {cell(metrics[key])}")

@@ -21,6 +21,11 @@ METRIC_COLUMNS = tuple(c for c in COLUMNS if c not in PARAMETER_COLUMNS)
 COMPACT_COLUMNS = ("trial", "schedule", "val_accuracy", "test_accuracy", "sparsity", "compressed_bytes",
                    "compression_ratio", "mlflow_run_id")
 
+# The first columns of a trial table (`pareto.trial_table`, what `sweep pareto --format csv`
+# prints), in order: every other metric and every param follow.
+TRIAL_TABLE_METRICS = ("val_accuracy", "test_accuracy", "sparsity", "compressed_bytes", "compression_ratio")
+TRIAL_TABLE_COLUMNS = ("trial", "schedule", "final_sparsity", *TRIAL_TABLE_METRICS, "mlflow_run_id")
+
 
 def compact(objectives: Sequence[str]) -> list[str]:
     """The columns of a compact table (the terminal's, the MLflow UI's view): the usual ones,

@@ -28,20 +28,8 @@ from optuna.trial import FrozenTrial, TrialState
 from sweep.config import OBJECTIVES
 from sweep.optuna_private import hypervolume as volume_dominated
 from sweep.optuna_private import is_pareto_front
+from sweep.results.columns import TRIAL_TABLE_COLUMNS, TRIAL_TABLE_METRICS
 from sweep.stores import records
-
-# The columns a person reads first, in order.
-COLUMNS = [
-    "trial",
-    "schedule",
-    "final_sparsity",
-    "val_accuracy",
-    "test_accuracy",
-    "sparsity",
-    "compressed_bytes",
-    "compression_ratio",
-    "mlflow_run_id",
-]
 
 
 def completed_trials(study: optuna.Study) -> list[FrozenTrial]:
@@ -63,7 +51,7 @@ def pareto_trials(study: optuna.Study) -> list[FrozenTrial]:
 
 
 def trial_table(trials: Sequence[FrozenTrial]) -> pd.DataFrame:
-    """One row per trial: `COLUMNS`, `feasible`, every other metric, then every param."""
+    """One row per trial: `TRIAL_TABLE_COLUMNS`, `feasible`, every other metric, then every param."""
     rows = []
     for trial in trials:
         metrics = records.trial_metrics(trial) if records.has_metrics(trial) else {}
@@ -71,14 +59,14 @@ def trial_table(trials: Sequence[FrozenTrial]) -> pd.DataFrame:
             "trial": trial.number,
             "schedule": trial.params.get("schedule"),
             "final_sparsity": trial.params.get("final_sparsity"),
-            **{k: metrics.get(k) for k in COLUMNS[3:-1]},
+            **{k: metrics.get(k) for k in TRIAL_TABLE_METRICS},
             "mlflow_run_id": records.mlflow_run_id(trial),
             "feasible": is_feasible(trial),
         }
         row.update({k: v for k, v in metrics.items() if k not in row})
         row.update({k: v for k, v in trial.params.items() if k not in row})
         rows.append(row)
-    return pd.DataFrame(rows, columns=None if rows else [*COLUMNS, "feasible"])
+    return pd.DataFrame(rows, columns=None if rows else [*TRIAL_TABLE_COLUMNS, "feasible"])
 
 
 def losses(table: pd.DataFrame, objectives: Sequence[str]) -> np.ndarray:

@@ -16,7 +16,7 @@ import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 import optuna
@@ -37,6 +37,12 @@ from sweep.stores.tracking import (
 )
 from sweep.stores.urls import error_summary, mask_passwords_in
 from sweep.study.trial_loop import Goal, check_not_surplus
+
+if TYPE_CHECKING:
+    from sweep.modeling.train_and_measure import Evaluated
+    from sweep.modeling.training import TrainedModel
+    from sweep.search.space import TrialParams
+    from sweep.search.trial_plan import SchedulePlan
 
 EpochHook = Callable[[int, int], None]  # (trial number, epochs done)
 T = TypeVar("T")
@@ -84,7 +90,26 @@ class PruningObjective:
         records.record_plan(trial, plan)
         timings: dict[str, float] = {}
         curves: dict[str, list[float]] = {}
+        run_id, evaluated = self._train(trial, seed, params, plan, timings, curves)
+        metrics = evaluated.metrics
+        self._record_results(trial, run_id, evaluated.trained, metrics, curves, timings)
+        # The worker's one garbage collection per trial (runner._run_worker turns automatic
+        # collection off): frees this trial's model and graphs, so memory stays flat. A failed
+        # trial's garbage goes with the next trial's collection.
+        clock = time.perf_counter()
+        del evaluated
+        gc.collect()
+        timings["gc"] = time.perf_counter() - clock
+        records.record_timings(trial, timings)  # where the trial's time went (benchmarks/)
+        records.record_worker_rss_mb(trial, resident_megabytes())  # memory across trials
+        return tuple(metrics[name] for name in self.config.objective_metrics)
 
+    def _train(
+        self, trial: optuna.Trial, seed: int, params: TrialParams, plan: SchedulePlan, timings: dict[str, float],
+        curves: dict[str, list[float]],
+    ) -> tuple[str | None, Evaluated]:
+        """Start the trial's MLflow run, then train and measure, judged at the rungs. A trial
+        that fails, is stopped early or interrupted has its run ended and its reason recorded."""
         recorded = (early_stopping.recorded_epochs(self.config.train.epochs, self.steps_per_epoch, plan.end_step)
                     if self.config.early_stopping and early_stopping.applies(self.config.objectives) else range(0))
         rungs = early_stopping.rung_epochs(recorded)
@@ -109,8 +134,8 @@ class PruningObjective:
             evaluated = train_and_measure(self.dataset, self.config, seed, params=params, plan=plan,
                                           baseline=self.baseline, on_epoch=record_epoch,
                                           start_weights=self.start_weights, timings=timings)
-            trained, metrics = evaluated.trained, evaluated.metrics
-            metrics["trial_seconds"] = time.perf_counter() - started
+            evaluated.metrics["trial_seconds"] = time.perf_counter() - started
+            return run_id, evaluated
         except early_stopping.EarlyStopped as stopped:
             epoch, reason = stopped.epoch, str(stopped)
             if stopped.shortfall is not None:  # infeasible to the sampler, like a complete trial below the floor
@@ -134,36 +159,32 @@ class PruningObjective:
             records.record_error(trial, "interrupted")
             raise
 
-        pruned = trained.pruned_layers
+    def _record_results(
+        self, trial: optuna.Trial, run_id: str | None, trained: TrainedModel, metrics: dict[str, float],
+        curves: dict[str, list[float]], timings: dict[str, float],
+    ) -> None:
+        """What the trained trial gives, in Optuna and then in its MLflow run: its layers, its
+        constraint, its metrics."""
+        pruned_layers = trained.pruned_layers
         layers = {name: asdict(how) for name, how in trained.layers.items()}
-        records.record_pruned_layers(trial, pruned)
+        records.record_pruned_layers(trial, pruned_layers)
         records.record_layers(trial, layers)
         violations = {}
         floor = self.config.constraints.floor(self.baseline["val_accuracy"])
         if floor is not None:  # one constraint, named as before max_accuracy_drop existed
             violations["min_accuracy"] = floor - metrics["val_accuracy"]
             trial.set_constraint("min_accuracy", violations["min_accuracy"])
-        tags = result_tags(pruned, violations)
+        tags = result_tags(pruned_layers, violations)
         # Optuna keeps the results first: a trained trial survives a failing tracking store,
         # and `sweep doctor --repair` replays them to MLflow later.
         records.record_metrics(trial, metrics)
         clock = time.perf_counter()
         if run_id is not None:
             self._tracked(trial, lambda: self.tracker.log_results(
-                run_id, metrics, curves=curves, tags=tags, params=result_params(pruned, layers)))
+                run_id, metrics, curves=curves, tags=tags, params=result_params(pruned_layers, layers)))
         if records.tracking_error(trial) is not None:
             records.record_curves(trial, curves)  # for `sweep doctor --repair` to replay
         timings["mlflow_log"] = time.perf_counter() - clock
-        # The worker's one garbage collection per trial (runner._run_worker turns automatic
-        # collection off): frees this trial's model and graphs, so memory stays flat. A failed
-        # trial's garbage goes with the next trial's collection.
-        clock = time.perf_counter()
-        del trained, evaluated
-        gc.collect()
-        timings["gc"] = time.perf_counter() - clock
-        records.record_timings(trial, timings)  # where the trial's time went (benchmarks/)
-        records.record_worker_rss_mb(trial, resident_megabytes())  # memory across trials
-        return tuple(metrics[name] for name in self.config.objective_metrics)
 
     def _judge(self, trial: optuna.Trial, epoch: int, logs: Mapping[str, float], judged: bool) -> None:
         """Record this epoch's values for the other trials; at a rung, stop if they beat it

@@ -18,6 +18,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial
@@ -112,14 +113,8 @@ def rerun_trial(
         trained, reproduced = evaluated.trained, evaluated.metrics
         original = dict(records.trial_metrics(trial))
 
-        trained.model.save(staging / "model.keras")
-        if reproduced.get("int8_xnnpack") == 0.0:
-            files[SPARSE_INT8_NOTE_FILE] = (SPARSE_INT8_NOTE + "\n").encode()
-        for name, content in files.items():
-            (staging / name).write_bytes(content)
         # what ships reaches what was measured: the float file the Keras model's accuracy
         reproduced["tflite_val_accuracy"] = Runner(files["model.tflite"]).accuracy(dataset.val)
-        (staging / "study.yaml").write_text(trial_study_config(config, trial).to_yaml())
         summary = {
             "study": study.study_name,
             "trial": trial.number,
@@ -131,10 +126,9 @@ def rerun_trial(
             "mlflow_run_id": original_run_id,
             "rerun_mlflow_run_id": run_id,
         }
-        (staging / "metrics.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
-
+        exported = _stage_export(staging, trained.model, files, trial_study_config(config, trial), summary)
         tracker.log_keras_model(run_id, trained.model, dataset.test.first_inputs(1), register)
-        for name in (*files, "study.yaml", "metrics.json"):
+        for name in exported:
             tracker.log_artifact(run_id, str(staging / name), "export")
         tracker.log_results(run_id, reproduced, curves=trained.history)
         problem = _move_into_place(staging, output)
@@ -151,6 +145,28 @@ def rerun_trial(
         downloads.cleanup()
         raise
     tolerance = 0.0 if config.train.deterministic else NONDETERMINISTIC_TOLERANCE
+    differences = _differences(original, reproduced, tolerance)
+    return RerunResult(trial.number, original, reproduced, run_id, output, differences, tolerance)
+
+
+def _stage_export(
+    staging: Path, model: Any, files: dict[str, bytes], study: StudyConfig, summary: dict[str, Any]
+) -> list[str]:
+    """Write what ships into `staging`: the Keras model, the measured TFLite files (with a
+    note on loading a sparse int8 file), the study file that reruns it and `metrics.json`.
+    Returns the files to log beside the model."""
+    model.save(staging / "model.keras")
+    if summary["reproduced"].get("int8_xnnpack") == 0.0:
+        files = {**files, SPARSE_INT8_NOTE_FILE: (SPARSE_INT8_NOTE + "\n").encode()}
+    for name, content in files.items():
+        (staging / name).write_bytes(content)
+    (staging / "study.yaml").write_text(study.to_yaml())
+    (staging / "metrics.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
+    return [*files, "study.yaml", "metrics.json"]
+
+
+def _differences(original: dict[str, float], reproduced: dict[str, float], tolerance: float) -> list[str]:
+    """The compared metrics the rerun did not reproduce within their tolerance."""
     differences = [
         name for name in COMPARED
         if name in original and not _close(original[name], reproduced.get(name, math.nan),
@@ -159,7 +175,7 @@ def rerun_trial(
     # Kernels round differently from Keras: a near-tie may flip, a real difference is more.
     if abs(reproduced["tflite_val_accuracy"] - reproduced["val_accuracy"]) > TFLITE_ACCURACY_TOLERANCE:
         differences.append("tflite_val_accuracy")
-    return RerunResult(trial.number, original, reproduced, run_id, output, differences, tolerance)
+    return differences
 
 
 def _close(original: float, reproduced: float, tolerance: float) -> bool:

@@ -21,7 +21,6 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -37,6 +36,7 @@ from sweep.search import early_stopping
 from sweep.search.space import start_points
 from sweep.stores import records
 from sweep.stores.checks import check_stores
+from sweep.stores.heartbeats import HeartbeatStorage
 from sweep.stores.optuna_storage import (
     existing_study_attrs,
     experimental_api,
@@ -95,6 +95,23 @@ def run_study(request: RunRequest, progress: Callable[[RunPlan], Progress] | Non
 def _run_study(
     request: RunRequest, progress: Callable[[RunPlan], Progress] | None, new_store: NewTrackingStore
 ) -> optuna.Study:
+    request, dataset, fingerprints = _check_request(request)
+    # --- from here on we write; Ctrl-C and SIGTERM stop at the next safe point ---
+    interrupts.install()
+    try:
+        study, tracker = _set_up_study(request, new_store, dataset, fingerprints)
+        _run_trials(request, study, tracker, dataset, progress)
+    except KeyboardInterrupt:
+        raise Interrupted(interrupts.message(), interrupts.exit_code()) from None
+    finally:
+        interrupts.restore()
+    return study
+
+
+def _check_request(request: RunRequest) -> tuple[RunRequest, Dataset, dict[str, str]]:
+    """Every check that can fail on the user's input, before any write: the request as the
+    workers run it (keys an older sweep stored keep their values), the data set and its
+    fingerprints."""
     config = request.config
     if request.jobs < 1:
         raise UsageError(f"--jobs: must be at least 1, got {request.jobs}")
@@ -125,92 +142,103 @@ def _run_study(
     fingerprints = input_fingerprints(config, dataset)
     check_same_inputs(stored, fingerprints, config)
     check_model(config.model, config.search, dataset.input_shape, dataset.num_classes)
+    return request, dataset, fingerprints
 
-    # --- from here on we write; Ctrl-C and SIGTERM stop at the next safe point ---
-    interrupts.install()
-    try:
-        # Runs started together set the study up one after the other: one set of store
-        # tables, one start design, one parent run, one baseline.
-        with setup_lock(request.storage_url, config.name):
-            new_store.install()
-            tracker = Tracker(request.tracking_uri, config.name)
-            tracker.follow_copied_project()
-            storage = open_storage(request.storage_url, stale_trial_callback=StaleTrials(tracker), heartbeat=True)
-            study = optuna.create_study(
-                study_name=config.name, storage=storage, directions=config.directions, load_if_exists=True
-            )
-            # again, under the lock: another run may have created the study since the check
-            check_compatible(records.stored_config(study), config)
-            check_same_inputs(study, fingerprints, config)
-            if not study.trials:
-                _enqueue_start(study, request)
-            records.record_study_attrs(study, study_attrs(config))
-            if study.metric_names != list(config.objectives):  # by name in optuna-dashboard
-                with experimental_api():
-                    study.set_metric_names(list(config.objectives))
-            records.record_study_attrs(study, fingerprints)
-            study_run_id = tracker.study_run(config.to_yaml())
-            tracker.present([column for column in compact(config.objectives) if column in METRIC_COLUMNS])
-            records.record_mlflow_study_run_id(study, study_run_id)
-            ensure_baseline(study, tracker, study_run_id, config, dataset)
 
-        finished = len(study.get_trials(deepcopy=False, states=FINISHED))
-        plan = plan_trials(config.n_trials, finished, request.n_trials)
-        goal = Goal(
-            target=finished + plan.n_trials,
-            started=datetime.now(),
-            max_failures=max_failures_allowed(request.max_failures, plan.n_trials),
-            deadline=time.time() + request.timeout if request.timeout is not None else None,
+def _set_up_study(
+    request: RunRequest, new_store: NewTrackingStore, dataset: Dataset, fingerprints: dict[str, str]
+) -> tuple[optuna.Study, Tracker]:
+    """Create or resume the study, its MLflow parent run and the dense baseline."""
+    config = request.config
+    # Runs started together set the study up one after the other: one set of store
+    # tables, one start design, one parent run, one baseline.
+    with setup_lock(request.storage_url, config.name):
+        new_store.install()
+        tracker, storage = _tracked_storage(request.storage_url, request.tracking_uri, config.name)
+        tracker.follow_copied_project()
+        study = optuna.create_study(
+            study_name=config.name, storage=storage, directions=config.directions, load_if_exists=True
         )
-        display = progress(plan) if progress else None
-        if plan.n_trials and request.jobs == 1:
-            with tempfile.TemporaryDirectory(prefix="sweep-") as folder:
-                _run_worker(study, config, dataset, tracker, goal, cpu_threads_per_worker(1), worker=0,
-                            start=start_weights(study, tracker, config, folder), display=display,
-                            sampler=request.sampler)
-        elif plan.n_trials:
-            _work_in_processes(request, study, goal, display)
-    except KeyboardInterrupt:
-        raise Interrupted(interrupts.message(), interrupts.exit_code()) from None
-    finally:
-        interrupts.restore()
-    return study
+        # again, under the lock: another run may have created the study since the check
+        check_compatible(records.stored_config(study), config)
+        check_same_inputs(study, fingerprints, config)
+        if not study.trials:
+            _enqueue_start(study, request)
+        records.record_study_attrs(study, study_attrs(config))
+        if study.metric_names != list(config.objectives):  # by name in optuna-dashboard
+            with experimental_api():
+                study.set_metric_names(list(config.objectives))
+        records.record_study_attrs(study, fingerprints)
+        study_run_id = tracker.study_run(config.to_yaml())
+        tracker.present([column for column in compact(config.objectives) if column in METRIC_COLUMNS])
+        records.record_mlflow_study_run_id(study, study_run_id)
+        ensure_baseline(study, tracker, study_run_id, config, dataset)
+    return study, tracker
+
+
+def _run_trials(
+    request: RunRequest, study: optuna.Study, tracker: Tracker, dataset: Dataset,
+    progress: Callable[[RunPlan], Progress] | None,
+) -> None:
+    """This run's share of the trials, in this process or in `--jobs` worker processes."""
+    config = request.config
+    finished = len(study.get_trials(deepcopy=False, states=FINISHED))
+    plan = plan_trials(config.n_trials, finished, request.n_trials)
+    goal = Goal(
+        target=finished + plan.n_trials,
+        started=datetime.now(),
+        max_failures=max_failures_allowed(request.max_failures, plan.n_trials),
+        deadline=time.time() + request.timeout if request.timeout is not None else None,
+    )
+    display = progress(plan) if progress else None
+    if plan.n_trials and request.jobs == 1:
+        _run_worker(study, config, dataset, tracker, goal, cpu_threads_per_worker(1), worker=0, display=display,
+                    sampler=request.sampler)
+    elif plan.n_trials:
+        _work_in_processes(request, study, goal, display)
+
+
+def _tracked_storage(storage_url: str, tracking_uri: str, name: str) -> tuple[Tracker, HeartbeatStorage]:
+    """The tracking store and the Optuna storage, heartbeats on, as every worker uses them:
+    a stale trial's MLflow run is ended with it."""
+    tracker = Tracker(tracking_uri, name)
+    return tracker, open_storage(storage_url, stale_trial_callback=StaleTrials(tracker), heartbeat=True)
 
 
 def _run_worker(
     study: optuna.Study, config: StudyConfig, dataset: Dataset, tracker: Tracker, goal: Goal, threads: int,
-    worker: int, start: Path | None, display: Progress | None = None,
-    sampler: Callable[[int], optuna.samplers.BaseSampler] | None = None,
+    worker: int, display: Progress | None = None, sampler: Callable[[int], optuna.samplers.BaseSampler] | None = None,
 ) -> None:
     """One worker's trials, in this process or in a `--jobs` process: its own sampler
-    seed, the objective (trials start from the weights in `start`, if given), and the
-    loop that stops at the goal."""
-    started = study.get_trials(deepcopy=False, states=tuple(set(TrialState) - {TrialState.WAITING}))
-    study.sampler = make_sampler(config.sampler, config.seed, offset=len(started), worker=worker, factory=sampler)
-    objective = PruningObjective(
-        config, dataset, tracker, records.mlflow_study_run_id(study), records.baseline(study),
-        goal, threads, start, on_epoch=getattr(display, "epoch", None),
-    )
-    callbacks: list[Any] = [FinishRuns(tracker)] + ([display] if display else [])
-    # Garbage collection happens once per trial, at its end (PruningObjective), instead of
-    # automatically: a trial's only cyclic garbage is its model and graphs (as many objects
-    # however long it trains), so nothing builds up in between, and the trial is spared the
-    # automatic passes over what Keras creates while tracing. What is alive now
-    # (TensorFlow's modules, the data set) lives as long as the worker: frozen, it is not
-    # scanned again. Measured in benchmarks/README.md, sections 2 and 4.
-    automatic = gc.isenabled()
-    gc.collect()
-    gc.freeze()
-    gc.disable()
-    try:
-        work(study, objective, goal, callbacks)
-    except StoreFailed as error:
-        objective.end_open_run(str(error))
-        raise
-    finally:  # in-process runs: hand the collector back to the caller as it was
-        gc.unfreeze()
-        if automatic:
-            gc.enable()
+    seed, the objective (trials start from the study's start weights, if it has any), and
+    the loop that stops at the goal."""
+    with tempfile.TemporaryDirectory(prefix="sweep-") as folder:  # the start weights, read once
+        started = study.get_trials(deepcopy=False, states=tuple(set(TrialState) - {TrialState.WAITING}))
+        study.sampler = make_sampler(config.sampler, config.seed, offset=len(started), worker=worker, factory=sampler)
+        objective = PruningObjective(
+            config, dataset, tracker, records.mlflow_study_run_id(study), records.baseline(study),
+            goal, threads, start_weights(study, tracker, config, folder), on_epoch=getattr(display, "epoch", None),
+        )
+        callbacks: list[Any] = [FinishRuns(tracker)] + ([display] if display else [])
+        # Garbage collection happens once per trial, at its end (PruningObjective), instead of
+        # automatically: a trial's only cyclic garbage is its model and graphs (as many objects
+        # however long it trains), so nothing builds up in between, and the trial is spared the
+        # automatic passes over what Keras creates while tracing. What is alive now
+        # (TensorFlow's modules, the data set) lives as long as the worker: frozen, it is not
+        # scanned again. Measured in benchmarks/README.md, sections 2 and 4.
+        automatic = gc.isenabled()
+        gc.collect()
+        gc.freeze()
+        gc.disable()
+        try:
+            work(study, objective, goal, callbacks)
+        except StoreFailed as error:
+            objective.end_open_run(str(error))
+            raise
+        finally:  # in-process runs: hand the collector back to the caller as it was
+            gc.unfreeze()
+            if automatic:
+                gc.enable()
 
 
 # --- parallel workers on this machine ------------------------------------------------
@@ -304,14 +332,11 @@ def _worker_trials(config_json: dict, storage_url: str, tracking_uri: str, goal:
 
         config = parse_study_config(config_json)
         configure_tensorflow(threads, config.train.deterministic)  # before any TensorFlow op runs here
-        tracker = Tracker(tracking_uri, config.name)
-        storage = open_storage(storage_url, stale_trial_callback=StaleTrials(tracker), heartbeat=True)
+        tracker, storage = _tracked_storage(storage_url, tracking_uri, config.name)
         study = optuna.load_study(study_name=config.name, storage=storage)
         dataset = load_dataset(config.data)  # the data or model may have changed since `sweep run` checked
         check_same_inputs(study, input_fingerprints(config, dataset), config)
-        with tempfile.TemporaryDirectory(prefix="sweep-") as folder:
-            _run_worker(study, config, dataset, tracker, goal, threads, worker=index,
-                        start=start_weights(study, tracker, config, folder))
+        _run_worker(study, config, dataset, tracker, goal, threads, worker=index)
     except KeyboardInterrupt:
         return interrupts.exit_code()
     except SweepError as error:

@@ -80,7 +80,8 @@ def files(model: Any, train: Any) -> dict[str, bytes]:
 def patterns() -> dict:
     from sweep._tf import keras
     from sweep.config import parse_study_config
-    from sweep.data.datasets import Split, load_dataset
+    from sweep.data.datasets import load_dataset
+    from sweep.data.splits import Split
     from sweep.modeling.measure import accuracy, sparsity
     from sweep.modeling.tflite import Runner
     from sweep.modeling.training import train

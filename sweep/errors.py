@@ -37,7 +37,7 @@ class UsageError(SweepError):
 
 class Unreachable(UsageError):
     """Raised when a storage or tracking server does not answer; worth trying again while
-    the server starts (`stores.check_stores`' wait)."""
+    the server starts (`stores.checks.check_stores`' wait)."""
 
 
 class ConfigError(UsageError):

@@ -221,7 +221,7 @@ def test_compose_completes_the_study_when_a_worker_is_killed_mid_trial(stack: Co
 
     deadline = time.monotonic() + 600
     # Both workers training: their RUNNING trials have recorded their MLflow runs. (A worker
-    # killed before that leaves a run only its tag names: tests/test_workers.py covers it.)
+    # killed before that leaves a run only its tag names: tests/test_trial_loop.py covers it.)
     training = ("SELECT t.state, count(*) FROM trials t JOIN trial_user_attributes a "
                 "ON a.trial_id = t.trial_id AND a.key = 'mlflow_run_id' GROUP BY t.state")
     while compose.count("optuna", training)["RUNNING"] < 2:

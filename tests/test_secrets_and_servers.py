@@ -1,6 +1,6 @@
 """Passwords stay out of output and command lines; `sweep ui` stops its whole server.
 
-Unit tests for `stores.mask_password`, `stores.check_tracking` and `stores.check_stores`' wait
+Unit tests for `stores.urls.mask_password`, `stores.checks.check_tracking` and `stores.checks.check_stores`' wait
 for servers that start with the workers, then the real `sweep ui`
 and `sweep studies` commands against real SQLite and PostgreSQL stores (marked slow).
 """

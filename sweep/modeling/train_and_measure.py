@@ -1,7 +1,7 @@
 """Train a model and measure it: the one code path of a trial, its rerun and the dense
 baseline, so that a rerun reproduces a trial exactly because it runs the very same code.
 
-    >>> params, plan = schedule_plan.trial_plan(FixedTrial(trial.params), config.search, total_steps)
+    >>> params, plan = trial_plan.trial_plan(FixedTrial(trial.params), config.search, total_steps)
     >>> evaluated = train_and_measure(dataset, config, seed, params=params, plan=plan, baseline=baseline)
 """
 

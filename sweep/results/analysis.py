@@ -27,11 +27,11 @@ from sweep.results.columns import COLUMNS, METRIC_COLUMNS
 from sweep.results.outputs import record_output
 from sweep.results.pareto import completed_trials, hypervolume_history, pareto_front, trial_table
 from sweep.search.trial_plan import SchedulePlan, trial_plan
+from sweep.stores import records
 from sweep.stores.readback import TrialRun, read_study
 
 if TYPE_CHECKING:
     from sweep.stores.tracking import Tracker
-from sweep.stores import records
 
 TEXT_PARAMS = {"schedule", "pattern", "policy"}
 INTEGER_PARAMS = {"frequency", "breakpoints", "seed", "total_steps", "pruning_begin_step", "pruning_end_step",

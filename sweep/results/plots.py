@@ -1,7 +1,7 @@
 """Figures of a study (matplotlib, off-screen), shared by `sweep pareto --plot`,
 `sweep report` and notebooks/pareto_analysis.ipynb.
 
-Every function takes a trial table (`sweep.pareto.trial_table`, or
+Every function takes a trial table (`sweep.results.pareto.trial_table`, or
 `sweep.results.analysis.load_runs(...).trials` built from MLflow) and returns a Figure.
 """
 

@@ -57,7 +57,7 @@ def select_trial(
     max_latency: float | None = None,
 ) -> int:
     """The trial number picked from `front` (a table of the feasible Pareto-optimal trials,
-    `sweep.pareto.pareto_front` or `trial_table(pareto_trials(study))`) as described above."""
+    `sweep.results.pareto.pareto_front` or `trial_table(pareto_trials(study))`) as described above."""
     if front.empty:
         raise NoTrialMatches("the study has no feasible completed trials yet; run more trials")
     if min_accuracy is not None and max_size is not None:

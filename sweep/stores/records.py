@@ -182,7 +182,7 @@ def rungs(trial: AnyTrial) -> dict[str, dict[str, Any]]:
 def rung_peers(trials: Sequence[FrozenTrial], number: int) -> list[Peer]:
     """The trials a rung of trial `number` compares it with: the others running, complete or
     stopped early."""
-    return [Peer(rungs(t), trial_metrics(t)["val_accuracy"] if t.state == TrialState.COMPLETE else None)
+    return [Peer(rungs(t), t.user_attrs.get(METRICS, {}).get("val_accuracy") if t.state == TrialState.COMPLETE else None)
             for t in trials if t.number != number and t.state in (TrialState.COMPLETE, TrialState.PRUNED,
                                                                    TrialState.RUNNING)]
 

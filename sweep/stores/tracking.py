@@ -21,7 +21,8 @@ Layout in the tracking store (experiment = study name):
   saved runs-table view "Pareto front".
 
 Every command reaches MLflow through this package: a `Tracker`'s own client, never the
-process-wide tracking URI (`sweep.stores.readback` reads a study back for notebooks).
+process-wide tracking URI, except while `log_keras_model` runs (MLflow's model logging reads
+only that one). `sweep.stores.readback` reads a study back for notebooks.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ class Tracker:
         """`create=False` only finds: a missing store or experiment, or a local file that is
         not an MLflow store, is a `UsageError` (a wrong --tracking-uri must not get a new
         database, experiment or MLflow's tables). `read_only` also opens a SQLite store so
-        that nothing can write to it (`stores.read_only_uri`), for commands that must only
+        that nothing can write to it (`stores.urls.read_only_uri`), for commands that must only
         read (`sweep doctor` without --repair, `sweep ui`), even on a read-only file."""
         from mlflow.exceptions import MlflowException
         from mlflow.tracking import MlflowClient
@@ -102,7 +103,7 @@ class Tracker:
     def follow_copied_project(self) -> None:
         """Before a command reads or writes the study's artifacts (`sweep run`, `rerun`,
         `doctor --repair`, `pareto --plot`, `report`): in a copied or moved project, point
-        them at the copy's own `mlruns/` (`stores.follow_copied_artifacts`), saying so once."""
+        them at the copy's own `mlruns/` (`stores.urls.follow_copied_artifacts`), saying so once."""
         moved_from = follow_copied_artifacts(self.tracking_uri, self.experiment_id)
         if moved_from:
             print(f"note: the MLflow store {mask_password(self.tracking_uri)} was copied or moved: the study's "

@@ -273,7 +273,7 @@ def resident_megabytes() -> float:
 
 def _store_reason(error: BaseException) -> str:
     """A store's error in one line: the driver's first line, without the SQL statement and
-    the rest that SQLAlchemy and MLflow add (`stores.error_summary`)."""
+    the rest that SQLAlchemy and MLflow add (`stores.urls.error_summary`)."""
     return f"{type(error).__name__}: {error_summary(error)}"
 
 

@@ -99,8 +99,8 @@ def rerun_trial(
     downloads = tempfile.TemporaryDirectory(prefix="sweep-")
     weights = start_weights(study, tracker, config, downloads.name)
 
-    study_run_id = (records.mlflow_study_run_id(study) if records.has_mlflow_study_run_id(study)
-                    else tracker.study_run(config.to_yaml()))
+    stored_run_id = records.mlflow_study_run_id(study) if records.has_mlflow_study_run_id(study) else None
+    study_run_id = stored_run_id or tracker.study_run(config.to_yaml())
     run_id = tracker.start_rerun(
         study_run_id, trial.number, original_run_id, {**trial.params, **plan.as_params(), "seed": seed}
     )

@@ -21,7 +21,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import optuna
@@ -36,7 +36,6 @@ from sweep.search import early_stopping
 from sweep.search.space import start_points
 from sweep.stores import records
 from sweep.stores.checks import check_stores
-from sweep.stores.heartbeats import HeartbeatStorage
 from sweep.stores.optuna_storage import (
     existing_study_attrs,
     experimental_api,
@@ -56,6 +55,9 @@ from sweep.study.trial_loop import (
     max_failures_allowed,
     work,
 )
+
+if TYPE_CHECKING:
+    from sweep.stores.heartbeats import HeartbeatStorage
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)  # our progress reports failures in one line
 
@@ -154,8 +156,8 @@ def _set_up_study(
     # tables, one start design, one parent run, one baseline.
     with setup_lock(request.storage_url, config.name):
         new_store.install()
-        tracker, storage = _tracked_storage(request.storage_url, request.tracking_uri, config.name)
-        tracker.follow_copied_project()
+        tracker, storage = _tracked_storage(request.storage_url, request.tracking_uri, config.name,
+                                            follow_copied_project=True)
         study = optuna.create_study(
             study_name=config.name, storage=storage, directions=config.directions, load_if_exists=True
         )
@@ -198,10 +200,15 @@ def _run_trials(
         _work_in_processes(request, study, goal, display)
 
 
-def _tracked_storage(storage_url: str, tracking_uri: str, name: str) -> tuple[Tracker, HeartbeatStorage]:
+def _tracked_storage(
+    storage_url: str, tracking_uri: str, name: str, follow_copied_project: bool = False
+) -> tuple[Tracker, HeartbeatStorage]:
     """The tracking store and the Optuna storage, heartbeats on, as every worker uses them:
-    a stale trial's MLflow run is ended with it."""
+    a stale trial's MLflow run is ended with it. The run that sets the study up first
+    follows a copied project's runs to its own artifact folder."""
     tracker = Tracker(tracking_uri, name)
+    if follow_copied_project:
+        tracker.follow_copied_project()
     return tracker, open_storage(storage_url, stale_trial_callback=StaleTrials(tracker), heartbeat=True)
 
 
@@ -212,12 +219,13 @@ def _run_worker(
     """One worker's trials, in this process or in a `--jobs` process: its own sampler
     seed, the objective (trials start from the study's start weights, if it has any), and
     the loop that stops at the goal."""
-    with tempfile.TemporaryDirectory(prefix="sweep-") as folder:  # the start weights, read once
+    with tempfile.TemporaryDirectory(prefix="sweep-") as folder:
+        start = start_weights(study, tracker, config, folder)  # downloaded once per worker
         started = study.get_trials(deepcopy=False, states=tuple(set(TrialState) - {TrialState.WAITING}))
         study.sampler = make_sampler(config.sampler, config.seed, offset=len(started), worker=worker, factory=sampler)
         objective = PruningObjective(
             config, dataset, tracker, records.mlflow_study_run_id(study), records.baseline(study),
-            goal, threads, start_weights(study, tracker, config, folder), on_epoch=getattr(display, "epoch", None),
+            goal, threads, start, on_epoch=getattr(display, "epoch", None),
         )
         callbacks: list[Any] = [FinishRuns(tracker)] + ([display] if display else [])
         # Garbage collection happens once per trial, at its end (PruningObjective), instead of

@@ -19,6 +19,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from sweep.config import load_study_config
+from sweep.study.rerun import TIMED
 
 from conftest import SWEEP, run_sweep, write_study
 
@@ -125,7 +126,10 @@ def test_rerun_reproduces_the_trial_exactly_and_exports_loadable_models(study_di
     result = run_sweep("rerun", "tiny.yaml", "--trial", str(trial.number), "--output", "exported",
                        "--register", "tiny-pruned", cwd=study_dir)
     assert result.returncode == 0, result.stderr
-    assert "DIFFERS" not in result.stdout and "same" in result.stdout
+    # Only a timing may differ: on a loaded machine (the other test process) a 1 µs invoke can
+    # take twice as long. Speed is measured in benchmarks/, not asserted here.
+    differing = {line.split()[0] for line in result.stdout.splitlines() if "DIFFERS" in line}
+    assert differing <= set(TIMED) and "same" in result.stdout, result.stdout
     out = study_dir / "exported"
     assert sorted(p.name for p in out.iterdir()) == [
         "metrics.json", "model.keras", "model.tflite", "model_int8.tflite", "study.yaml"]

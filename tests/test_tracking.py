@@ -79,6 +79,7 @@ def test_mlflow_s_process_wide_tracking_uri_is_ours_only_inside_the_block(monkey
     from sweep.stores.tracking import _process_tracking_uri
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///theirs.db")
+    before = mlflow.get_tracking_uri()  # theirs, or what another test in this process set globally
     with _process_tracking_uri("sqlite:///ours.db"):
         assert mlflow.get_tracking_uri() == "sqlite:///ours.db"
-    assert mlflow.get_tracking_uri() == "sqlite:///theirs.db" == os.environ["MLFLOW_TRACKING_URI"]
+    assert mlflow.get_tracking_uri() == before and os.environ["MLFLOW_TRACKING_URI"] == "sqlite:///theirs.db"

@@ -121,9 +121,10 @@ def _check_request(request: RunRequest) -> tuple[RunRequest, Dataset, dict[str, 
         raise UsageError("--jobs: a sampler given in place of the study file's runs in this process only")
     check_stores(request.storage_url, request.tracking_uri, wait=request.wait_for_stores)
     stored = existing_study_attrs(request.storage_url, config.name) or {}
-    config = inherit_stored_values(config, records.stored_config(stored))
+    stored_config = records.stored_config(stored)
+    config = inherit_stored_values(config, stored_config)
     request = dataclasses.replace(request, config=config)  # what --jobs workers run
-    check_compatible(records.stored_config(stored), config)
+    check_compatible(stored_config, config)
     max_failures_allowed(request.max_failures, 1)  # validates the flag before any work
     make_sampler(config.sampler, config.seed, factory=request.sampler)  # e.g. gp without PyTorch
     if request.jobs > 1 and {"latency", "int8_latency"} & set(config.objectives):

@@ -29,6 +29,7 @@ def main() -> None:
     from sweep.config import parse_study_config
     from sweep.data.datasets import load_dataset
     from sweep.modeling.measure import gzip_size
+    from sweep.modeling.metrics import ALL_GROUPS
     from sweep.modeling.tflite import Runner, sparse_encoded
     from sweep.modeling.train_and_measure import train_and_measure
     from sweep.search.trial_plan import trial_plan
@@ -39,7 +40,7 @@ def main() -> None:
         dataset = load_dataset(config.data)
         params, plan = trial_plan(optuna.create_study().ask(), config.search, dataset.total_steps(config.train))
         files: dict[str, bytes] = {}
-        metrics = train_and_measure(dataset, config, 0, params=params, plan=plan, files=files).metrics
+        metrics = train_and_measure(dataset, config, 0, groups=ALL_GROUPS, params=params, plan=plan, files=files).metrics
         dense = files["model_int8.tflite"]
         encode_seconds = []
         for _ in range(ROUNDS):

@@ -158,6 +158,7 @@ def pareto(
     tracker = opened.tracker  # before any work: a wrong --tracking-uri is the first error
     if plot is not None:
         tracker.follow_copied_project()  # the plot is logged: into a copied project's own mlruns/
+    opened.measure_front()
     front = study_front(opened.study, opened.config)
     front.tag_runs(tracker)
     if plot is not None:
@@ -186,6 +187,7 @@ def best(
     output_format: Annotated[Literal["table", "yaml", "json"], typer.Option(
         "--format", help="table, yaml (a study file fixing every value) or json.")] = "table",
     storage: StorageOption = None,
+    tracking_uri: TrackingOption = None,
 ) -> None:
     """Pick one Pareto-optimal trial and print its full hyperparameters.
 
@@ -203,7 +205,8 @@ def best(
     from sweep.study.opened import open_study
     from sweep.study.rerun import trial_study_config
 
-    opened = open_study(study_file, study_name, storage)
+    opened = open_study(study_file, study_name, storage, tracking_uri)
+    opened.measure_front()
     trial = opened.choose(min_accuracy, max_size, max_latency)
     if output_format == "yaml":
         sys.stdout.write(trial_study_config(opened.config, trial).to_yaml())
@@ -297,6 +300,7 @@ def report(
     opened = open_study(study_file, study_name, storage, tracking_uri)
     opened.tracker.follow_copied_project()  # the report is logged: into a copied project's own mlruns/
     check_report_folder(output, opened.tracker.local_artifact_store())
+    opened.measure_front()
     chosen = opened.choose(min_accuracy, max_size, max_latency).number
     figure_count = report_study(opened.study, opened.config, chosen, output, opened.tracker)
     stdout.print(f"report for trial {chosen} written to {output / 'report.html'} ({figure_count} figures)", highlight=False)

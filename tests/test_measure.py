@@ -10,6 +10,7 @@ import pytest
 from sweep._tf import keras
 from sweep.data.splits import Dataset, Split
 from sweep.modeling.measure import accuracy, gzip_size, keras_h5_bytes, measure, sparsity
+from sweep.modeling.metrics import ALL_GROUPS
 from sweep.modeling.tflite import float_tflite
 
 pytestmark = pytest.mark.integration  # TensorFlow in this process
@@ -74,7 +75,7 @@ def test_measure_reports_every_metric_of_a_model() -> None:
     x, y = rng.normal(size=(10, 4)).astype(np.float32), rng.integers(0, 3, 10)
     split = Split.arrays(x, y)
     data = Dataset("t", split, split, split, num_classes=3, input_shape=(4,))
-    metrics = measure(model, data)
+    metrics = measure(model, data, ALL_GROUPS)
     assert metrics["params"] == 40 + 10 + 30 + 3
     assert metrics["nonzero_params"] == 83 - 20
     assert metrics["tflite_bytes"] == len(float_tflite(model)) > 0

@@ -11,6 +11,7 @@ from sweep.config import PruneConfig, SearchConfig, parse_study_config
 from sweep.data.datasets import load_dataset
 from sweep.errors import UsageError
 from sweep.modeling.measure import measure
+from sweep.modeling.metrics import ALL_GROUPS
 from sweep.modeling.pruning import check_prunable, layer_shapes, wrap_for_pruning
 from sweep.modeling.schedules import build_schedule
 from sweep.modeling.training import train
@@ -74,7 +75,7 @@ def test_a_model_with_layers_tfmot_cannot_wrap_is_pruned_where_it_can_be(builder
     assert trained.pruned_layers == ["inner_conv", "hidden", "logits"]
     names = [layer.name for layer in trained.model.layers]
     assert "rescale" in names and not any(isinstance(layer, PruneLowMagnitude) for layer in trained.model.layers)
-    metrics = measure(trained.model, data)
+    metrics = measure(trained.model, data, ALL_GROUPS)
     for layer in ("inner_conv", "hidden", "logits"):  # the nested conv is pruned too
         assert metrics[f"sparsity/{layer}"] == pytest.approx(0.5, abs=0.01)
     assert metrics["val_accuracy"] > 0.5

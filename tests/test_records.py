@@ -33,6 +33,7 @@ TRIAL_KEYS = {
     "TIMINGS": "timings",
     "WORKER_RSS_MB": "worker_rss_mb",
     "SKIPPED": "skipped",
+    "WEIGHTS_SHA256": "weights_sha256",
 }
 STUDY_KEYS = {
     "CONFIG": "config",
@@ -44,6 +45,7 @@ STUDY_KEYS = {
     "BASELINE": "baseline",
     "BASELINE_WEIGHTS_SHA256": "baseline_weights_sha256",
     "BASELINE_WEIGHTS_RUN_ID": "baseline_weights_run_id",
+    "LATER_METRICS": "later_metrics:",
 }
 PLAN = SchedulePlan(family="step", total_steps=120, begin_step=10, end_step=90, frequency=10,
                     final_sparsity=0.8, boundaries=(10, 50), levels=(0.5, 0.8))
@@ -94,6 +96,7 @@ def test_what_a_trial_records_reads_back_from_the_storage(tmp_path: Path) -> Non
     records.record_curves(trial, {"val_accuracy": [0.5, 0.8]})
     records.record_timings(trial, {"mlflow_log": 0.25})
     records.record_worker_rss_mb(trial, 512.5)
+    records.record_weights_sha256(trial, "s" * 64)
     study.tell(trial, [0.91])
 
     stored = reloaded(tmp_path).trials[0]
@@ -113,6 +116,24 @@ def test_what_a_trial_records_reads_back_from_the_storage(tmp_path: Path) -> Non
     assert stored.user_attrs[records.WORKER_RSS_MB] == 512.5
     assert records.trial_error(stored, "none") == "none"
     assert records.early_stopped_epoch(stored) is None and not records.is_skipped(stored)
+    assert records.weights_sha256(stored) == "s" * 64
+
+
+def test_metrics_measured_after_a_trial_finished_read_merged_into_its_own(tmp_path: Path) -> None:
+    study = new_study(tmp_path)
+    for value in (0.91, 0.8):
+        trial = study.ask()
+        records.record_metrics(trial, {**METRICS, "val_accuracy": value})
+        study.tell(trial, [value])
+    records.record_later_metrics(study, 0, {"int8_bytes": 900.0})
+    records.record_later_metrics(study, 0, {"latency_ms": 0.01})  # added to the first
+
+    read = reloaded(tmp_path)
+    assert records.later_metrics(read) == {0: {"int8_bytes": 900.0, "latency_ms": 0.01}}
+    first, second = records.with_later_metrics(read, read.trials)
+    assert records.trial_metrics(first) == {**METRICS, "int8_bytes": 900.0, "latency_ms": 0.01}
+    assert records.trial_metrics(second) == {**METRICS, "val_accuracy": 0.8}
+    assert records.trial_metrics(read.trials[0]) == METRICS  # the stored trial is unchanged
 
 
 def test_a_failed_a_stopped_and_a_skipped_trial_say_why(tmp_path: Path) -> None:
@@ -138,6 +159,7 @@ def test_a_trial_that_recorded_nothing_reads_as_missing(tmp_path: Path) -> None:
     study.tell(study.ask(), state=TrialState.FAIL)
     trial = reloaded(tmp_path).trials[0]
     assert records.tf_threads(trial) is None and records.mlflow_run_id(trial) is None
+    assert records.weights_sha256(trial) is None
     assert records.tracking_error(trial) is None and records.early_stopped_epoch(trial) is None
     assert records.rungs(trial) == {} and records.curves(trial) == {}
     assert records.pruned_layers(trial) == [] and records.layers(trial) == {}

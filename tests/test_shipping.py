@@ -75,6 +75,7 @@ def study(folder: Path, name: str) -> StudyConfig:
 def trial_files(config: StudyConfig) -> tuple[dict[str, float], dict[str, bytes], Any]:
     """One trial of `config` through the code a trial runs: its metrics and exported files."""
     from sweep.data.datasets import load_dataset
+    from sweep.modeling.metrics import ALL_GROUPS
     from sweep.modeling.train_and_measure import train_and_measure
     from sweep.search.trial_plan import trial_plan
 
@@ -82,7 +83,7 @@ def trial_files(config: StudyConfig) -> tuple[dict[str, float], dict[str, bytes]
     trial = optuna.create_study(directions=config.directions).ask()
     params, plan = trial_plan(trial, config.search, dataset.total_steps(config.train))
     files: dict[str, bytes] = {}
-    evaluated = train_and_measure(dataset, config, 0, params=params, plan=plan, files=files)
+    evaluated = train_and_measure(dataset, config, 0, groups=ALL_GROUPS, params=params, plan=plan, files=files)
     return evaluated.metrics, files, dataset
 
 

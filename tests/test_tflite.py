@@ -9,6 +9,7 @@ import pytest
 from sweep.config import parse_study_config
 from sweep.data.datasets import load_dataset
 from sweep.modeling.measure import gzip_size, measure
+from sweep.modeling.metrics import ALL_GROUPS
 from sweep.modeling.tflite import Runner, sparse_encoded
 from sweep.modeling.training import train
 
@@ -57,7 +58,7 @@ def zeroed(model, sparsity: float):  # type: ignore[no-untyped-def]
 
 def test_the_int8_file_is_measured_as_it_runs(trained) -> None:  # type: ignore[no-untyped-def]
     files: dict[str, bytes] = {}
-    metrics = measure(trained, DATA, files=files)
+    metrics = measure(trained, DATA, ALL_GROUPS, files=files)
     quantized = files["model_int8.tflite"]
     assert metrics["int8_bytes"] == len(quantized) < metrics["tflite_bytes"] / 2  # int8 weights
     assert metrics["int8_gzip_bytes"] == gzip_size(quantized)
@@ -90,7 +91,7 @@ def test_the_int8_file_is_stored_as_the_study_says_and_measured_as_stored(traine
 
     model = zeroed(trained, 0.9)
     files: dict[str, bytes] = {}
-    metrics = measure(model, DATA, files=files, int8_storage=storage)  # type: ignore[arg-type]
+    metrics = measure(model, DATA, ALL_GROUPS, files=files, int8_storage=storage)  # type: ignore[arg-type]
     dense = int8_tflite(model, DATA.train)
     encoded = sparse_encoded(dense)
     assert len(encoded) < len(dense)  # at 90% zeros the sparse encoding is the smaller file

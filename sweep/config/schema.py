@@ -524,6 +524,10 @@ class StudyConfig(_Strict):
     export: ExportConfig = ExportConfig()
     # stop trials during training that other trials already beat (sweep/search/early_stopping.py)
     early_stopping: bool = False
+    # needed: each trial measures what its objectives read and the cheap metrics; the other
+    # deploy metrics (TFLite files, int8 accuracy, latency) only for the front's trials, from
+    # their saved weights (sweep/modeling/metrics.py). all: everything on every trial
+    measure: Literal["needed", "all"] = "needed"
     sampler: Literal["tpe", "nsga2", "gp", "random"] = "tpe"
     _folder: Path = PrivateAttr(default_factory=Path.cwd)  # see `folder`
 

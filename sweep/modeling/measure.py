@@ -1,5 +1,6 @@
 """What a trained model is worth: accuracy, achieved sparsity, compressed size, and what
-ships: the int8 TFLite file's size and accuracy, and latency (`sweep.modeling.tflite`).
+ships: the TFLite files' sizes, the int8 file's accuracy, and latency (`sweep.modeling.tflite`),
+each deploy group only where asked (`sweep.modeling.metrics`).
 
 Sizes follow tfmot's convention: strip pruning, save without the optimizer, compress.
 `compressed_bytes` is gzip (level 9) of the Keras H5 file; `tflite_gzip_bytes` is gzip
@@ -15,6 +16,7 @@ import math
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,6 +25,7 @@ import numpy as np
 from sweep._tf import keras
 from sweep.data.splits import Dataset, Split
 from sweep.errors import brief
+from sweep.modeling.metrics import DEPLOY_GROUPS, with_prerequisites
 from sweep.modeling.pruning import all_layers, prunable_variables
 from sweep.modeling.tflite import Runner, float_tflite, int8_tflite, shipped, sparse_encoded
 
@@ -76,21 +79,50 @@ def keras_h5_bytes(model: keras.Model) -> bytes:
         return path.read_bytes()
 
 
-INT8_METRICS = ("int8_bytes", "int8_gzip_bytes", "int8_sparse_bytes", "int8_val_accuracy", "int8_test_accuracy",
-                "int8_latency_ms", "int8_latency_p90_ms", "int8_xnnpack")
-
-
 def measure(
     model: keras.Model,
     dataset: Dataset,
+    groups: frozenset[str],
     timings: dict[str, float] | None = None,
     files: dict[str, bytes] | None = None,
     int8_storage: Int8Storage = "dense",
 ) -> dict[str, float]:
-    """Every metric of a stripped (or dense) model, its int8 file stored as `int8_storage`
-    says; see the README for their meaning.
-    Seconds spent on each measurement go into `timings`; the TFLite files measured into
-    `files` (`model.tflite`, `model_int8.tflite`), for an export of exactly those bytes."""
+    """The cheap metrics of a stripped (or dense) model and its deploy metric `groups`
+    (`sweep.modeling.metrics`); see the README for their meaning. Seconds spent on each
+    measurement go into `timings`, the TFLite files measured into `files`."""
+    return {**core_metrics(model, dataset, timings), **deploy_metrics(model, dataset, groups, timings, files,
+                                                                      int8_storage)}
+
+
+def core_metrics(model: keras.Model, dataset: Dataset, timings: dict[str, float] | None = None) -> dict[str, float]:
+    """What every trial measures (`metrics.CORE`, and `sparsity/<layer>`)."""
+    clock = time.perf_counter()
+    weights = [np.asarray(w) for w in model.weights]
+    metrics: dict[str, float] = {
+        "val_accuracy": accuracy(model, dataset.val),
+        "test_accuracy": accuracy(model, dataset.test),
+        **sparsity(model),
+        "params": sum(w.size for w in weights),
+        "nonzero_params": sum(int(np.count_nonzero(w)) for w in weights),
+    }
+    evaluated = time.perf_counter()
+    metrics["compressed_bytes"] = gzip_size(keras_h5_bytes(model))
+    if timings is not None:
+        timings.update(evaluate=evaluated - clock, h5_size=time.perf_counter() - evaluated)
+    return metrics
+
+
+def deploy_metrics(
+    model: keras.Model,
+    dataset: Dataset,
+    groups: frozenset[str],
+    timings: dict[str, float] | None = None,
+    files: dict[str, bytes] | None = None,
+    int8_storage: Int8Storage = "dense",
+) -> dict[str, float]:
+    """The metrics of the deploy `groups` (`metrics.DEPLOY_GROUPS`), the int8 file stored as
+    `int8_storage` says. Into `files`: the TFLite files measured (`model.tflite`,
+    `model_int8.tflite`), for an export of exactly those bytes."""
     clock = time.perf_counter()
     laps: dict[str, float] = {}
 
@@ -100,48 +132,54 @@ def measure(
         laps[name] = now - clock
         clock = now
 
-    weights = [np.asarray(w) for w in model.weights]
-    metrics: dict[str, float] = {
-        "val_accuracy": accuracy(model, dataset.val),
-        "test_accuracy": accuracy(model, dataset.test),
-        **sparsity(model),
-        "params": sum(w.size for w in weights),
-        "nonzero_params": sum(int(np.count_nonzero(w)) for w in weights),
-    }
-    lap("evaluate")
-    metrics["compressed_bytes"] = gzip_size(keras_h5_bytes(model))
-    lap("h5_size")
-    flatbuffer = float_tflite(model)
-    metrics["tflite_bytes"] = len(flatbuffer)
-    metrics["tflite_gzip_bytes"] = gzip_size(flatbuffer)
-    lap("tflite_size")
+    groups = with_prerequisites(groups)
+    metrics: dict[str, float] = {}
     example = dataset.test.first_inputs(1)[0]
-    metrics["latency_ms"], metrics["latency_p90_ms"] = Runner(flatbuffer).latency_ms(example)
-    lap("latency")
+    if "tflite" in groups:
+        flatbuffer = float_tflite(model)
+        metrics["tflite_bytes"] = len(flatbuffer)
+        metrics["tflite_gzip_bytes"] = gzip_size(flatbuffer)
+        lap("tflite_size")
+        if "latency" in groups:
+            metrics["latency_ms"], metrics["latency_p90_ms"] = Runner(flatbuffer).latency_ms(example)
+            lap("latency")
+        if files is not None:
+            files["model.tflite"] = flatbuffer
+    if "int8" in groups:
+        metrics.update(_int8_metrics(model, dataset, groups, example, files, int8_storage, lap))
+    if timings is not None:
+        timings.update(laps)
+    return metrics
+
+
+def _int8_metrics(
+    model: keras.Model, dataset: Dataset, groups: frozenset[str], example: np.ndarray,
+    files: dict[str, bytes] | None, int8_storage: Int8Storage, lap: Callable[[str], None],
+) -> dict[str, float]:
     try:
         dense = int8_tflite(model, dataset.train)
     except Exception as error:  # ops the full-integer converter cannot quantize
         # NaN: a study with an int8 objective fails the trial (Optuna refuses NaN values),
         # any other study goes on without the int8 file.
         warnings.warn(f"no int8 TFLite file: {brief(error, 200)}", stacklevel=1)
-        metrics.update(dict.fromkeys(INT8_METRICS, math.nan))
-    else:
-        encoded = sparse_encoded(dense)
-        quantized = shipped(dense, encoded, int8_storage)
-        metrics["int8_bytes"] = len(quantized)
-        metrics["int8_gzip_bytes"] = gzip_size(quantized)
-        metrics["int8_sparse_bytes"] = len(encoded)
         lap("int8_convert")
-        runner = Runner(quantized)
-        metrics["int8_val_accuracy"] = runner.accuracy(dataset.val)
-        metrics["int8_test_accuracy"] = runner.accuracy(dataset.test)
+        return dict.fromkeys(_names(groups & {"int8", "int8_latency"}), math.nan)
+    encoded = sparse_encoded(dense)
+    quantized = shipped(dense, encoded, int8_storage)
+    lap("int8_convert")
+    runner = Runner(quantized)
+    metrics = {"int8_bytes": len(quantized), "int8_gzip_bytes": gzip_size(quantized),
+               "int8_sparse_bytes": len(encoded),
+               "int8_xnnpack": float(runner.xnnpack)}  # 0: sparse-encoded, on the built-in kernels
+    metrics["int8_val_accuracy"] = runner.accuracy(dataset.val)
+    metrics["int8_test_accuracy"] = runner.accuracy(dataset.test)
+    if "int8_latency" in groups:
         metrics["int8_latency_ms"], metrics["int8_latency_p90_ms"] = runner.latency_ms(example)
-        metrics["int8_xnnpack"] = float(runner.xnnpack)  # 0: sparse-encoded, on the built-in kernels
-        if files is not None:
-            files["model_int8.tflite"] = quantized
     lap("int8_evaluate")
-    if timings is not None:
-        timings.update(laps)
     if files is not None:
-        files["model.tflite"] = flatbuffer
+        files["model_int8.tflite"] = quantized
     return metrics
+
+
+def _names(groups: frozenset[str]) -> set[str]:
+    return {name for group in groups for name in DEPLOY_GROUPS[group]}

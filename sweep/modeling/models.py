@@ -120,6 +120,19 @@ def starting_model(
     return model
 
 
+def rebuilt_model(
+    config: ModelConfig, input_shape: tuple[int, ...], num_classes: int, weights: Path | None
+) -> keras.Model:
+    """A trained model again, from the weights it saved (`save_weights`): the starting
+    model, built in a fresh session so its layers get the names the trained model's had,
+    with `weights` loaded (None: a pretrained model as it is)."""
+    keras.backend.clear_session()
+    model = starting_model(config, input_shape, num_classes)
+    if weights is not None:
+        model.load_weights(weights)
+    return model
+
+
 def check_model(config: ModelConfig, search: SearchConfig, input_shape: tuple[int, ...], num_classes: int) -> None:
     """Build or load the model once before a study writes anything, so a misfit builder or
     file, or a model with nothing to prune (under every searched policy), is a one-line

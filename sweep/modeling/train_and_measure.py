@@ -2,7 +2,8 @@
 baseline, so that a rerun reproduces a trial exactly because it runs the very same code.
 
     >>> params, plan = trial_plan.trial_plan(FixedTrial(trial.params), config.search, total_steps)
-    >>> evaluated = train_and_measure(dataset, config, seed, params=params, plan=plan, baseline=baseline)
+    >>> evaluated = train_and_measure(dataset, config, seed, groups=trial_groups(config), params=params,
+    ...                               plan=plan, baseline=baseline)
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ def train_and_measure(
     config: StudyConfig,
     seed: int,
     *,
+    groups: frozenset[str],
     params: TrialParams | None = None,
     plan: SchedulePlan | None = None,
     baseline: Mapping[str, float] | None = None,
@@ -41,7 +43,8 @@ def train_and_measure(
     files: dict[str, bytes] | None = None,
 ) -> Evaluated:
     """Train `config.model` (pruned as `params` and `plan` say, or dense without them) and
-    measure it. Seconds spent go into `timings`, the measured TFLite files into `files`."""
+    measure it: the cheap metrics and the deploy `groups` (`sweep.modeling.metrics`).
+    Seconds spent go into `timings`, the measured TFLite files into `files`."""
     from sweep.modeling.measure import measure
     from sweep.modeling.training import train
     from sweep.search.structure import Structure
@@ -54,7 +57,7 @@ def train_and_measure(
     )
     if timings is not None:
         timings.update(trained.timings)
-    metrics = measure(trained.model, dataset, timings, files, config.export.int8_storage)
+    metrics = measure(trained.model, dataset, groups, timings, files, config.export.int8_storage)
     metrics["train_seconds"] = trained.train_seconds
     if baseline is not None:
         metrics.update(derived_metrics(metrics, baseline))

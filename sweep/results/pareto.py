@@ -33,7 +33,8 @@ from sweep.stores import records
 
 
 def completed_trials(study: optuna.Study) -> list[FrozenTrial]:
-    return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    """The completed trials, with the metrics measured after them (`records.with_later_metrics`)."""
+    return records.with_later_metrics(study, study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
 
 
 def is_feasible(trial: FrozenTrial) -> bool:
@@ -46,8 +47,10 @@ def feasible_mask(table: pd.DataFrame) -> pd.Series:
 
 
 def pareto_trials(study: optuna.Study) -> list[FrozenTrial]:
-    """The feasible Pareto-optimal trials, most accurate first."""
-    return sorted(study.best_trials, key=lambda t: (-records.trial_metrics(t)["val_accuracy"], t.number))
+    """The feasible Pareto-optimal trials, most accurate first, with the metrics measured
+    after them."""
+    front = records.with_later_metrics(study, study.best_trials)
+    return sorted(front, key=lambda t: (-records.trial_metrics(t)["val_accuracy"], t.number))
 
 
 def trial_table(trials: Sequence[FrozenTrial]) -> pd.DataFrame:

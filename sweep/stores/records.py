@@ -13,6 +13,7 @@ A trial records
     rungs, early_stopped  early stopping's values by epoch; the epoch it was stopped after
     pruned_layers, layers the layers it pruned, and how it pruned each
     metrics               everything measured: it was trained and measured to the end
+    weights_sha256        of its stripped weights, kept in its MLflow run (`study.saved_weights`)
     tracking_error        why an MLflow write of it failed (its results are then Optuna's only)
     curves                its training curves by epoch, kept only with a tracking_error,
                           for `sweep doctor --repair` to replay to MLflow
@@ -27,7 +28,9 @@ and a study records
     mlflow_study_run_id   its MLflow parent run
     baseline              the dense model's metrics
     baseline_weights_sha256, baseline_weights_run_id  the trained baseline's weights the
-                          trials start from, and the MLflow run holding them.
+                          trials start from, and the MLflow run holding them
+    later_metrics:<N>     trial N's deploy metrics, measured after it finished
+                          (`study.front_metrics`; read merged by `with_later_metrics`).
 sweep sets no system attributes (those Optuna sets, such as a retry's `failed_trial`, are
 Optuna's).
 
@@ -39,6 +42,7 @@ None or an empty value.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
@@ -72,8 +76,9 @@ ERROR = "error"
 TIMINGS = "timings"
 WORKER_RSS_MB = "worker_rss_mb"
 SKIPPED = "skipped"
+WEIGHTS_SHA256 = "weights_sha256"  # of the stripped weights kept in its MLflow run
 TRIAL_KEYS = (SEED, TF_THREADS, PLAN, MLFLOW_RUN_ID, RUNGS, EARLY_STOPPED, PRUNED_LAYERS, LAYERS,
-              METRICS, TRACKING_ERROR, CURVES, ERROR, TIMINGS, WORKER_RSS_MB, SKIPPED)
+              METRICS, TRACKING_ERROR, CURVES, ERROR, TIMINGS, WORKER_RSS_MB, SKIPPED, WEIGHTS_SHA256)
 
 # A study's user attributes. Never change a string: stored studies use them.
 CONFIG = "config"
@@ -86,8 +91,11 @@ BASELINE = "baseline"
 BASELINE_WEIGHTS_SHA256 = "baseline_weights_sha256"
 # The study's run when the weights were logged: a study run deleted since is replaced, this is not.
 BASELINE_WEIGHTS_RUN_ID = "baseline_weights_run_id"
+# `LATER_METRICS` + trial number: the deploy metrics measured after the trial finished (Optuna
+# cannot change a finished trial's attributes), one key per trial so that writers never race.
+LATER_METRICS = "later_metrics:"
 STUDY_KEYS = (CONFIG, STUDY_FOLDER, OBJECTIVES, DATA_FINGERPRINT, MODEL_FINGERPRINT,
-              MLFLOW_STUDY_RUN_ID, BASELINE, BASELINE_WEIGHTS_SHA256, BASELINE_WEIGHTS_RUN_ID)
+              MLFLOW_STUDY_RUN_ID, BASELINE, BASELINE_WEIGHTS_SHA256, BASELINE_WEIGHTS_RUN_ID, LATER_METRICS)
 
 
 # --- a trial: written by its worker while it runs -------------------------------------------
@@ -147,6 +155,10 @@ def record_timings(trial: optuna.Trial, timings: Mapping[str, float]) -> None:
 
 def record_worker_rss_mb(trial: optuna.Trial, megabytes: float) -> None:
     trial.set_user_attr(WORKER_RSS_MB, megabytes)
+
+
+def record_weights_sha256(trial: optuna.Trial, sha256: str) -> None:
+    trial.set_user_attr(WEIGHTS_SHA256, sha256)
 
 
 def mark_skipped(trial: optuna.Trial) -> None:
@@ -211,6 +223,12 @@ def trial_metrics(trial: AnyTrial) -> dict[str, float]:
     return trial.user_attrs[METRICS]
 
 
+def weights_sha256(trial: AnyTrial) -> str | None:
+    """Of the stripped weights the trial kept; None if it kept none (MLflow failed, or an
+    older sweep ran it)."""
+    return trial.user_attrs.get(WEIGHTS_SHA256)
+
+
 def tracking_error(trial: AnyTrial) -> str | None:
     return trial.user_attrs.get(TRACKING_ERROR)
 
@@ -244,6 +262,11 @@ def record_mlflow_study_run_id(study: optuna.Study, run_id: str) -> None:
 
 def record_baseline(study: optuna.Study, metrics: Mapping[str, float]) -> None:
     study.set_user_attr(BASELINE, metrics)
+
+
+def record_later_metrics(study: optuna.Study, number: int, metrics: Mapping[str, float]) -> None:
+    """Deploy metrics of finished trial `number`, measured after it (`study.front_metrics`)."""
+    study.set_user_attr(f"{LATER_METRICS}{number}", {**later_metrics(study).get(number, {}), **metrics})
 
 
 def record_baseline_weights(study: optuna.Study, sha256: str, run_id: str) -> None:
@@ -293,6 +316,26 @@ def has_baseline(study: AnyStudy) -> bool:
 
 def baseline(study: AnyStudy) -> dict[str, float]:
     return _attrs(study)[BASELINE]
+
+
+def later_metrics(study: AnyStudy) -> dict[int, dict[str, float]]:
+    """By trial number: the deploy metrics measured after the trial finished."""
+    return {int(key.removeprefix(LATER_METRICS)): value for key, value in _attrs(study).items()
+            if key.startswith(LATER_METRICS)}
+
+
+def with_later_metrics(study: AnyStudy, trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
+    """`trials` with the metrics measured after them merged into their own (copies of the
+    trials that have any; the others as they are)."""
+    later = later_metrics(study)
+    merged = []
+    for trial in trials:
+        if trial.number in later:
+            trial = copy.copy(trial)
+            trial.user_attrs = {**trial.user_attrs, METRICS: {**trial.user_attrs.get(METRICS, {}),
+                                                               **later[trial.number]}}
+        merged.append(trial)
+    return merged
 
 
 def baseline_weights_sha256(study: AnyStudy) -> str | None:

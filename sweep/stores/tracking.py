@@ -12,7 +12,9 @@ Layout in the tracking store (experiment = study name):
 * child run per trial, tags `sweep.role=trial`, `sweep.study`, `sweep.trial_number`,
   `mlflow.parentRunId`: every sampled hyperparameter and derived step as params,
   the trial's metrics, and per-epoch curves with step = epoch. A failed trial's run
-  ends FAILED with the error in the tag `sweep.error`. `sweep pareto` tags trial runs
+  ends FAILED with the error in the tag `sweep.error`; its stripped weights
+  (`trial/weights.h5`). Deploy metrics a trial did not measure are logged later, from those
+  weights, when it is on the front, and named in the tag `sweep.measured_later`. `sweep pareto` tags trial runs
   `sweep.pareto=true|false`; with `constraints.min_accuracy`, `sweep.feasible=true|false`;
 * a run per `sweep rerun`, tags `sweep.role=rerun`, `sweep.rerun_of=<original run id>`,
   nested under the study's run, with the exported models and the Keras model as an MLflow
@@ -47,6 +49,7 @@ ROLE, STUDY, TRIAL_NUMBER, ERROR = "sweep.role", "sweep.study", "sweep.trial_num
 PARETO, RERUN_OF, FEASIBLE = "sweep.pareto", "sweep.rerun_of", "sweep.feasible"
 PRUNED_LAYERS = "sweep.pruned_layers"  # comma-separated names of the layers a trial pruned
 EARLY_STOPPED = "sweep.early_stopped"  # the epoch after which a trial was stopped early
+MEASURED_LATER = "sweep.measured_later"  # the metrics logged after the trial, from its saved weights
 PARENT = "mlflow.parentRunId"
 BASELINE_PREFIX = "baseline/"
 # How the MLflow UI (3.15+) presents an experiment: its kind, and saved runs-table views,
@@ -321,6 +324,16 @@ class Tracker:
         latest value of `val_accuracy` is the stripped model's, and the curve stays whole."""
         final_step = max((len(v) for v in curves.values()), default=0)
         self._log(run_id, metrics, params=params, curves=curves, tags=tags, step=final_step)
+
+    def log_later_metrics(self, run_id: str, metrics: Mapping[str, float]) -> None:
+        """Metrics of a finished trial measured after it, named in `MEASURED_LATER`."""
+        names = sorted({*metrics, *self.measured_later(run_id)})
+        self._log(run_id, metrics, tags={MEASURED_LATER: ",".join(names)[:MAX_TAG_LENGTH]})
+
+    def measured_later(self, run_id: str) -> list[str]:
+        """The metrics `log_later_metrics` logged to run `run_id`."""
+        value = self.client.get_run(run_id).data.tags.get(MEASURED_LATER, "")
+        return value.split(",") if value else []
 
     def run_status(self, run_id: str) -> str:
         return self.client.get_run(run_id).info.status

@@ -2,7 +2,8 @@
 
 Every COMPLETE trial has exactly one FINISHED MLflow trial run (the one in its
 `records.mlflow_run_id`, or for a trial whose MLflow write failed before the run id
-was known, the run tagged with its number), every FINISHED trial run belongs to a
+was known, the run tagged with its number) holding every metric Optuna has of it, also
+those measured after it (`study.front_metrics`); every FINISHED trial run belongs to a
 COMPLETE trial, and no trial is RUNNING without a live worker. A worker killed at the
 wrong moment, a tracking store that was down, or a crash can break that; `diagnose` finds
 each break (reading only) and `Problem.repair` mends it from what Optuna recorded.
@@ -68,7 +69,8 @@ def diagnose(study: optuna.Study, tracker: Tracker, storage: HeartbeatStorage) -
     """Every disagreement between the study's trials and its MLflow trial runs. `storage`
     is the one `study` was opened with, heartbeats on, so stale trials can be found."""
     runs = tracker.trial_runs()
-    trials = study.get_trials(deepcopy=False)
+    later = records.later_metrics(study)
+    trials = records.with_later_metrics(study, study.get_trials(deepcopy=False))
     run_of = _runs_by_trial(trials, runs)
     owner = {run_id: trial for trial in trials if (run_id := run_of.get(trial.number))}
     problems: list[Problem] = []
@@ -100,6 +102,12 @@ def diagnose(study: optuna.Study, tracker: Tracker, storage: HeartbeatStorage) -
                 trial.number, run_id, f"complete trial's MLflow run is {run.info.status}",
                 "log the stored metrics and end the run FINISHED",
                 partial(_finish_run, tracker, trial, run.info.run_id),
+            ))
+        elif unlogged := {k: v for k, v in later.get(trial.number, {}).items() if k not in run.data.metrics}:
+            problems.append(Problem(
+                trial.number, run_id, f"metrics measured after the trial are not in its MLflow run "
+                                      f"({', '.join(sorted(unlogged))})",
+                "log them", partial(tracker.log_later_metrics, run.info.run_id, unlogged),
             ))
 
     for run_id, run in runs.items():

@@ -23,6 +23,7 @@ import optuna
 
 from sweep.config import StudyConfig
 from sweep.data.splits import Dataset
+from sweep.modeling.metrics import trial_groups
 from sweep.modeling.train_and_measure import train_and_measure
 from sweep.search import early_stopping
 from sweep.search.trial_plan import trial_plan
@@ -36,6 +37,7 @@ from sweep.stores.tracking import (
     trial_run_params,
 )
 from sweep.stores.urls import error_summary, mask_passwords_in
+from sweep.study.saved_weights import keep_weights
 from sweep.study.trial_loop import Goal, check_not_surplus
 
 if TYPE_CHECKING:
@@ -131,8 +133,8 @@ class PruningObjective:
                 records.record_mlflow_run_id(trial, run_id)
             timings["mlflow_start"] = time.perf_counter() - clock
             started = time.perf_counter()
-            evaluated = train_and_measure(self.dataset, self.config, seed, params=params, plan=plan,
-                                          baseline=self.baseline, on_epoch=record_epoch,
+            evaluated = train_and_measure(self.dataset, self.config, seed, groups=trial_groups(self.config),
+                                          params=params, plan=plan, baseline=self.baseline, on_epoch=record_epoch,
                                           start_weights=self.start_weights, timings=timings)
             evaluated.metrics["trial_seconds"] = time.perf_counter() - started
             return run_id, evaluated
@@ -164,7 +166,8 @@ class PruningObjective:
         curves: dict[str, list[float]], timings: dict[str, float],
     ) -> None:
         """What the trained trial gives, in Optuna and then in its MLflow run: its layers, its
-        constraint, its metrics."""
+        constraint, its metrics, and its stripped weights (`saved_weights`), from which the
+        deploy metrics the trial did not measure can be measured later."""
         pruned_layers = trained.pruned_layers
         layers = {name: asdict(how) for name, how in trained.layers.items()}
         records.record_pruned_layers(trial, pruned_layers)
@@ -180,6 +183,10 @@ class PruningObjective:
         records.record_metrics(trial, metrics)
         clock = time.perf_counter()
         if run_id is not None:
+            if (sha256 := self._tracked(trial, lambda: keep_weights(trained.model, self.tracker, run_id))) is not None:
+                records.record_weights_sha256(trial, sha256)
+            timings["keep_weights"] = time.perf_counter() - clock
+            clock = time.perf_counter()
             self._tracked(trial, lambda: self.tracker.log_results(
                 run_id, metrics, curves=curves, tags=tags, params=result_params(pruned_layers, layers)))
         if records.tracking_error(trial) is not None:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sweep.errors import UsageError
+from sweep.modeling.metrics import missing_groups
 from sweep.stores import records
 
 if TYPE_CHECKING:
@@ -40,6 +41,15 @@ class OpenedStudy:
 
         return Tracker(self.tracking_uri, self.study.study_name, create=False)
 
+    def measure_front(self) -> None:
+        """The deploy metrics the front's trials lack, measured before they are shown
+        (`study.front_metrics`)."""
+        from sweep.study.front_metrics import measure_front, unmeasured_front
+
+        if unmeasured_front(self.study) or missing_groups(records.baseline(self.study)):
+            self.tracker.follow_copied_project()
+            measure_front(self.study, self.config, self.tracker)
+
     def choose(self, min_accuracy: float | None = None, max_size: int | None = None,
                max_latency: float | None = None) -> FrozenTrial:
         """The Pareto-optimal trial `sweep best` picks with these flags (`results.selection`)."""
@@ -50,7 +60,8 @@ class OpenedStudy:
 
     def completed_trial(self, number: int) -> FrozenTrial:
         """Trial `number`, measured (`sweep rerun --trial N`)."""
-        matches = [t for t in self.study.get_trials(deepcopy=False) if t.number == number]
+        matches = records.with_later_metrics(
+            self.study, [t for t in self.study.get_trials(deepcopy=False) if t.number == number])
         if not matches or not records.has_metrics(matches[0]):
             raise UsageError(f"--trial: study {self.study.study_name!r} has no completed trial {number}")
         return matches[0]

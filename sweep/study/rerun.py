@@ -25,6 +25,7 @@ from optuna.trial import FrozenTrial
 
 from sweep.config import StudyConfig
 from sweep.errors import SweepError
+from sweep.modeling.metrics import ALL_GROUPS
 from sweep.modeling.train_and_measure import train_and_measure
 from sweep.results.outputs import check_output_folder
 from sweep.search.space import fixed_search
@@ -107,7 +108,7 @@ def rerun_trial(
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}-", dir=output.parent))
     try:
         files: dict[str, bytes] = {}
-        evaluated = train_and_measure(dataset, config, seed, params=params, plan=plan,
+        evaluated = train_and_measure(dataset, config, seed, groups=ALL_GROUPS, params=params, plan=plan,
                                       baseline=records.baseline(study), start_weights=weights, files=files)
         downloads.cleanup()
         trained, reproduced = evaluated.trained, evaluated.metrics

@@ -46,6 +46,7 @@ from sweep.stores.startup import NewTrackingStore, tracking_store_aside
 from sweep.stores.tracking import Tracker
 from sweep.study.baseline import ensure_baseline, start_weights
 from sweep.study.fingerprints import check_same_inputs, input_fingerprints
+from sweep.study.front_metrics import measure_front
 from sweep.study.objective import FinishRuns, PruningObjective, StaleTrials
 from sweep.study.resume import RunPlan, check_compatible, plan_trials, study_attrs
 from sweep.study.trial_loop import (
@@ -103,6 +104,7 @@ def _run_study(
     try:
         study, tracker = _set_up_study(request, new_store, dataset, fingerprints)
         _run_trials(request, study, tracker, dataset, progress)
+        measure_front(study, request.config, tracker, dataset)
     except KeyboardInterrupt:
         raise Interrupted(interrupts.message(), interrupts.exit_code()) from None
     finally:

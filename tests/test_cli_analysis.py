@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -19,6 +20,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from sweep.config import load_study_config
+from sweep.modeling.metrics import DEPLOY_GROUPS
 from sweep.stores import records
 from sweep.study.rerun import TIMED
 
@@ -198,6 +200,60 @@ def load_dataset_x(folder: Path):  # type: ignore[no-untyped-def]
     from sweep.data.datasets import load_dataset
 
     return load_dataset(DataConfig()).test.x[:3]
+
+
+def test_the_front_gets_every_deploy_metric_from_its_saved_weights_after_the_run(study_dir: Path) -> None:
+    study = load(study_dir)
+    complete = [t for t in study.trials if t.state.name == "COMPLETE"]
+    front = {t.number for t in study.best_trials}
+    later = records.later_metrics(study)
+    every = {name for names in DEPLOY_GROUPS.values() for name in names}
+    assert set(later) == front  # measured after the run: the front's trials, all of them
+    client = MlflowClient(f"sqlite:///{study_dir / 'mlflow.db'}")
+    for trial in complete:
+        # objectives accuracy and compressed_size: no trial converted its model
+        assert not every & set(records.trial_metrics(trial)) and records.weights_sha256(trial)
+        if trial.number in front:
+            assert set(later[trial.number]) == every
+            run = client.get_run(records.mlflow_run_id(trial))
+            assert {name: run.data.metrics[name] for name in every} == later[trial.number]
+            assert set(run.data.tags["sweep.measured_later"].split(",")) == every
+    assert every <= set(records.baseline(study))
+
+
+def test_reading_commands_measure_what_the_front_lacks_and_doctor_logs_what_mlflow_missed(
+    study_dir: Path, tmp_path: Path
+) -> None:
+    copy = tmp_path / "copy"  # a copied project: its runs' weights are found in its own mlruns/
+    shutil.copytree(study_dir, copy)
+    before = records.later_metrics(load(copy))
+    with sqlite3.connect(copy / "sweep.db") as db:  # as if `sweep run` was stopped before measuring
+        db.execute("DELETE FROM study_user_attributes WHERE key LIKE 'later_metrics:%'")
+    result = run_sweep("best", "tiny.yaml", "--format", "json", cwd=copy)
+    assert result.returncode == 0, result.stderr
+    assert f"of {len(before)} front trials from their saved weights" in result.stderr
+    chosen = json.loads(result.stdout)
+    after = records.later_metrics(load(copy))
+
+    def timeless(metrics: dict[int, dict[str, float]]) -> dict[int, dict[str, float]]:
+        return {n: {k: v for k, v in m.items() if k not in TIMED and "latency" not in k} for n, m in metrics.items()}
+
+    assert timeless(after) == timeless(before)  # the same files again, from the saved weights
+    assert chosen["metrics"]["int8_val_accuracy"] == after[chosen["trial"]]["int8_val_accuracy"]
+    again = run_sweep("pareto", "tiny.yaml", cwd=copy)
+    assert again.returncode == 0 and "saved weights" not in again.stderr  # nothing left to measure
+
+    run_id = records.mlflow_run_id(load(copy).trials[chosen["trial"]])
+    with sqlite3.connect(copy / "mlflow.db") as db:  # as if MLflow failed while they were logged
+        for table in ("metrics", "latest_metrics"):
+            db.execute(f"DELETE FROM {table} WHERE run_uuid = ? AND key = 'int8_bytes'", (run_id,))
+    found = run_sweep("doctor", "tiny.yaml", cwd=copy)
+    assert found.returncode == 1 and "metrics measured after the trial are not in its MLflow run (int8_bytes)" \
+        in found.stdout, found.stdout
+    assert run_sweep("doctor", "tiny.yaml", "--repair", cwd=copy).returncode == 0
+    assert run_sweep("doctor", "tiny.yaml", cwd=copy).returncode == 0
+    logged = MlflowClient(f"sqlite:///{copy / 'mlflow.db'}").get_run(run_id).data.metrics["int8_bytes"]
+    assert logged == after[chosen["trial"]]["int8_bytes"]
 
 
 def test_studies_lists_trial_counts(study_dir: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -81,3 +82,31 @@ def test_measure_reports_every_metric_of_a_model() -> None:
     assert metrics["tflite_bytes"] == len(float_tflite(model)) > 0
     assert 0 < metrics["tflite_gzip_bytes"] < metrics["tflite_bytes"]
     assert metrics["val_accuracy"] == metrics["test_accuracy"] == accuracy(model, split)
+
+
+def test_a_pruned_model_rebuilt_from_its_saved_weights_measures_and_converts_the_same(tmp_path: Path) -> None:
+    """What a front trial's deploy metrics, measured after it, rest on (`study.front_metrics`):
+    the same files, byte for byte, and the same metrics (latency aside: a timing)."""
+    import optuna
+
+    from sweep.config import StudyConfig
+    from sweep.data.datasets import load_dataset
+    from sweep.modeling.models import rebuilt_model
+    from sweep.modeling.training import train
+    from sweep.search.trial_plan import trial_plan
+
+    config = StudyConfig.model_validate({"name": "saved", "model": {"builder": "cnn"}, "train": {"epochs": 1}})
+    dataset = load_dataset(config.data)
+    params, plan = trial_plan(optuna.create_study(directions=["maximize", "minimize"]).ask(), config.search,
+                              dataset.total_steps(config.train))
+    trained = train(dataset, config, 3, plan=plan, structure=params.structure).model
+    files: dict[str, bytes] = {}
+    metrics = measure(trained, dataset, ALL_GROUPS, files=files)
+    trained.save_weights(tmp_path / "weights.h5")
+
+    rebuilt = rebuilt_model(config.model, dataset.input_shape, dataset.num_classes, tmp_path / "weights.h5")
+    files_again: dict[str, bytes] = {}
+    again = measure(rebuilt, dataset, ALL_GROUPS, files=files_again)
+    assert 0 < metrics["sparsity"] and files_again == files
+    assert {k: v for k, v in again.items() if "latency" not in k} == \
+        {k: v for k, v in metrics.items() if "latency" not in k}

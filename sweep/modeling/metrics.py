@@ -30,7 +30,8 @@ PREREQUISITE = {"latency": "tflite", "int8_latency": "int8"}
 
 
 def with_prerequisites(groups: Iterable[str]) -> frozenset[str]:
-    return frozenset(groups) | {PREREQUISITE[group] for group in groups if group in PREREQUISITE}
+    named = frozenset(groups)
+    return named | {PREREQUISITE[group] for group in named if group in PREREQUISITE}
 
 
 def groups_of(metrics: Iterable[str]) -> frozenset[str]:

@@ -11,11 +11,12 @@ creates a store or an experiment.
 from __future__ import annotations
 
 import functools
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sweep.errors import UsageError
+from sweep.errors import SweepError, UsageError
 from sweep.modeling.metrics import missing_groups
 from sweep.stores import records
 
@@ -46,9 +47,13 @@ class OpenedStudy:
         (`study.front_metrics`)."""
         from sweep.study.front_metrics import measure_front, unmeasured_front
 
-        if unmeasured_front(self.study) or missing_groups(records.baseline(self.study)):
+        if unmeasured_front(self.study) or (records.has_baseline(self.study)
+                                             and missing_groups(records.baseline(self.study))):
             self.tracker.follow_copied_project()
-            measure_front(self.study, self.config, self.tracker)
+            try:
+                measure_front(self.study, self.config, self.tracker)
+            except SweepError as error:  # e.g. the data moved: show what was measured
+                print(f"warning: cannot measure the deploy metrics the front lacks: {error}", file=sys.stderr)
 
     def choose(self, min_accuracy: float | None = None, max_size: int | None = None,
                max_latency: float | None = None) -> FrozenTrial:

@@ -12,11 +12,11 @@ SavedModel and loads it back, most of a conversion's time; `converting` does tha
 both files, and gives the same bytes as two separate conversions (tests/test_tflite.py).
 
 A file's accuracy is measured by running it on every validation and test example, in
-batches of `ACCURACY_BATCH` (one invoke each, in a second interpreter): the same
-predictions, bit for bit, as one example at a time. Latency is the median (and 90th
-percentile) wall time of one `invoke` on one example, one thread, with LiteRT's default
-XNNPack delegate where it takes the file (`Runner`), after a warm-up, over as few runs as
-keep the median steady (`LATENCY`).
+batches of `ACCURACY_BATCH` (fewer for large inputs; one invoke each, in a second
+interpreter): the same outputs, bit for bit, as one example per invoke. Latency is the
+median (and 90th percentile) wall time of one `invoke` on one example, one thread, with
+LiteRT's default XNNPack delegate where it takes the file (`Runner`): 20 runs after 10
+warm-up runs (`LATENCY`).
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 CALIBRATION_EXAMPLES = 100
 CALIBRATION_SEED = 0
 ACCURACY_BATCH = 64  # examples per invoke when measuring accuracy (benchmarks/README.md, section 12)
+ACCURACY_BATCH_BYTES = 2**20  # of input per invoke at most: activations, held for the whole batch, grow with it
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,9 @@ class LatencyPlan:
     budget_seconds: float
 
 
-LATENCY = LatencyPlan(warmup=10, runs=(20, 200), budget_seconds=0.5)
+# 20 runs after 10 warm-up runs: as steady a median as 200 runs on this VM (benchmarks/README.md,
+# section 12); fewer warm-up runs bias it.
+LATENCY = LatencyPlan(warmup=10, runs=(20, 20), budget_seconds=0.0)
 _UNSET = object()
 
 
@@ -231,8 +234,9 @@ class Runner:
         return np.argmax(self.raw_outputs(examples), axis=-1)
 
     def accuracy(self, split: Split) -> float:
+        example_bytes = int(np.prod(self.input["shape"][1:])) * np.dtype(self.input["dtype"]).itemsize
         correct = 0
-        for x, y in split.batches(ACCURACY_BATCH):
+        for x, y in split.batches(max(1, min(ACCURACY_BATCH, ACCURACY_BATCH_BYTES // example_bytes))):
             correct += int(np.sum(self.predict_batch(x) == y))
         return correct / split.size
 

@@ -109,6 +109,56 @@ def test_the_int8_file_is_stored_as_the_study_says_and_measured_as_stored(traine
     assert metrics["int8_val_accuracy"] == file_accuracy(shipped, DATA.val.x, DATA.val.y)
 
 
+def plain_conversion(model, train=None) -> bytes:  # type: ignore[no-untyped-def]
+    """`TFLiteConverter.from_keras_model` as documented, with sweep's int8 settings when
+    given `train`: what `converting` must reproduce byte for byte."""
+    from sweep._tf import tf
+    from sweep.modeling.tflite import CALIBRATION_EXAMPLES, CALIBRATION_SEED
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    if train is not None:
+        calibration = train.sample_inputs(CALIBRATION_EXAMPLES, CALIBRATION_SEED)
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = lambda: ([e[np.newaxis].astype(np.float32)] for e in calibration)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = converter.inference_output_type = tf.int8
+    return converter.convert()
+
+
+@pytest.mark.filterwarnings("ignore:Statistics for quantized inputs")
+def test_files_converted_together_are_the_bytes_of_separate_conversions(trained) -> None:  # type: ignore[no-untyped-def]
+    from sweep.modeling.tflite import converting, float_tflite, int8_tflite, tflite_files
+
+    expected = plain_conversion(trained), plain_conversion(trained, DATA.train)
+    assert (float_tflite(trained), int8_tflite(trained, DATA.train)) == expected
+    assert tflite_files(trained, DATA.train) == expected
+    assert tflite_files(trained, DATA.train, float_file=False) == (None, expected[1])
+    with converting(trained) as convert:  # int8 first: either order shares the saved model
+        assert (convert.int8_file(DATA.train), convert.float_file()) == expected[::-1]
+
+
+def test_batched_predictions_are_those_of_one_example_at_a_time(trained) -> None:  # type: ignore[no-untyped-def]
+    from sweep.modeling.tflite import ACCURACY_BATCH, float_tflite, int8_tflite
+
+    dense = int8_tflite(zeroed(trained, 0.9), DATA.train)
+    files = {"float": float_tflite(trained), "int8": int8_tflite(trained, DATA.train), "int8 sparse": sparse_encoded(dense)}
+    x = np.concatenate([DATA.val.x, DATA.test.x])
+    assert len(x) % ACCURACY_BATCH  # a partial last batch
+    for name, content in files.items():
+        runner = Runner(content)
+        assert runner.xnnpack == (name != "int8 sparse"), name
+        one, singles = [], []
+        for example in x:
+            one.append(runner.predict(example))
+            singles.append(runner.interpreter.get_tensor(runner.output["index"])[0].copy())
+        outputs = np.concatenate([runner.raw_outputs(x[i:i + ACCURACY_BATCH]) for i in range(0, len(x), ACCURACY_BATCH)])
+        assert np.array_equal(outputs, np.stack(singles)), name  # bit for bit
+        assert np.concatenate([runner.predict_batch(x[i:i + 100]) for i in range(0, len(x), 100)]).tolist() == one, name
+        assert runner.accuracy(DATA.val) == np.mean(np.array(one[:DATA.val.size]) == DATA.val.y), name
+        assert runner.accuracy(DATA.test) == np.mean(np.array(one[DATA.val.size:]) == DATA.test.y), name
+        assert runner.interpreter.get_input_details()[0]["shape"][0] == 1  # latency still times one example
+
+
 @pytest.mark.slow
 def test_a_three_objective_study_on_what_ships_and_every_objective_combination(tmp_path) -> None:  # type: ignore[no-untyped-def]
     import itertools

@@ -5,19 +5,30 @@ The int8 file is the one a microcontroller or phone build deploys: int8 weights 
 activations, int8 input and output, calibrated on `CALIBRATION_EXAMPLES` training
 examples drawn with a fixed seed, and stored dense unless the study asks for the converter's
 sparse encoding (`shipped`): LiteRT's default XNNPack delegate refuses a sparse int8
-fully-connected layer, so a default interpreter cannot load such a file. Its accuracy is
-measured by running the file on every validation and test example. Latency is the median
-(and 90th percentile) wall time of one `invoke` on one example, one thread, with LiteRT's
-default XNNPack delegate where it takes the file (`Runner`), after a warm-up.
+fully-connected layer, so a default interpreter cannot load such a file.
+
+Both files come from `TFLiteConverter.from_keras_model`, which first saves the model as a
+SavedModel and loads it back, most of a conversion's time; `converting` does that once for
+both files, and gives the same bytes as two separate conversions (tests/test_tflite.py).
+
+A file's accuracy is measured by running it on every validation and test example, in
+batches of `ACCURACY_BATCH` (fewer for large inputs; one invoke each, in a second
+interpreter): the same outputs, bit for bit, as one example per invoke. Latency is the
+median (and 90th percentile) wall time of one `invoke` on one example, one thread, with
+LiteRT's default XNNPack delegate where it takes the file (`Runner`): 20 runs after 10
+warm-up runs (`LATENCY`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import statistics
+import tempfile
 import time
 import warnings
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -29,35 +40,114 @@ if TYPE_CHECKING:
 
 CALIBRATION_EXAMPLES = 100
 CALIBRATION_SEED = 0
-WARMUP_RUNS = 10
-LATENCY_RUNS = (20, 200)  # at least, at most
-LATENCY_BUDGET_SECONDS = 0.5  # stop after the minimum once this is spent (large models)
+ACCURACY_BATCH = 64  # examples per invoke when measuring accuracy (benchmarks/README.md, section 12)
+ACCURACY_BATCH_BYTES = 2**20  # of input per invoke at most: activations, held for the whole batch, grow with it
+
+
+@dataclass(frozen=True)
+class LatencyPlan:
+    """How `Runner.latency_ms` times a file: `warmup` invokes, then at least `runs[0]` and
+    at most `runs[1]` timed ones, stopping after the minimum once `budget_seconds` is spent."""
+
+    warmup: int
+    runs: tuple[int, int]
+    budget_seconds: float
+
+
+# 20 runs after 10 warm-up runs: as steady a median as 200 runs on this VM (benchmarks/README.md,
+# section 12); fewer warm-up runs bias it.
+LATENCY = LatencyPlan(warmup=10, runs=(20, 20), budget_seconds=0.0)
+_UNSET = object()
+
+
+class Conversions:
+    """One Keras model's TFLite files, converted as `TFLiteConverter.from_keras_model` does,
+    its Keras-to-SavedModel step (save and load back) done once for all of them (`converting`)."""
+
+    def __init__(self, model: keras.Model, folder: str) -> None:
+        self.model = model
+        self._folder = folder
+        self._saved: tuple[Any, dict[str, Any]] | None = None  # the step's result, and what it set on the converter
+
+    def float_file(self) -> bytes:
+        """The model as a float32 TFLite flatbuffer (no quantization)."""
+        with quiet_native_stderr():
+            return self._converter().convert()
+
+    def int8_file(self, train: Split) -> bytes:
+        """The model as a full-integer int8 TFLite flatbuffer, calibrated on training
+        examples, every tensor stored dense. Raises what the converter raises (ops it
+        cannot quantize)."""
+        calibration = train.sample_inputs(CALIBRATION_EXAMPLES, CALIBRATION_SEED)
+
+        def representative() -> Iterator[list[np.ndarray]]:
+            for example in calibration:
+                yield [example[np.newaxis].astype(np.float32)]
+
+        converter = self._converter()
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = representative
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
+        with warnings.catch_warnings(), quiet_native_stderr():
+            warnings.simplefilter("ignore", UserWarning)  # "Statistics for quantized inputs were expected": int8 input is the point
+            return converter.convert()
+
+    def _converter(self) -> tf.lite.TFLiteConverter:
+        """`from_keras_model`'s converter, whose private Keras-to-SavedModel step runs once
+        into this object's folder (kept until both files are made) and is replayed after:
+        its result, and the attributes it set on the converter."""
+        converter = tf.lite.TFLiteConverter.from_keras_model(self.model)
+        own: Callable[[str], Any] = converter._convert_keras_to_saved_model
+
+        def saved_once(output_dir: str) -> Any:  # the converter's own temporary folder stays unused
+            if self._saved is None:
+                before = dict(vars(converter))
+                result = own(self._folder)
+                self._saved = result, {k: v for k, v in vars(converter).items() if before.get(k, _UNSET) is not v}
+            result, attributes = self._saved
+            vars(converter).update(attributes)
+            return result
+
+        converter._convert_keras_to_saved_model = saved_once
+        return converter
+
+
+@contextlib.contextmanager
+def converting(model: keras.Model) -> Iterator[Conversions]:
+    """Convert `model` to TFLite files that share the work: within the block,
+    `.float_file()` and `.int8_file(train)` give the bytes `float_tflite(model)` and
+    `int8_tflite(model, train)` give, in any order, an int8 error raised to the caller.
+
+        with converting(model) as convert:
+            flatbuffer = convert.float_file()
+            quantized = convert.int8_file(dataset.train)
+    """
+    with tempfile.TemporaryDirectory(prefix="sweep-savedmodel-") as folder:
+        yield Conversions(model, folder)
+
+
+def tflite_files(model: keras.Model, train: Split, float_file: bool = True, int8_file: bool = True
+                 ) -> tuple[bytes | None, bytes | None]:
+    """The float and int8 files asked for (None for the other), converted together
+    (`converting`); an int8 conversion error raises, and the float file is lost with it."""
+    with converting(model) as convert:
+        flat = convert.float_file() if float_file else None
+        return flat, convert.int8_file(train) if int8_file else None
 
 
 def float_tflite(model: keras.Model) -> bytes:
     """The model as a float32 TFLite flatbuffer (no quantization)."""
-    with quiet_native_stderr():
-        return tf.lite.TFLiteConverter.from_keras_model(model).convert()
+    with converting(model) as convert:
+        return convert.float_file()
 
 
 def int8_tflite(model: keras.Model, train: Split) -> bytes:
     """The model as a full-integer int8 TFLite flatbuffer, calibrated on training examples,
     every tensor stored dense."""
-    calibration = train.sample_inputs(CALIBRATION_EXAMPLES, CALIBRATION_SEED)
-
-    def representative() -> Iterator[list[np.ndarray]]:
-        for example in calibration:
-            yield [example[np.newaxis].astype(np.float32)]
-
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = representative
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = tf.int8
-    converter.inference_output_type = tf.int8
-    with warnings.catch_warnings(), quiet_native_stderr():
-        warnings.simplefilter("ignore", UserWarning)  # "Statistics for quantized inputs were expected": int8 input is the point
-        return converter.convert()
+    with converting(model) as convert:
+        return convert.int8_file(train)
 
 
 def sparse_encoded(content: bytes) -> bytes:
@@ -77,36 +167,51 @@ def shipped(dense: bytes, encoded: bytes, storage: Int8Storage) -> bytes:
     return encoded if storage == "sparse" else dense
 
 
+def _interpreter(content: bytes, xnnpack: bool) -> Any:
+    """`content` in LiteRT's interpreter, one thread, tensors allocated; with the default
+    XNNPack delegate or on the built-in kernels only."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    resolver = {} if xnnpack else {"experimental_op_resolver_type": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES}
+    with quiet_native_stderr():
+        interpreter = Interpreter(model_content=content, num_threads=1, **resolver)
+        interpreter.allocate_tensors()
+    return interpreter
+
+
 class Runner:
-    """One TFLite model in LiteRT's interpreter, one thread, fed one example at a time.
+    """One TFLite model in LiteRT's interpreter, one thread, timed and `predict`ing one example
+    at a time; `accuracy` runs batches in a second interpreter, made on first use, so the
+    first one keeps the shape a device runs.
 
     With LiteRT's default XNNPack delegate where it takes the file; XNNPack refuses a
     sparse-encoded int8 fully-connected layer, and such a file runs on the built-in
     kernels, as it would on a device (`xnnpack` says which)."""
 
     def __init__(self, content: bytes) -> None:
-        from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
+        self.content = content
         self.xnnpack = True
-        with quiet_native_stderr():
-            try:
-                self.interpreter = Interpreter(model_content=content, num_threads=1)
-                self.interpreter.allocate_tensors()
-            except RuntimeError as error:
-                if "delegate" not in str(error).lower():
-                    raise
-                self.xnnpack = False
-                self.interpreter = Interpreter(model_content=content, num_threads=1,
-                                               experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-                self.interpreter.allocate_tensors()
+        try:
+            self.interpreter = _interpreter(content, xnnpack=True)
+        except RuntimeError as error:
+            if "delegate" not in str(error).lower():
+                raise
+            self.xnnpack = False
+            self.interpreter = _interpreter(content, xnnpack=False)
         self.input = self.interpreter.get_input_details()[0]
         self.output = self.interpreter.get_output_details()[0]
+        self._batched: Any = None  # the second interpreter, for `raw_outputs`
+        self._batch_size = 0
+
+    def _quantized(self, examples: np.ndarray) -> np.ndarray:
+        """`examples` as the file's input type: int8 ones quantized as the device would."""
+        if self.input["dtype"] == np.int8:
+            scale, zero_point = self.input["quantization"]
+            examples = np.clip(np.round(examples / scale + zero_point), -128, 127)
+        return examples.astype(self.input["dtype"])
 
     def _feed(self, example: np.ndarray) -> None:
-        if self.input["dtype"] == np.int8:  # quantize as the device would
-            scale, zero_point = self.input["quantization"]
-            example = np.clip(np.round(example / scale + zero_point), -128, 127)
-        self.interpreter.set_tensor(self.input["index"], example[np.newaxis].astype(self.input["dtype"]))
+        self.interpreter.set_tensor(self.input["index"], self._quantized(example[np.newaxis]))
 
     def predict(self, example: np.ndarray) -> int:
         """The class the model picks for one example (int8 outputs keep the float order)."""
@@ -114,20 +219,52 @@ class Runner:
         self.interpreter.invoke()
         return int(np.argmax(self.interpreter.get_tensor(self.output["index"])[0]))
 
+    def raw_outputs(self, examples: np.ndarray) -> np.ndarray:
+        """The file's raw outputs for a batch of examples, one invoke: bit for bit what one
+        example per invoke gives. A file whose batch size is fixed runs them one by one."""
+        if self.input["shape_signature"][0] != -1:
+            return np.stack([self._one_output(example) for example in examples])
+        interpreter = self._batch_interpreter(len(examples))
+        interpreter.set_tensor(self.input["index"], self._quantized(examples))
+        interpreter.invoke()
+        return interpreter.get_tensor(self.output["index"])
+
+    def predict_batch(self, examples: np.ndarray) -> np.ndarray:
+        """`predict` for each of `examples`, in one invoke."""
+        return np.argmax(self.raw_outputs(examples), axis=-1)
+
     def accuracy(self, split: Split) -> float:
+        example_bytes = int(np.prod(self.input["shape"][1:])) * np.dtype(self.input["dtype"]).itemsize
         correct = 0
-        for x, y in split.batches(256):
-            correct += sum(self.predict(example) == label for example, label in zip(x, y, strict=True))
+        for x, y in split.batches(max(1, min(ACCURACY_BATCH, ACCURACY_BATCH_BYTES // example_bytes))):
+            correct += int(np.sum(self.predict_batch(x) == y))
         return correct / split.size
 
-    def latency_ms(self, example: np.ndarray) -> tuple[float, float]:
+    def _one_output(self, example: np.ndarray) -> np.ndarray:
+        self._feed(example)
+        self.interpreter.invoke()
+        return self.interpreter.get_tensor(self.output["index"])[0]
+
+    def _batch_interpreter(self, size: int) -> Any:
+        """The second interpreter, its input `size` examples long (resized only when the
+        size changes: the last batch of a split)."""
+        if self._batched is None:
+            self._batched = _interpreter(self.content, self.xnnpack)
+        if self._batch_size != size:
+            self._batched.resize_tensor_input(self.input["index"], [size, *self.input["shape"][1:]])
+            self._batched.allocate_tensors()
+            self._batch_size = size
+        return self._batched
+
+    def latency_ms(self, example: np.ndarray, plan: LatencyPlan = LATENCY) -> tuple[float, float]:
         """Median and 90th percentile of one invoke, in milliseconds."""
         self._feed(example)
-        for _ in range(WARMUP_RUNS):
+        for _ in range(plan.warmup):
             self.interpreter.invoke()
         times: list[float] = []
-        deadline = time.perf_counter() + LATENCY_BUDGET_SECONDS
-        while len(times) < LATENCY_RUNS[1] and (len(times) < LATENCY_RUNS[0] or time.perf_counter() < deadline):
+        least, most = plan.runs
+        deadline = time.perf_counter() + plan.budget_seconds
+        while len(times) < most and (len(times) < least or time.perf_counter() < deadline):
             started = time.perf_counter_ns()
             self.interpreter.invoke()
             times.append((time.perf_counter_ns() - started) / 1e6)

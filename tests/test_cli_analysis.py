@@ -378,8 +378,8 @@ def test_rerun_refuses_a_symlink_as_output(tmp_path: Path) -> None:
 def test_rerun_whose_output_is_taken_during_training_fails_its_run_and_cleans_up(
     study_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, race: str
 ) -> None:
-    import sweep.modeling.measure
     from sweep.errors import SweepError
+    from sweep.modeling.tflite import Conversions
     from sweep.stores.tracking import RERUN_OF, Tracker
     from sweep.study.rerun import rerun_trial
     from sweep.study.resume import stored_study_config
@@ -387,9 +387,9 @@ def test_rerun_whose_output_is_taken_during_training_fails_its_run_and_cleans_up
     study = load(study_dir)
     trial = next(t for t in study.trials if "metrics" in t.user_attrs and t.state.name == "COMPLETE")
     output = tmp_path / "exported"
-    real_tflite_bytes = sweep.modeling.measure.float_tflite
+    real_float_file = Conversions.float_file
 
-    def take_the_output_first(model):  # type: ignore[no-untyped-def]
+    def take_the_output_first(convert):  # type: ignore[no-untyped-def]
         if not os.path.lexists(output):  # someone else creates --output while we train
             if race == "symlink":
                 (tmp_path / "elsewhere").mkdir()
@@ -397,9 +397,9 @@ def test_rerun_whose_output_is_taken_during_training_fails_its_run_and_cleans_up
             else:
                 output.mkdir()
                 (output / "theirs.txt").write_text("not ours")
-        return real_tflite_bytes(model)
+        return real_float_file(convert)
 
-    monkeypatch.setattr(sweep.modeling.measure, "float_tflite", take_the_output_first)
+    monkeypatch.setattr(Conversions, "float_file", take_the_output_first)
     tracker = Tracker(f"sqlite:///{study_dir / 'mlflow.db'}", "tiny")
     with pytest.raises(SweepError) as raised:
         rerun_trial(study, trial, stored_study_config("tiny", study.user_attrs, study_dir / "tiny.yaml"), tracker, output)

@@ -27,7 +27,7 @@ from sweep.data.splits import Dataset, Split
 from sweep.errors import brief
 from sweep.modeling.metrics import DEPLOY_GROUPS, with_prerequisites
 from sweep.modeling.pruning import all_layers, prunable_variables
-from sweep.modeling.tflite import Runner, float_tflite, int8_tflite, shipped, sparse_encoded
+from sweep.modeling.tflite import Conversions, Runner, converting, shipped, sparse_encoded
 
 if TYPE_CHECKING:
     from sweep.config import Int8Storage
@@ -135,29 +135,30 @@ def deploy_metrics(
     groups = with_prerequisites(groups)
     metrics: dict[str, float] = {}
     example = dataset.test.first_inputs(1)[0]
-    if "tflite" in groups:
-        flatbuffer = float_tflite(model)
-        metrics["tflite_bytes"] = len(flatbuffer)
-        metrics["tflite_gzip_bytes"] = gzip_size(flatbuffer)
-        lap("tflite_size")
-        if "latency" in groups:
-            metrics["latency_ms"], metrics["latency_p90_ms"] = Runner(flatbuffer).latency_ms(example)
-            lap("latency")
-        if files is not None:
-            files["model.tflite"] = flatbuffer
-    if "int8" in groups:
-        metrics.update(_int8_metrics(model, dataset, groups, example, files, int8_storage, lap))
+    with converting(model) as convert:  # the float and int8 files share the Keras-to-SavedModel step
+        if "tflite" in groups:
+            flatbuffer = convert.float_file()
+            metrics["tflite_bytes"] = len(flatbuffer)
+            metrics["tflite_gzip_bytes"] = gzip_size(flatbuffer)
+            lap("tflite_size")
+            if "latency" in groups:
+                metrics["latency_ms"], metrics["latency_p90_ms"] = Runner(flatbuffer).latency_ms(example)
+                lap("latency")
+            if files is not None:
+                files["model.tflite"] = flatbuffer
+        if "int8" in groups:
+            metrics.update(_int8_metrics(convert, dataset, groups, example, files, int8_storage, lap))
     if timings is not None:
         timings.update(laps)
     return metrics
 
 
 def _int8_metrics(
-    model: keras.Model, dataset: Dataset, groups: frozenset[str], example: np.ndarray,
+    convert: Conversions, dataset: Dataset, groups: frozenset[str], example: np.ndarray,
     files: dict[str, bytes] | None, int8_storage: Int8Storage, lap: Callable[[str], None],
 ) -> dict[str, float]:
     try:
-        dense = int8_tflite(model, dataset.train)
+        dense = convert.int8_file(dataset.train)
     except Exception as error:  # ops the full-integer converter cannot quantize
         # NaN: a study with an int8 objective fails the trial (Optuna refuses NaN values),
         # any other study goes on without the int8 file.

@@ -85,8 +85,10 @@ def describe_trial(trial: FrozenTrial, with_reason: bool = True) -> str:
         f"trial {trial.number} {trial.params['schedule']:<10} "
         f"val_accuracy {m['val_accuracy']:.4f}  sparsity {m['sparsity']:.3f}  "
         f"{m['compressed_bytes'] / 1024:.1f} KiB ({m['compression_ratio']:.2f}x)  "
-        + (f"int8 {m['int8_val_accuracy']:.4f} {m['int8_gzip_bytes'] / 1024:.1f} KiB gzip "
-           f"{m['int8_latency_ms'] * 1000:.0f} µs  " if "int8_gzip_bytes" in m else "")
+        + (f"int8 {m['int8_val_accuracy']:.4f} {m['int8_gzip_bytes'] / 1024:.1f} KiB gzip  "
+           if "int8_gzip_bytes" in m else "")
+        + (f"int8 {m['int8_latency_ms'] * 1000:.0f} µs  " if "int8_latency_ms" in m else "")
+        + (f"float {m['latency_ms'] * 1000:.0f} µs  " if "latency_ms" in m else "")
         + f"{m['trial_seconds']:.1f} s"
     )
     if (tracking_error := records.tracking_error(trial)) is not None:

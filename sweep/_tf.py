@@ -8,6 +8,7 @@ Every module that needs TensorFlow, tf-keras or tfmot imports them from here.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import sys
 from collections.abc import Iterator
@@ -43,29 +44,41 @@ def quiet_native_stderr() -> Iterator[None]:
         os.close(devnull)
 
 
-with quiet_native_stderr():
-    import tensorflow as tf
-    import tensorflow_model_optimization as tfmot
-    import tf_keras as keras
+# The import creates most of the objects the process will ever hold, all alive until it ends.
+# The collector's automatic passes would scan them again and again as they pile up, and every
+# full pass after: it is paused during the import and what exists then is frozen, out of every
+# later pass. The import's own garbage (a few thousand objects) is frozen too: collecting it
+# would take one full pass. Measured in benchmarks/README.md, section 5.
+_collecting = gc.isenabled()
+gc.disable()
+try:
+    with quiet_native_stderr():
+        import tensorflow as tf
+        import tensorflow_model_optimization as tfmot
+        import tf_keras as keras
 
-    # Not public API (already loaded by the imports above), each used in one place:
-    # the post-conversion pass behind tf.lite.Optimize.EXPERIMENTAL_SPARSITY (sweep.modeling.tflite),
-    from tensorflow.lite.python.convert import mlir_sparsify
+        # Not public API (already loaded by the imports above), each used in one place:
+        # the post-conversion pass behind tf.lite.Optimize.EXPERIMENTAL_SPARSITY (sweep.modeling.tflite),
+        from tensorflow.lite.python.convert import mlir_sparsify
 
-    # the way back from enable_op_determinism, there since TF 2.9 (sweep.modeling.training),
-    from tensorflow.python.framework.config import disable_op_determinism
+        # the way back from enable_op_determinism, there since TF 2.9 (sweep.modeling.training),
+        from tensorflow.python.framework.config import disable_op_determinism
 
-    # tfmot's table of which layers it prunes and which of their weights (sweep.modeling.pruning),
-    from tensorflow_model_optimization.python.core.sparsity.keras.prune_registry import (
-        PruneRegistry,
-    )
+        # tfmot's table of which layers it prunes and which of their weights (sweep.modeling.pruning),
+        from tensorflow_model_optimization.python.core.sparsity.keras.prune_registry import (
+            PruneRegistry,
+        )
 
-    # and the wrapper class prune_low_magnitude puts around a layer (sweep.modeling.training).
-    from tensorflow_model_optimization.python.core.sparsity.keras.pruning_wrapper import (
-        PruneLowMagnitude,
-    )
+        # and the wrapper class prune_low_magnitude puts around a layer (sweep.modeling.training).
+        from tensorflow_model_optimization.python.core.sparsity.keras.pruning_wrapper import (
+            PruneLowMagnitude,
+        )
 
-tf.get_logger().setLevel("ERROR")
+    tf.get_logger().setLevel("ERROR")
+    gc.freeze()  # before the collector runs again: a pass now would scan every new object
+finally:
+    if _collecting:
+        gc.enable()
 
 __all__ = ["PruneLowMagnitude", "PruneRegistry", "disable_op_determinism", "keras", "mlir_sparsify",
            "quiet_native_stderr", "tf", "tfmot"]

@@ -1,4 +1,5 @@
-"""`import sweep` and `sweep --help` stay light: no TensorFlow, tfmot or MLflow."""
+"""`import sweep` and `sweep --help` stay light: no TensorFlow, tfmot or MLflow, and no study
+schema (pydantic), which `--help` does not need."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 pytestmark = pytest.mark.integration  # subprocesses
 
 HEAVY = ("tensorflow", "tf_keras", "tensorflow_model_optimization", "mlflow", "optuna")
+SCHEMA = ("pydantic", "sweep.config")  # loaded by the commands that read a study file
 
 
 def loaded_after(code: str) -> set[str]:
@@ -22,7 +24,11 @@ def loaded_after(code: str) -> set[str]:
 
 
 def test_import_sweep_does_not_import_heavy_libraries() -> None:
-    assert not loaded_after("import sweep") & set(HEAVY)
+    assert not loaded_after("import sweep") & set(HEAVY + SCHEMA)
+
+
+def test_import_sweep_still_exports_the_schema() -> None:
+    assert "pydantic" in loaded_after("from sweep import StudyConfig, load_study_config")
 
 
 def test_help_does_not_import_heavy_libraries() -> None:
@@ -30,7 +36,7 @@ def test_help_does_not_import_heavy_libraries() -> None:
         "import sys\nsys.argv = ['sweep', '--help']\nimport sweep.cli\n"
         "try:\n    sweep.cli.main()\nexcept SystemExit:\n    pass"
     )
-    assert not loaded_after(code) & set(HEAVY)
+    assert not loaded_after(code) & set(HEAVY + SCHEMA)
 
 
 def test_modules_outside_modeling_load_neither_tensorflow_nor_mlflow() -> None:

@@ -30,6 +30,7 @@ only that one). `sweep.stores.readback` reads a study back for notebooks.
 from __future__ import annotations
 
 import contextlib
+import gc
 import io
 import json
 import logging
@@ -77,6 +78,10 @@ class Tracker:
         database, experiment or MLflow's tables). `read_only` also opens a SQLite store so
         that nothing can write to it (`stores.urls.read_only_uri`), for commands that must only
         read (`sweep doctor` without --repair, `sweep ui`), even on a read-only file."""
+        with _first_store_opening():
+            self._open(tracking_uri, study_name, create, read_only)
+
+    def _open(self, tracking_uri: str, study_name: str, create: bool, read_only: bool) -> None:
         from mlflow.exceptions import MlflowException
         from mlflow.tracking import MlflowClient
 
@@ -383,6 +388,31 @@ class Tracker:
             params=[Param(k, str(v)) for k, v in params.items()],
             tags=[RunTag(k, v) for k, v in tags.items()],
         )
+
+
+_store_opened = False
+
+
+@contextlib.contextmanager
+def _first_store_opening() -> Iterator[None]:
+    """The first `Tracker` of a process imports MLflow, its store and its tables' classes:
+    objects that live as long as the process. As `sweep._tf` does for TensorFlow's, the
+    collector is paused while they are made, then they are frozen, out of every later pass;
+    after one collection, so that no garbage is frozen with them (a model `check_model` built)."""
+    global _store_opened
+    if _store_opened:
+        yield
+        return
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+        gc.collect()
+        gc.freeze()
+        _store_opened = True
+    finally:
+        if collecting:
+            gc.enable()
 
 
 @contextlib.contextmanager

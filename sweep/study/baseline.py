@@ -20,11 +20,12 @@ import optuna
 
 from sweep.config import StudyConfig
 from sweep.data.splits import Dataset
-from sweep.errors import SweepError, brief
+from sweep.errors import SweepError
 from sweep.modeling.metrics import trial_groups
 from sweep.modeling.train_and_measure import train_and_measure
 from sweep.stores import records
 from sweep.stores.tracking import Tracker
+from sweep.stores.urls import error_summary
 from sweep.study.fingerprints import file_fingerprint
 
 WEIGHTS_ARTIFACT = "baseline/weights.h5"
@@ -88,7 +89,7 @@ def baseline_weights(study: optuna.Study, tracker: Tracker, folder: str) -> Path
     except Exception as error:
         raise SweepError(
             f"cannot download the baseline weights ({WEIGHTS_ARTIFACT} of MLflow run {run_id}): "
-            f"{brief(str(error), 200)}; trials start from them: check the tracking store"
+            f"{error_summary(error)}; check the tracking store"
         ) from error
     if file_fingerprint(path) != expected:
         raise SweepError(

@@ -48,7 +48,9 @@ def measure_front(
     say: Callable[[str], None] = _say,
 ) -> int:
     """Measure the deploy metrics the front's trials and the baseline lack; returns how many
-    trials were measured. `dataset`: the study's, already loaded and checked."""
+    trials were measured. `dataset`: the study's, already loaded and checked. What cannot
+    be measured (a tracking store that fails) is said in a line each, never raised: the
+    trials' results stand, and the next `sweep pareto` tries again."""
     trials = unmeasured_front(study)
     baseline_lacks = missing_groups(records.baseline(study)) if records.has_baseline(study) else frozenset()
     if not trials and not baseline_lacks:
@@ -66,38 +68,51 @@ def measure_front(
         f"{' and the dense baseline' if baseline_lacks else ''} from their saved weights")
     if baseline_lacks:
         _measure_baseline(study, config, tracker, dataset, baseline_lacks, say)
-    return sum(_measure_trial(study, trial, config, tracker, dataset, say) for trial in trials)
+    failed: dict[int, str] = {}
+    unlogged: dict[int, str] = {}
+    for trial in trials:
+        try:
+            if (error := _measure_trial(study, trial, config, tracker, dataset, say)) is not None:
+                unlogged[trial.number] = error
+        except SweepError as error:
+            failed[trial.number] = str(error)
+    if failed:
+        first, reason = next(iter(failed.items()))
+        say(f"warning: {_trials(failed)} not measured (trial {first}: {reason}); `sweep pareto` tries again, "
+            f"`sweep rerun --trial N` measures every metric of one")
+    if unlogged:
+        say(f"warning: MLflow could not log what was measured of {_trials(unlogged)} "
+            f"({next(iter(unlogged.values()))}); run `sweep doctor --repair` once the tracking store works")
+    return len(trials) - len(failed)
 
 
 def _measure_trial(study: optuna.Study, trial: FrozenTrial, config: StudyConfig, tracker: Tracker,
-                   dataset: Dataset, say: Callable[[str], None]) -> bool:
+                   dataset: Dataset, say: Callable[[str], None]) -> str | None:
+    """Measure and record one trial; raises `SweepError` if it cannot be measured, returns
+    why MLflow did not take the metrics (None: it did)."""
     from sweep.modeling.measure import accuracy, deploy_metrics
 
     clock = time.perf_counter()
     run_id, sha256 = records.mlflow_run_id(trial), records.weights_sha256(trial)
     if run_id is None or sha256 is None:
-        say(f"warning: trial {trial.number} kept no weights (its MLflow run failed, or an older sweep ran it); "
-            f"`sweep rerun --trial {trial.number}` measures it")
-        return False
-    try:
-        model = saved_model(config, dataset, tracker, run_id, sha256)
-    except SweepError as error:
-        say(f"warning: trial {trial.number}: {error}; `sweep rerun --trial {trial.number}` measures it")
-        return False
+        raise SweepError("it kept no weights: its MLflow run failed, or an older sweep ran it")
+    model = saved_model(config, dataset, tracker, run_id, sha256)
     measured = records.trial_metrics(trial)
     if (again := accuracy(model, dataset.val)) != measured["val_accuracy"]:
-        say(f"warning: trial {trial.number}: its saved weights give val_accuracy {again:.4f}, the trial measured "
-            f"{measured['val_accuracy']:.4f}; `sweep rerun --trial {trial.number}` measures it")
-        return False
+        raise SweepError(f"its saved weights give val_accuracy {again:.4f}, the trial measured "
+                         f"{measured['val_accuracy']:.4f}")
     metrics = deploy_metrics(model, dataset, missing_groups(measured), int8_storage=config.export.int8_storage)
     records.record_later_metrics(study, trial.number, metrics)
+    say(f"  trial {trial.number}: {_summary(metrics)} ({time.perf_counter() - clock:.1f} s)")
     try:
         tracker.log_later_metrics(run_id, metrics)
     except Exception as error:  # Optuna has them; `sweep doctor --repair` logs them
-        say(f"warning: trial {trial.number}: MLflow could not log its later metrics ({error_summary(error)}); "
-            f"run `sweep doctor --repair` once the tracking store works")
-    say(f"  trial {trial.number}: {_summary(metrics)} ({time.perf_counter() - clock:.1f} s)")
-    return True
+        return error_summary(error)
+    return None
+
+
+def _trials(numbers: dict[int, str]) -> str:
+    return f"trial {next(iter(numbers))}" if len(numbers) == 1 else f"trials {', '.join(map(str, numbers))}"
 
 
 def _measure_baseline(study: optuna.Study, config: StudyConfig, tracker: Tracker, dataset: Dataset,
@@ -105,7 +120,12 @@ def _measure_baseline(study: optuna.Study, config: StudyConfig, tracker: Tracker
     from sweep.modeling.measure import deploy_metrics
 
     clock = time.perf_counter()
-    model = baseline_model(study, tracker, config, dataset)
+    try:
+        model = baseline_model(study, tracker, config, dataset)
+    except SweepError as error:  # the tracking store failed: the trials' results stand
+        say(f"warning: the dense baseline's deploy metrics were not measured: {error}; `sweep pareto` "
+            f"measures them once the tracking store works")
+        return
     metrics = deploy_metrics(model, dataset, groups, int8_storage=config.export.int8_storage)
     records.record_baseline(study, {**records.baseline(study), **metrics})
     try:

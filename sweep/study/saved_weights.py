@@ -12,8 +12,9 @@ from typing import Any
 
 from sweep.config import StudyConfig
 from sweep.data.splits import Dataset
-from sweep.errors import SweepError, brief
+from sweep.errors import SweepError
 from sweep.stores.tracking import Tracker
+from sweep.stores.urls import error_summary
 from sweep.study.fingerprints import file_fingerprint
 
 ARTIFACT = "trial/weights.h5"
@@ -37,7 +38,7 @@ def saved_model(config: StudyConfig, dataset: Dataset, tracker: Tracker, run_id:
         try:
             path = tracker.download_artifact(run_id, ARTIFACT, folder)
         except Exception as error:
-            raise SweepError(f"cannot download {ARTIFACT} of MLflow run {run_id}: {brief(str(error), 200)}") \
+            raise SweepError(f"cannot download {ARTIFACT} of MLflow run {run_id}: {error_summary(error)}") \
                 from error
         if file_fingerprint(path) != sha256:
             raise SweepError(f"{ARTIFACT} of MLflow run {run_id} is not the file the trial saved (SHA-256 mismatch)")

@@ -255,6 +255,8 @@ def main() -> None:
     parser.add_argument("--only", help="rerun one section (startup, overhead, scaling, memory, efficiency, start; "
                                        "none: just rewrite README.md) "
                                        "and update results.json and README.md with it")
+    parser.add_argument("--keep-readme", action="store_true",
+                        help="update results.json only (README.md's sections 7 on are written by hand)")
     args = parser.parse_args()
     n = (lambda full, quick: quick if args.quick else full)
     results_path = HERE / ("results-quick.json" if args.quick else "results.json")
@@ -279,7 +281,7 @@ def main() -> None:
     figures["date"] = datetime.now(UTC).strftime("%Y-%m-%d")
     figures = json.loads(json.dumps(figures, default=str))  # the same (string) keys as a reloaded file
     results_path.write_text(json.dumps(figures, indent=2))
-    if not args.quick:
+    if not args.quick and not args.keep_readme:
         (HERE / "README.md").write_text(report(figures))
     print(json.dumps(figures, indent=2, default=str))
 

@@ -21,7 +21,7 @@ import numpy as np
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
-from sweep._tf import keras, tf  # noqa: E402
+from sweep._tf import keras, tf
 
 MODEL = keras.applications.MobileNetV2(alpha=0.35, weights=None, input_shape=(32, 32, 3), classes=10)
 CALIBRATION = np.random.default_rng(0).random((100, 32, 32, 3)).astype(np.float32)

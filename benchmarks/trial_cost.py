@@ -107,16 +107,17 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--trials", type=int, default=3)
+    parser.add_argument("--only", choices=list(OBJECTIVES), help="one objective set")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="trial-cost-"))
     (work / "loader.py").write_text(LOADER)
     trained = subprocess.run([sys.executable, "-c", TRAIN], cwd=work, capture_output=True, text=True, check=True)
     examples, parameters = trained.stdout.split()
-    runs: dict[str, list[dict]] = {key: [] for key in OBJECTIVES}
+    runs: dict[str, list[dict]] = {key: [] for key in OBJECTIVES if args.only in (None, key)}
     for round_ in range(args.rounds):
-        for key, objectives in OBJECTIVES.items():
+        for key, done in runs.items():
             name = f"{key}-{round_}"
-            runs[key].append(run(study(work, name, objectives, args.trials), name))
+            done.append(run(study(work, name, OBJECTIVES[key], args.trials), name))
     summary = {}
     for key, rounds in runs.items():
         train = [v for r in rounds for v in r["train"]]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sweep.config import parse_study_config
+from sweep.config import ExportConfig, parse_study_config
 from sweep.data.datasets import load_dataset
 from sweep.modeling.measure import gzip_size, measure
 from sweep.modeling.metrics import ALL_GROUPS
@@ -91,7 +91,7 @@ def test_the_int8_file_is_stored_as_the_study_says_and_measured_as_stored(traine
 
     model = zeroed(trained, 0.9)
     files: dict[str, bytes] = {}
-    metrics = measure(model, DATA, ALL_GROUPS, files=files, int8_storage=storage)  # type: ignore[arg-type]
+    metrics = measure(model, DATA, ALL_GROUPS, files=files, export=ExportConfig(int8_storage=storage))  # type: ignore[arg-type]
     dense = int8_tflite(model, DATA.train)
     encoded = sparse_encoded(dense)
     assert len(encoded) < len(dense)  # at 90% zeros the sparse encoding is the smaller file
@@ -126,15 +126,23 @@ def plain_conversion(model, train=None) -> bytes:  # type: ignore[no-untyped-def
 
 
 @pytest.mark.filterwarnings("ignore:Statistics for quantized inputs")
-def test_files_converted_together_are_the_bytes_of_separate_conversions(trained) -> None:  # type: ignore[no-untyped-def]
+def test_the_savedmodel_path_gives_from_keras_models_bytes_and_the_freeze_path_its_predictions(trained) -> None:  # type: ignore[no-untyped-def]
+    """Studies stored before `export.tflite_converter` existed rerun byte for byte; new ones
+    convert along the freeze path, whose files predict what the SavedModel path's do."""
     from sweep.modeling.tflite import converting, float_tflite, int8_tflite, tflite_files
 
     expected = plain_conversion(trained), plain_conversion(trained, DATA.train)
-    assert (float_tflite(trained), int8_tflite(trained, DATA.train)) == expected
-    assert tflite_files(trained, DATA.train) == expected
-    assert tflite_files(trained, DATA.train, float_file=False) == (None, expected[1])
-    with converting(trained) as convert:  # int8 first: either order shares the saved model
+    assert (float_tflite(trained, "savedmodel"), int8_tflite(trained, DATA.train, "savedmodel")) == expected
+    assert tflite_files(trained, DATA.train, path="savedmodel") == expected
+    assert tflite_files(trained, DATA.train, float_file=False, path="savedmodel") == (None, expected[1])
+    with converting(trained, "savedmodel") as convert:  # int8 first: either order shares the saved model
         assert (convert.int8_file(DATA.train), convert.float_file()) == expected[::-1]
+
+    frozen = tflite_files(trained, DATA.train)
+    x = np.concatenate([DATA.val.x, DATA.test.x])
+    for theirs, ours in zip(expected, frozen, strict=True):
+        assert ours is not None and ours != theirs  # its own metadata
+        assert np.array_equal(Runner(ours).predict_batch(x), Runner(theirs).predict_batch(x))
 
 
 def test_batched_predictions_are_those_of_one_example_at_a_time(trained) -> None:  # type: ignore[no-untyped-def]

@@ -59,6 +59,7 @@ Objective = Literal["accuracy", "compressed_size", "sparsity", "int8_accuracy", 
                     "latency", "int8_latency"]
 # How model_int8.tflite stores its pruned tensors (sweep.modeling.tflite.shipped)
 Int8Storage = Literal["dense", "sparse", "smallest"]
+TfliteConverter = Literal["freeze", "savedmodel"]
 
 
 # --- search values: a scalar fixes a value, [low, high] searches a range --------------
@@ -507,6 +508,11 @@ class ExportConfig(_Strict):
     # LiteRT's default XNNPack delegate refuses; smallest: sparse where that is smaller (the
     # only storage before `export` existed)
     int8_storage: Int8Storage = "dense"
+    # How the TFLite files are made from the Keras model (sweep.modeling.tflite): freeze traces
+    # and freezes its call; savedmodel saves and reloads it as a SavedModel first, what
+    # TFLiteConverter.from_keras_model does (ten times slower on a MobileNetV2; the only way
+    # before this key existed, so a study stored then keeps it and its reruns stay exact)
+    tflite_converter: TfliteConverter = "freeze"
 
 
 class StudyConfig(_Strict):

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from sweep._tf import keras
+from sweep.config import ExportConfig
 from sweep.data.splits import Dataset, Split
 from sweep.errors import brief
 from sweep.modeling.metrics import DEPLOY_GROUPS, with_prerequisites
@@ -79,19 +80,21 @@ def keras_h5_bytes(model: keras.Model) -> bytes:
         return path.read_bytes()
 
 
+DEFAULT_EXPORT = ExportConfig()
+
+
 def measure(
     model: keras.Model,
     dataset: Dataset,
     groups: frozenset[str],
     timings: dict[str, float] | None = None,
     files: dict[str, bytes] | None = None,
-    int8_storage: Int8Storage = "dense",
+    export: ExportConfig = DEFAULT_EXPORT,
 ) -> dict[str, float]:
     """The cheap metrics of a stripped (or dense) model and its deploy metric `groups`
     (`sweep.modeling.metrics`); see the README for their meaning. Seconds spent on each
     measurement go into `timings`, the TFLite files measured into `files`."""
-    return {**core_metrics(model, dataset, timings), **deploy_metrics(model, dataset, groups, timings, files,
-                                                                      int8_storage)}
+    return {**core_metrics(model, dataset, timings), **deploy_metrics(model, dataset, groups, timings, files, export)}
 
 
 def core_metrics(model: keras.Model, dataset: Dataset, timings: dict[str, float] | None = None) -> dict[str, float]:
@@ -118,10 +121,10 @@ def deploy_metrics(
     groups: frozenset[str],
     timings: dict[str, float] | None = None,
     files: dict[str, bytes] | None = None,
-    int8_storage: Int8Storage = "dense",
+    export: ExportConfig = DEFAULT_EXPORT,
 ) -> dict[str, float]:
-    """The metrics of the deploy `groups` (`metrics.DEPLOY_GROUPS`), the int8 file stored as
-    `int8_storage` says. Into `files`: the TFLite files measured (`model.tflite`,
+    """The metrics of the deploy `groups` (`metrics.DEPLOY_GROUPS`), the files converted and
+    the int8 file stored as `export` says. Into `files`: the TFLite files measured (`model.tflite`,
     `model_int8.tflite`), for an export of exactly those bytes."""
     clock = time.perf_counter()
     laps: dict[str, float] = {}
@@ -135,7 +138,7 @@ def deploy_metrics(
     groups = with_prerequisites(groups)
     metrics: dict[str, float] = {}
     example = dataset.test.first_inputs(1)[0]
-    with converting(model) as convert:  # the float and int8 files share the Keras-to-SavedModel step
+    with converting(model, export.tflite_converter) as convert:  # float and int8 share what they can
         if "tflite" in groups:
             flatbuffer = convert.float_file()
             metrics["tflite_bytes"] = len(flatbuffer)
@@ -147,7 +150,7 @@ def deploy_metrics(
             if files is not None:
                 files["model.tflite"] = flatbuffer
         if "int8" in groups:
-            metrics.update(_int8_metrics(convert, dataset, groups, example, files, int8_storage, lap))
+            metrics.update(_int8_metrics(convert, dataset, groups, example, files, export.int8_storage, lap))
     if timings is not None:
         timings.update(laps)
     return metrics

@@ -36,7 +36,7 @@ from sweep._tf import keras, mlir_sparsify, quiet_native_stderr, tf
 from sweep.data.splits import Split
 
 if TYPE_CHECKING:
-    from sweep.config import Int8Storage
+    from sweep.config import Int8Storage, TfliteConverter
 
 CALIBRATION_EXAMPLES = 100
 CALIBRATION_SEED = 0
@@ -62,10 +62,14 @@ _UNSET = object()
 
 class Conversions:
     """One Keras model's TFLite files, converted as `TFLiteConverter.from_keras_model` does,
-    its Keras-to-SavedModel step (save and load back) done once for all of them (`converting`)."""
+    along `path` (`export.tflite_converter`): `freeze` traces and freezes the model's call (the
+    converter's own way when it cannot save a SavedModel); `savedmodel` first saves the model as
+    a SavedModel and loads it back, a step done once for all the files (`converting`). The two
+    paths' files differ in their metadata, by a few bytes (benchmarks/README.md, section 13)."""
 
-    def __init__(self, model: keras.Model, folder: str) -> None:
+    def __init__(self, model: keras.Model, folder: str, path: TfliteConverter = "freeze") -> None:
         self.model = model
+        self.path = path
         self._folder = folder
         self._saved: tuple[Any, dict[str, Any]] | None = None  # the step's result, and what it set on the converter
 
@@ -99,6 +103,9 @@ class Conversions:
         into this object's folder (kept until both files are made) and is replayed after:
         its result, and the attributes it set on the converter."""
         converter = tf.lite.TFLiteConverter.from_keras_model(self.model)
+        if self.path == "freeze":  # the SavedModel step "fails": the converter traces and freezes instead
+            converter._convert_keras_to_saved_model = lambda output_dir: (None, None, None)
+            return converter
         own: Callable[[str], Any] = converter._convert_keras_to_saved_model
 
         def saved_once(output_dir: str) -> Any:  # the converter's own temporary folder stays unused
@@ -115,7 +122,7 @@ class Conversions:
 
 
 @contextlib.contextmanager
-def converting(model: keras.Model) -> Iterator[Conversions]:
+def converting(model: keras.Model, path: TfliteConverter = "freeze") -> Iterator[Conversions]:
     """Convert `model` to TFLite files that share the work: within the block,
     `.float_file()` and `.int8_file(train)` give the bytes `float_tflite(model)` and
     `int8_tflite(model, train)` give, in any order, an int8 error raised to the caller.
@@ -125,28 +132,28 @@ def converting(model: keras.Model) -> Iterator[Conversions]:
             quantized = convert.int8_file(dataset.train)
     """
     with tempfile.TemporaryDirectory(prefix="sweep-savedmodel-") as folder:
-        yield Conversions(model, folder)
+        yield Conversions(model, folder, path)
 
 
-def tflite_files(model: keras.Model, train: Split, float_file: bool = True, int8_file: bool = True
-                 ) -> tuple[bytes | None, bytes | None]:
+def tflite_files(model: keras.Model, train: Split, float_file: bool = True, int8_file: bool = True,
+                 path: TfliteConverter = "freeze") -> tuple[bytes | None, bytes | None]:
     """The float and int8 files asked for (None for the other), converted together
     (`converting`); an int8 conversion error raises, and the float file is lost with it."""
-    with converting(model) as convert:
+    with converting(model, path) as convert:
         flat = convert.float_file() if float_file else None
         return flat, convert.int8_file(train) if int8_file else None
 
 
-def float_tflite(model: keras.Model) -> bytes:
+def float_tflite(model: keras.Model, path: TfliteConverter = "freeze") -> bytes:
     """The model as a float32 TFLite flatbuffer (no quantization)."""
-    with converting(model) as convert:
+    with converting(model, path) as convert:
         return convert.float_file()
 
 
-def int8_tflite(model: keras.Model, train: Split) -> bytes:
+def int8_tflite(model: keras.Model, train: Split, path: TfliteConverter = "freeze") -> bytes:
     """The model as a full-integer int8 TFLite flatbuffer, calibrated on training examples,
     every tensor stored dense."""
-    with converting(model) as convert:
+    with converting(model, path) as convert:
         return convert.int8_file(train)
 
 

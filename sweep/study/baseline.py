@@ -48,7 +48,7 @@ def ensure_baseline(
 
     if config.model.pretrained is not None:
         baseline = measure(starting_model(config.model, dataset.input_shape, dataset.num_classes), dataset,
-                           trial_groups(config), int8_storage=config.export.int8_storage)
+                           trial_groups(config), export=config.export)
         baseline["train_seconds"] = 0.0
     else:
         evaluated = train_and_measure(dataset, config, config.seed, groups=trial_groups(config))

@@ -101,7 +101,7 @@ def _measure_trial(study: optuna.Study, trial: FrozenTrial, config: StudyConfig,
     if (again := accuracy(model, dataset.val)) != measured["val_accuracy"]:
         raise SweepError(f"its saved weights give val_accuracy {again:.4f}, the trial measured "
                          f"{measured['val_accuracy']:.4f}")
-    metrics = deploy_metrics(model, dataset, missing_groups(measured), int8_storage=config.export.int8_storage)
+    metrics = deploy_metrics(model, dataset, missing_groups(measured), export=config.export)
     records.record_later_metrics(study, trial.number, metrics)
     say(f"  trial {trial.number}: {_summary(metrics)} ({time.perf_counter() - clock:.1f} s)")
     try:
@@ -126,7 +126,7 @@ def _measure_baseline(study: optuna.Study, config: StudyConfig, tracker: Tracker
         say(f"warning: the dense baseline's deploy metrics were not measured: {error}; `sweep pareto` "
             f"measures them once the tracking store works")
         return
-    metrics = deploy_metrics(model, dataset, groups, int8_storage=config.export.int8_storage)
+    metrics = deploy_metrics(model, dataset, groups, export=config.export)
     records.record_baseline(study, {**records.baseline(study), **metrics})
     try:
         tracker.log_baseline(records.mlflow_study_run_id(study), metrics)

@@ -38,9 +38,10 @@ def _say(line: str) -> None:
     print(line, file=sys.stderr)
 
 
-def unmeasured_front(study: optuna.Study) -> list[FrozenTrial]:
-    """The front's trials that lack a deploy metric group."""
-    return [t for t in pareto_trials(study) if missing_groups(records.trial_metrics(t))]
+def unmeasured(study: optuna.Study) -> tuple[list[FrozenTrial], frozenset[str]]:
+    """The front's trials that lack a deploy metric group, and the groups the baseline lacks."""
+    trials = [t for t in pareto_trials(study) if missing_groups(records.trial_metrics(t))]
+    return trials, missing_groups(records.baseline(study)) if records.has_baseline(study) else frozenset()
 
 
 def measure_front(
@@ -51,8 +52,7 @@ def measure_front(
     trials were measured. `dataset`: the study's, already loaded and checked. What cannot
     be measured (a tracking store that fails) is said in a line each, never raised: the
     trials' results stand, and the next `sweep pareto` tries again."""
-    trials = unmeasured_front(study)
-    baseline_lacks = missing_groups(records.baseline(study)) if records.has_baseline(study) else frozenset()
+    trials, baseline_lacks = unmeasured(study)
     if not trials and not baseline_lacks:
         return 0
     from sweep.modeling.training import configure_tensorflow

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sweep.errors import SweepError, UsageError
-from sweep.modeling.metrics import missing_groups
 from sweep.stores import records
 
 if TYPE_CHECKING:
@@ -45,11 +44,11 @@ class OpenedStudy:
     def measure_front(self) -> None:
         """The deploy metrics the front's trials lack, measured before they are shown
         (`study.front_metrics`)."""
-        from sweep.study.front_metrics import measure_front, unmeasured_front
+        from sweep.study.front_metrics import measure_front, unmeasured
 
-        if unmeasured_front(self.study) or (records.has_baseline(self.study)
-                                             and missing_groups(records.baseline(self.study))):
-            self.tracker.follow_copied_project()
+        trials, baseline_lacks = unmeasured(self.study)
+        if trials or baseline_lacks:
+            self.tracker.follow_copied_project()  # the weights are read from a copied project's own mlruns/
             try:
                 measure_front(self.study, self.config, self.tracker)
             except SweepError as error:  # e.g. the data moved: show what was measured

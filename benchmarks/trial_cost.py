@@ -71,7 +71,7 @@ print(len(x), model.count_params())
 '''
 
 
-def study(work: Path, name: str, objectives: list[str], trials: int) -> Path:
+def study(work: Path, name: str, objectives: list[str], trials: int, converter: str) -> Path:
     folder = work / name
     folder.mkdir()
     for file in ("loader.py", "model.keras"):
@@ -83,6 +83,7 @@ def study(work: Path, name: str, objectives: list[str], trials: int) -> Path:
         "train": {"epochs": 1, "batch_size": 32, "learning_rate": 0.0005},
         "search": {"schedule": ["polynomial", "constant"], "final_sparsity": [0.3, 0.8]},
         "objectives": objectives,
+        "export": {"tflite_converter": converter},
     }, sort_keys=False))
     return folder
 
@@ -108,6 +109,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--trials", type=int, default=3)
     parser.add_argument("--only", choices=list(OBJECTIVES), help="one objective set")
+    parser.add_argument("--tflite-converter", choices=["savedmodel", "freeze"], default="savedmodel",
+                        help="the studies' export.tflite_converter")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="trial-cost-"))
     (work / "loader.py").write_text(LOADER)
@@ -117,7 +120,7 @@ def main() -> None:
     for round_ in range(args.rounds):
         for key, done in runs.items():
             name = f"{key}-{round_}"
-            done.append(run(study(work, name, OBJECTIVES[key], args.trials), name))
+            done.append(run(study(work, name, OBJECTIVES[key], args.trials, args.tflite_converter), name))
     summary = {}
     for key, rounds in runs.items():
         train = [v for r in rounds for v in r["train"]]

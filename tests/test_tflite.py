@@ -127,22 +127,27 @@ def plain_conversion(model, train=None) -> bytes:  # type: ignore[no-untyped-def
 
 @pytest.mark.filterwarnings("ignore:Statistics for quantized inputs")
 def test_the_savedmodel_path_gives_from_keras_models_bytes_and_the_freeze_path_its_predictions(trained) -> None:  # type: ignore[no-untyped-def]
-    """Studies stored before `export.tflite_converter` existed rerun byte for byte; new ones
-    convert along the freeze path, whose files predict what the SavedModel path's do."""
+    """`export.tflite_converter: savedmodel` (the default) gives `from_keras_model`'s files, so
+    every stored study reruns byte for byte; `freeze` gives files without a signature that
+    predict what they predict."""
+    from ai_edge_litert.interpreter import Interpreter
+
     from sweep.modeling.tflite import converting, float_tflite, int8_tflite, tflite_files
 
     expected = plain_conversion(trained), plain_conversion(trained, DATA.train)
-    assert (float_tflite(trained, "savedmodel"), int8_tflite(trained, DATA.train, "savedmodel")) == expected
-    assert tflite_files(trained, DATA.train, path="savedmodel") == expected
-    assert tflite_files(trained, DATA.train, float_file=False, path="savedmodel") == (None, expected[1])
-    with converting(trained, "savedmodel") as convert:  # int8 first: either order shares the saved model
+    assert (float_tflite(trained), int8_tflite(trained, DATA.train)) == expected
+    assert tflite_files(trained, DATA.train) == expected
+    assert tflite_files(trained, DATA.train, float_file=False) == (None, expected[1])
+    with converting(trained) as convert:  # int8 first: either order shares the saved model
         assert (convert.int8_file(DATA.train), convert.float_file()) == expected[::-1]
 
-    frozen = tflite_files(trained, DATA.train)
+    frozen = tflite_files(trained, DATA.train, path="freeze")
     x = np.concatenate([DATA.val.x, DATA.test.x])
     for theirs, ours in zip(expected, frozen, strict=True):
-        assert ours is not None and ours != theirs  # its own metadata
+        assert ours is not None and ours != theirs
         assert np.array_equal(Runner(ours).predict_batch(x), Runner(theirs).predict_batch(x))
+        assert list(Interpreter(model_content=theirs).get_signature_list()) == ["serving_default"]
+        assert Interpreter(model_content=ours).get_signature_list() == {}
 
 
 def test_batched_predictions_are_those_of_one_example_at_a_time(trained) -> None:  # type: ignore[no-untyped-def]

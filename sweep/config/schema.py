@@ -508,11 +508,11 @@ class ExportConfig(_Strict):
     # LiteRT's default XNNPack delegate refuses; smallest: sparse where that is smaller (the
     # only storage before `export` existed)
     int8_storage: Int8Storage = "dense"
-    # How the TFLite files are made from the Keras model (sweep.modeling.tflite): freeze traces
-    # and freezes its call; savedmodel saves and reloads it as a SavedModel first, what
-    # TFLiteConverter.from_keras_model does (ten times slower on a MobileNetV2; the only way
-    # before this key existed, so a study stored then keeps it and its reruns stay exact)
-    tflite_converter: TfliteConverter = "freeze"
+    # How the TFLite files are made from the Keras model (sweep.modeling.tflite): savedmodel saves
+    # and reloads it as a SavedModel first, as TFLiteConverter.from_keras_model does, and its files
+    # carry a serving signature; freeze traces and freezes its call, ten times faster on a
+    # MobileNetV2, but its files have no signature (a signature runner cannot run them)
+    tflite_converter: TfliteConverter = "savedmodel"
 
 
 class StudyConfig(_Strict):

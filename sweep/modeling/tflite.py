@@ -10,6 +10,8 @@ fully-connected layer, so a default interpreter cannot load such a file.
 Both files come from `TFLiteConverter.from_keras_model`, which first saves the model as a
 SavedModel and loads it back, most of a conversion's time; `converting` does that once for
 both files, and gives the same bytes as two separate conversions (tests/test_tflite.py).
+`export.tflite_converter: freeze` skips that step (the converter's own fallback), for files
+that predict the same but carry no signature.
 
 A file's accuracy is measured by running it on every validation and test example, in
 batches of `ACCURACY_BATCH` (fewer for large inputs; one invoke each, in a second

@@ -126,6 +126,8 @@ def deploy_metrics(
     """The metrics of the deploy `groups` (`metrics.DEPLOY_GROUPS`), the files converted and
     the int8 file stored as `export` says. Into `files`: the TFLite files measured (`model.tflite`,
     `model_int8.tflite`), for an export of exactly those bytes."""
+    if not groups:  # most trials: no file to convert, no folder for the conversion to make
+        return {}
     clock = time.perf_counter()
     laps: dict[str, float] = {}
 

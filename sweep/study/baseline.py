@@ -27,6 +27,7 @@ from sweep.stores import records
 from sweep.stores.tracking import Tracker
 from sweep.stores.urls import error_summary
 from sweep.study.fingerprints import file_fingerprint
+from sweep.study.saved_weights import keep_weights
 
 WEIGHTS_ARTIFACT = "baseline/weights.h5"
 
@@ -53,11 +54,8 @@ def ensure_baseline(
     else:
         evaluated = train_and_measure(dataset, config, config.seed, groups=trial_groups(config))
         trained, baseline = evaluated.trained, evaluated.metrics
-        with tempfile.TemporaryDirectory() as folder:
-            weights = Path(folder) / Path(WEIGHTS_ARTIFACT).name
-            trained.model.save_weights(weights)
-            tracker.log_artifact(study_run_id, str(weights), str(Path(WEIGHTS_ARTIFACT).parent))
-            records.record_baseline_weights(study, file_fingerprint(weights), study_run_id)
+        sha256 = keep_weights(trained.model, tracker, study_run_id, WEIGHTS_ARTIFACT)
+        records.record_baseline_weights(study, sha256, study_run_id)
     records.record_baseline(study, baseline)  # last: a crash before it trains the baseline again
     tracker.log_baseline(study_run_id, baseline)
     return baseline

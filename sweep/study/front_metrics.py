@@ -46,13 +46,14 @@ def unmeasured(study: optuna.Study) -> tuple[list[FrozenTrial], frozenset[str]]:
 
 def measure_front(
     study: optuna.Study, config: StudyConfig, tracker: Tracker, dataset: Dataset | None = None,
-    say: Callable[[str], None] = _say,
+    say: Callable[[str], None] = _say, lacking: tuple[list[FrozenTrial], frozenset[str]] | None = None,
 ) -> int:
     """Measure the deploy metrics the front's trials and the baseline lack; returns how many
-    trials were measured. `dataset`: the study's, already loaded and checked. What cannot
+    trials were measured. `dataset`: the study's, already loaded and checked; `lacking`:
+    `unmeasured(study)`, if the caller already asked. What cannot
     be measured (a tracking store that fails) is said in a line each, never raised: the
     trials' results stand, and the next `sweep pareto` tries again."""
-    trials, baseline_lacks = unmeasured(study)
+    trials, baseline_lacks = lacking or unmeasured(study)
     if not trials and not baseline_lacks:
         return 0
     from sweep.modeling.training import configure_tensorflow

@@ -46,11 +46,11 @@ class OpenedStudy:
         (`study.front_metrics`)."""
         from sweep.study.front_metrics import measure_front, unmeasured
 
-        trials, baseline_lacks = unmeasured(self.study)
-        if trials or baseline_lacks:
+        lacking = unmeasured(self.study)
+        if any(lacking):
             self.tracker.follow_copied_project()  # the weights are read from a copied project's own mlruns/
             try:
-                measure_front(self.study, self.config, self.tracker)
+                measure_front(self.study, self.config, self.tracker, lacking=lacking)
             except SweepError as error:  # e.g. the data moved: show what was measured
                 print(f"warning: cannot measure the deploy metrics the front lacks: {error}", file=sys.stderr)
 

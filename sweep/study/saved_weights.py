@@ -20,12 +20,12 @@ from sweep.study.fingerprints import file_fingerprint
 ARTIFACT = "trial/weights.h5"
 
 
-def keep_weights(model: Any, tracker: Tracker, run_id: str) -> str:
-    """Log the Keras `model`'s weights to run `run_id` as `ARTIFACT`; returns their SHA-256."""
+def keep_weights(model: Any, tracker: Tracker, run_id: str, artifact: str = ARTIFACT) -> str:
+    """Log the Keras `model`'s weights to run `run_id` as `artifact`; returns their SHA-256."""
     with tempfile.TemporaryDirectory(prefix="sweep-") as folder:
-        path = Path(folder) / Path(ARTIFACT).name
+        path = Path(folder) / Path(artifact).name
         model.save_weights(path)
-        tracker.log_artifact(run_id, str(path), str(Path(ARTIFACT).parent))
+        tracker.log_artifact(run_id, str(path), str(Path(artifact).parent))
         return file_fingerprint(path)
 
 

@@ -194,7 +194,7 @@ def convert_part(model: Any, data: Any, rounds: int) -> dict[str, Any]:
     from sweep.modeling.tflite import tflite_files
 
     ways = {"before: two from_keras_model": lambda: before_pair(model, data.train),
-            "tflite_files (one SavedModel)": lambda: tflite_files(model, data.train)}
+            "tflite_files (one SavedModel)": lambda: tflite_files(model, data.train, path="savedmodel")}
     times: dict[str, list[float]] = collections.defaultdict(list)
     outputs: dict[str, list[tuple[bytes, bytes]]] = collections.defaultdict(list)
     for round_ in range(rounds):

@@ -109,7 +109,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--trials", type=int, default=3)
     parser.add_argument("--only", choices=list(OBJECTIVES), help="one objective set")
-    parser.add_argument("--tflite-converter", choices=["savedmodel", "freeze"], default="savedmodel",
+    parser.add_argument("--tflite-converter", choices=["freeze", "savedmodel"], default="freeze",
                         help="the studies' export.tflite_converter")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="trial-cost-"))

@@ -57,9 +57,14 @@ try:
         import tensorflow_model_optimization as tfmot
         import tf_keras as keras
 
+        # the TFLite flatbuffer schema's object API and its reader and writer, to sign a file the
+        # converter's freeze path made (sweep.modeling.tflite),
+        from tensorflow.lite.python import schema_py_generated as tflite_schema
+
         # Not public API (already loaded by the imports above), each used in one place:
         # the post-conversion pass behind tf.lite.Optimize.EXPERIMENTAL_SPARSITY (sweep.modeling.tflite),
         from tensorflow.lite.python.convert import mlir_sparsify
+        from tensorflow.lite.tools import flatbuffer_utils as tflite_flatbuffers
 
         # the way back from enable_op_determinism, there since TF 2.9 (sweep.modeling.training),
         from tensorflow.python.framework.config import disable_op_determinism
@@ -81,4 +86,4 @@ finally:
         gc.enable()
 
 __all__ = ["PruneLowMagnitude", "PruneRegistry", "disable_op_determinism", "keras", "mlir_sparsify",
-           "quiet_native_stderr", "tf", "tfmot"]
+           "quiet_native_stderr", "tf", "tflite_flatbuffers", "tflite_schema", "tfmot"]

@@ -256,6 +256,20 @@ def test_a_study_stored_before_export_existed_keeps_its_int8_file_and_objective(
     assert inherit_stored_values(new, None) is new
 
 
+def test_a_study_stored_before_tflite_converter_existed_keeps_converting_through_a_savedmodel() -> None:
+    """Its reruns then give the very files its trials measured."""
+    from sweep.config import inherit_stored_values, parse_stored_config
+    from sweep.study.resume import check_compatible
+
+    stored = parse_study_config({"name": "old"}).model_dump(mode="json")
+    del stored["export"]["tflite_converter"]  # as an older sweep stored it
+    assert parse_stored_config(stored, source="stored").export.tflite_converter == "savedmodel"
+    resumed = inherit_stored_values(parse_study_config({"name": "old"}), stored)
+    assert resumed.export.tflite_converter == "savedmodel"
+    check_compatible(stored, resumed)
+    assert parse_study_config({"name": "new"}).export.tflite_converter == "freeze"
+
+
 def test_int8_file_size_of_a_dense_int8_file_is_refused_with_the_fix() -> None:
     with pytest.raises(ConfigError) as raised:
         parse_study_config({"name": "x", "objectives": ["accuracy", "int8_file_size"]})

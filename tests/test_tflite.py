@@ -127,27 +127,32 @@ def plain_conversion(model, train=None) -> bytes:  # type: ignore[no-untyped-def
 
 @pytest.mark.filterwarnings("ignore:Statistics for quantized inputs")
 def test_the_savedmodel_path_gives_from_keras_models_bytes_and_the_freeze_path_its_predictions(trained) -> None:  # type: ignore[no-untyped-def]
-    """`export.tflite_converter: savedmodel` (the default) gives `from_keras_model`'s files, so
-    every stored study reruns byte for byte; `freeze` gives files without a signature that
-    predict what they predict."""
+    """`export.tflite_converter: savedmodel` gives `from_keras_model`'s files, so every study
+    stored before the key existed reruns byte for byte; `freeze` (the default) gives files that
+    predict what they predict, with the same serving signature."""
     from ai_edge_litert.interpreter import Interpreter
 
     from sweep.modeling.tflite import converting, float_tflite, int8_tflite, tflite_files
 
     expected = plain_conversion(trained), plain_conversion(trained, DATA.train)
-    assert (float_tflite(trained), int8_tflite(trained, DATA.train)) == expected
-    assert tflite_files(trained, DATA.train) == expected
-    assert tflite_files(trained, DATA.train, float_file=False) == (None, expected[1])
-    with converting(trained) as convert:  # int8 first: either order shares the saved model
+    assert (float_tflite(trained, "savedmodel"), int8_tflite(trained, DATA.train, "savedmodel")) == expected
+    assert tflite_files(trained, DATA.train, path="savedmodel") == expected
+    assert tflite_files(trained, DATA.train, float_file=False, path="savedmodel") == (None, expected[1])
+    with converting(trained, "savedmodel") as convert:  # int8 first: either order shares the saved model
         assert (convert.int8_file(DATA.train), convert.float_file()) == expected[::-1]
 
-    frozen = tflite_files(trained, DATA.train, path="freeze")
+    frozen = tflite_files(trained, DATA.train)
+    assert frozen == tflite_files(trained, DATA.train, path="freeze")
     x = np.concatenate([DATA.val.x, DATA.test.x])
     for theirs, ours in zip(expected, frozen, strict=True):
         assert ours is not None and ours != theirs
         assert np.array_equal(Runner(ours).predict_batch(x), Runner(theirs).predict_batch(x))
-        assert list(Interpreter(model_content=theirs).get_signature_list()) == ["serving_default"]
-        assert Interpreter(model_content=ours).get_signature_list() == {}
+        signed = [Interpreter(model_content=content) for content in (theirs, ours, sparse_encoded(ours))]
+        assert signed[0].get_signature_list() == {"serving_default": {"inputs": trained.input_names, "outputs": trained.output_names}}
+        example = DATA.val.x[:1].astype(signed[0].get_input_details()[0]["dtype"])
+        outputs = [interpreter.get_signature_runner()(**{trained.input_names[0]: example}) for interpreter in signed]
+        assert all(o.keys() == outputs[0].keys() and np.array_equal(o[trained.output_names[0]], outputs[0][trained.output_names[0]])
+                   for o in outputs[1:])
 
 
 def test_batched_predictions_are_those_of_one_example_at_a_time(trained) -> None:  # type: ignore[no-untyped-def]

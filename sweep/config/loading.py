@@ -65,7 +65,11 @@ def parse_study_config(
 
 # Keys added since a study could have been stored, with the value such a study ran with:
 # a stored study file has every key, so a missing one means an older sweep wrote it.
-STORED_BEFORE = {("model", "start"): "scratch", ("export", "int8_storage"): "smallest"}
+STORED_BEFORE = {
+    ("model", "start"): "scratch",
+    ("export", "int8_storage"): "smallest",
+    ("export", "tflite_converter"): "savedmodel",
+}
 # Objectives whose meaning changed with the `export` section: a study stored without one
 # ran `int8_size` on the raw file's size.
 RENAMED_BEFORE_EXPORT = {"int8_size": "int8_file_size"}

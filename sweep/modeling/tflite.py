@@ -7,11 +7,11 @@ examples drawn with a fixed seed, and stored dense unless the study asks for the
 sparse encoding (`shipped`): LiteRT's default XNNPack delegate refuses a sparse int8
 fully-connected layer, so a default interpreter cannot load such a file.
 
-Both files come from `TFLiteConverter.from_keras_model`, which first saves the model as a
-SavedModel and loads it back, most of a conversion's time; `converting` does that once for
-both files, and gives the same bytes as two separate conversions (tests/test_tflite.py).
-`export.tflite_converter: freeze` skips that step (the converter's own fallback), for files
-that predict the same but carry no signature.
+Both files come from `TFLiteConverter.from_keras_model`, along `export.tflite_converter`:
+`freeze` (the default) traces and freezes the model's call, the converter's own fallback, and
+signs the file as the other path does; `savedmodel`, the only path before that key existed,
+first saves the model as a SavedModel and loads it back, most of a conversion's time, which
+`converting` does once for both files (the same bytes as two separate conversions).
 
 A file's accuracy is measured by running it on every validation and test example, in
 batches of `ACCURACY_BATCH` (fewer for large inputs; one invoke each, in a second
@@ -34,7 +34,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from sweep._tf import keras, mlir_sparsify, quiet_native_stderr, tf
+from sweep._tf import (
+    keras,
+    mlir_sparsify,
+    quiet_native_stderr,
+    tf,
+    tflite_flatbuffers,
+    tflite_schema,
+)
 from sweep.data.splits import Split
 
 if TYPE_CHECKING:
@@ -64,13 +71,13 @@ _UNSET = object()
 
 class Conversions:
     """One Keras model's TFLite files, converted as `TFLiteConverter.from_keras_model` does,
-    along `path` (`export.tflite_converter`): `savedmodel` first saves the model as a SavedModel
-    and loads it back, a step done once for all the files (`converting`), and the files carry
-    its serving signature; `freeze` traces and freezes the model's call (the converter's own way
-    when it cannot save a SavedModel), ten times faster on a MobileNetV2, for files without a
-    signature that predict the same (benchmarks/README.md, section 13)."""
+    along `path` (`export.tflite_converter`): `freeze` traces and freezes the model's call (the
+    converter's own way when it cannot save a SavedModel), ten times faster on a MobileNetV2
+    (benchmarks/README.md, section 13); `savedmodel` first saves the model as a SavedModel and
+    loads it back, a step done once for all the files (`converting`). Both predict the same and
+    carry the same serving signature (tests/test_tflite.py)."""
 
-    def __init__(self, model: keras.Model, folder: str, path: TfliteConverter = "savedmodel") -> None:
+    def __init__(self, model: keras.Model, folder: str, path: TfliteConverter = "freeze") -> None:
         self.model = model
         self.path = path
         self._folder = folder
@@ -79,7 +86,7 @@ class Conversions:
     def float_file(self) -> bytes:
         """The model as a float32 TFLite flatbuffer (no quantization)."""
         with quiet_native_stderr():
-            return self._converter().convert()
+            return self._signed(self._converter().convert())
 
     def int8_file(self, train: Split) -> bytes:
         """The model as a full-integer int8 TFLite flatbuffer, calibrated on training
@@ -99,7 +106,12 @@ class Conversions:
         converter.inference_output_type = tf.int8
         with warnings.catch_warnings(), quiet_native_stderr():
             warnings.simplefilter("ignore", UserWarning)  # "Statistics for quantized inputs were expected": int8 input is the point
-            return converter.convert()
+            return self._signed(converter.convert())
+
+    def _signed(self, content: bytes) -> bytes:
+        """The file with the serving signature the SavedModel path gives it (`savedmodel`'s
+        files have it already)."""
+        return content if self.path == "savedmodel" else with_serving_signature(content, self.model)
 
     def _converter(self) -> tf.lite.TFLiteConverter:
         """`from_keras_model`'s converter, whose private Keras-to-SavedModel step runs once
@@ -124,8 +136,29 @@ class Conversions:
         return converter
 
 
+def with_serving_signature(content: bytes, model: keras.Model) -> bytes:
+    """`content`, a file of `model` converted without a signature, with the one the SavedModel
+    path writes: `serving_default`, its inputs and outputs named after the model's, in order,
+    so that `get_signature_runner()` runs it as it runs a SavedModel-path file."""
+    flatbuffer = tflite_flatbuffers.read_model_from_bytearray(bytearray(content))
+    graph = flatbuffer.subgraphs[0]
+    signature = tflite_schema.SignatureDefT()
+    signature.signatureKey = "serving_default"
+    signature.subgraphIndex = 0
+    signature.inputs = [_tensor_map(name, index) for name, index in zip(model.input_names, graph.inputs, strict=True)]
+    signature.outputs = [_tensor_map(name, index) for name, index in zip(model.output_names, graph.outputs, strict=True)]
+    flatbuffer.signatureDefs = [signature]
+    return bytes(tflite_flatbuffers.convert_object_to_bytearray(flatbuffer))
+
+
+def _tensor_map(name: str, index: int) -> Any:
+    mapping = tflite_schema.TensorMapT()
+    mapping.name, mapping.tensorIndex = name, int(index)
+    return mapping
+
+
 @contextlib.contextmanager
-def converting(model: keras.Model, path: TfliteConverter = "savedmodel") -> Iterator[Conversions]:
+def converting(model: keras.Model, path: TfliteConverter = "freeze") -> Iterator[Conversions]:
     """Convert `model` to TFLite files that share the work: within the block,
     `.float_file()` and `.int8_file(train)` give the bytes `float_tflite(model)` and
     `int8_tflite(model, train)` give, in any order, an int8 error raised to the caller.
@@ -139,7 +172,7 @@ def converting(model: keras.Model, path: TfliteConverter = "savedmodel") -> Iter
 
 
 def tflite_files(model: keras.Model, train: Split, float_file: bool = True, int8_file: bool = True,
-                 path: TfliteConverter = "savedmodel") -> tuple[bytes | None, bytes | None]:
+                 path: TfliteConverter = "freeze") -> tuple[bytes | None, bytes | None]:
     """The float and int8 files asked for (None for the other), converted together
     (`converting`); an int8 conversion error raises, and the float file is lost with it."""
     with converting(model, path) as convert:
@@ -147,13 +180,13 @@ def tflite_files(model: keras.Model, train: Split, float_file: bool = True, int8
         return flat, convert.int8_file(train) if int8_file else None
 
 
-def float_tflite(model: keras.Model, path: TfliteConverter = "savedmodel") -> bytes:
+def float_tflite(model: keras.Model, path: TfliteConverter = "freeze") -> bytes:
     """The model as a float32 TFLite flatbuffer (no quantization)."""
     with converting(model, path) as convert:
         return convert.float_file()
 
 
-def int8_tflite(model: keras.Model, train: Split, path: TfliteConverter = "savedmodel") -> bytes:
+def int8_tflite(model: keras.Model, train: Split, path: TfliteConverter = "freeze") -> bytes:
     """The model as a full-integer int8 TFLite flatbuffer, calibrated on training examples,
     every tensor stored dense."""
     with converting(model, path) as convert:

@@ -78,6 +78,11 @@ def run(
                      help="Seconds to wait for the storage and tracking servers to answer, for "
                           "workers started with them (containers) [env SWEEP_WAIT_FOR_STORES]."),
     ] = 0,
+    measure_aside: Annotated[
+        bool,
+        typer.Option("--measure-aside", help="Measure each trial's TFLite files in a CPU process while the "
+                                             "next trial trains: for a GPU machine."),
+    ] = False,
     storage: StorageOption = None,
     tracking_uri: TrackingOption = None,
 ) -> None:
@@ -106,6 +111,7 @@ def run(
         jobs=jobs,
         max_failures=max_failures,
         wait_for_stores=wait_for_stores,
+        measure_aside=measure_aside,
     )
     with contextlib.ExitStack() as shown:  # the progress display starts once the run knows its plan
         study = run_study(request, progress=lambda plan: shown.enter_context(

@@ -6,16 +6,19 @@ behaviour each name gives, so such an upgrade fails there first.
   table of runs, the rungs of early stopping and a study agree on what dominates;
 - the exact hypervolume (WFG) Optuna computes, which has no public alias;
 - the ids a storage knows trials and studies by;
-- the heartbeat hook that decides which RUNNING trials Optuna fails as stale.
+- the heartbeat hook that decides which RUNNING trials Optuna fails as stale, and the heartbeat
+  thread `study.optimize` keeps for a running trial.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 
 import numpy as np
 import optuna
 from optuna._hypervolume import compute_hypervolume
+from optuna.storages._heartbeat import get_heartbeat_thread
 from optuna.study._multi_objective import _fast_non_domination_rank, _is_pareto_front
 from optuna.trial import FrozenTrial
 
@@ -43,6 +46,12 @@ def trial_id(trial: FrozenTrial) -> int:
 
 def study_id(study: optuna.Study) -> int:
     return int(study._study_id)
+
+
+def heartbeat(study: optuna.Study, trial: optuna.Trial) -> AbstractContextManager[object]:
+    """The heartbeat `study.optimize` keeps for a trial while its objective runs (nothing when
+    the storage has none): for a trial told after the block that asked it has moved on."""
+    return get_heartbeat_thread(trial._trial_id, study._storage)  # type: ignore[return-value]
 
 
 class StaleTrialHookStorage(optuna.storages.RDBStorage):

@@ -18,6 +18,7 @@ from optuna.trial import TrialState
 from sweep.optuna_private import (
     StaleTrialHookStorage,
     domination_ranks,
+    heartbeat,
     hypervolume,
     is_pareto_front,
     study_id,
@@ -83,3 +84,17 @@ def test_optuna_fails_exactly_the_trials_the_hook_returns(tmp_path: Path) -> Non
     optuna.storages.fail_stale_trials(study)
     assert [t.state for t in study.trials] == [TrialState.RUNNING, TrialState.RUNNING, TrialState.FAIL]
     assert never_beat not in storage.optuna_stale_trial_ids(study_id(study))
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning", "ignore::UserWarning")
+def test_a_heartbeat_keeps_an_asked_trial_fresh_until_its_block_ends(tmp_path: Path) -> None:
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'beat.db'}", heartbeat_interval=1, grace_period=2)
+    study = optuna.create_study(storage=storage)
+    kept, left = study.ask(), study.ask()
+    with heartbeat(study, kept):
+        with heartbeat(study, left):
+            time.sleep(0.5)
+        time.sleep(3.5)  # `left` beat last 3.5 s ago or more, `kept` within the last second
+        assert storage._get_stale_trial_ids(study_id(study)) == [left._trial_id]
+    time.sleep(3.5)
+    assert sorted(storage._get_stale_trial_ids(study_id(study))) == [kept._trial_id, left._trial_id]

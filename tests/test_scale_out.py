@@ -3,6 +3,7 @@ MLflow stores. Each test reads the result back with Optuna's and MLflow's own cl
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -155,27 +156,39 @@ def test_a_run_started_after_a_worker_died_in_the_last_trial_finishes(
     assert run.info.status == "KILLED" and "worker lost" in run.data.tags["sweep.error"]
 
 
-@pytest.mark.parametrize(("jobs", "signum"), [(1, signal.SIGINT), (2, signal.SIGTERM)])
-def test_interrupt_marks_the_running_trial_failed_and_run_resumes(tmp_path: Path, jobs: int, signum: int) -> None:
+@pytest.mark.parametrize(("jobs", "signum", "aside"),
+                         [(1, signal.SIGINT, ()), (2, signal.SIGTERM, ()), (1, signal.SIGINT, ("--measure-aside",))],
+                         ids=["sigint", "jobs-2-sigterm", "measured-aside-sigint"])
+def test_interrupt_marks_the_running_trial_failed_and_run_resumes(
+    tmp_path: Path, jobs: int, signum: int, aside: tuple[str, ...]
+) -> None:
+    """Measured aside, trial 0 waits for its measuring process (which imports TensorFlow
+    meanwhile) while trial 1 trains: both are interrupted."""
     storage, tracking = f"sqlite:///{tmp_path / 'sweep.db'}", f"sqlite:///{tmp_path / 'mlflow.db'}"
-    write_study(tmp_path, name="stop", n_trials=3, train={"epochs": 6})
-    process = start("run", "stop.yaml", "--jobs", str(jobs), cwd=tmp_path)
-    victim = wait_for_running_trial(storage, "stop")
+    objectives = ["int8_accuracy", "int8_size"] if aside else ["accuracy", "compressed_size"]
+    write_study(tmp_path, name="stop", n_trials=3, train={"epochs": 6}, objectives=objectives)
+    process = start("run", "stop.yaml", "--jobs", str(jobs), *aside, cwd=tmp_path)
+    victims = wait_for_running_trials(storage, "stop", count=2 if aside else 1)
+    children = descendants(process.pid)
     process.send_signal(signum)
     started = time.monotonic()
     _, err = process.communicate(timeout=60)
     assert process.returncode == 128 + signum, err
     assert time.monotonic() - started < 30
     assert "run `sweep run` again to resume" in err
+    assert not alive(children)
     study = optuna.load_study(study_name="stop", storage=storage)
-    interrupted = study.trials[victim.number]
-    assert interrupted.state == TrialState.FAIL and interrupted.user_attrs["error"] == "interrupted"
     client = MlflowClient(tracking)
-    assert client.get_run(victim.user_attrs["mlflow_run_id"]).info.status == "KILLED"
+    if aside:  # the first was trained (its weights kept) and waited for its measurement
+        assert "weights_sha256" in study.trials[min(v.number for v in victims)].user_attrs
+    for victim in victims:
+        interrupted = study.trials[victim.number]
+        assert interrupted.state == TrialState.FAIL and interrupted.user_attrs["error"] == "interrupted"
+        assert client.get_run(victim.user_attrs["mlflow_run_id"]).info.status == "KILLED"
     assert not [r for r in client.search_runs([client.get_experiment_by_name("stop").experiment_id])
                 if r.info.status == "RUNNING"]
 
-    resumed = run_sweep("run", "stop.yaml", cwd=tmp_path)
+    resumed = run_sweep("run", "stop.yaml", *aside, cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     assert_study_agrees(storage, tracking, "stop", complete=3)
 
@@ -209,18 +222,23 @@ def alive(pids: set[int]) -> set[int]:
     return running
 
 
-def test_jobs_workers_end_with_their_run_killed_or_hung_up_and_the_next_run_finishes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("aside", [(), ("--measure-aside",)], ids=["measured-in-worker", "measured-aside"])
+def test_jobs_workers_end_with_their_run_killed_or_hung_up_and_the_next_run_finishes(
+    tmp_path: Path, aside: tuple[str, ...]
+) -> None:
     """`sweep run --jobs 2` killed with SIGKILL (nothing can be forwarded), then one hung up
-    (the terminal closed): no worker outlives its run by more than 10 s, each run's running
-    trials end FAIL "interrupted" with their MLflow runs KILLED, and the next run finishes."""
+    (the terminal closed): no worker, nor its measuring process, outlives its run by more
+    than 10 s, each run's running trials end FAIL "interrupted" with their MLflow runs KILLED,
+    and the next run finishes. Measured aside, each trial is told once its measuring process
+    has its int8 metrics, and a rerun, measuring in one process, gets the same."""
     storage, tracking = f"sqlite:///{tmp_path / 'sweep.db'}", f"sqlite:///{tmp_path / 'mlflow.db'}"
-    write_study(tmp_path, name="orphans", n_trials=2, train={"epochs": 20})
+    write_study(tmp_path, name="orphans", n_trials=2, train={"epochs": 20}, objectives=["int8_accuracy", "int8_size"])
     client = MlflowClient(tracking)
     for signum in (signal.SIGKILL, signal.SIGHUP):
-        process = start("run", "orphans.yaml", "--jobs", "2", cwd=tmp_path)
+        process = start("run", "orphans.yaml", "--jobs", "2", *aside, cwd=tmp_path)
         victims = wait_for_running_trials(storage, "orphans", count=2)  # both workers train
         workers = descendants(process.pid)
-        assert len(workers) >= 2
+        assert len(workers) >= (4 if aside else 2)  # with a measuring process each
         process.send_signal(signum)
         process.wait(timeout=60)  # not communicate(): workers that live on keep its pipes open
         deadline = time.monotonic() + 10
@@ -236,9 +254,21 @@ def test_jobs_workers_end_with_their_run_killed_or_hung_up_and_the_next_run_fini
             assert client.get_run(victim.user_attrs["mlflow_run_id"]).info.status == "KILLED"
         assert not [t.number for t in trials if t.state == TrialState.RUNNING]
 
-    resumed = run_sweep("run", "orphans.yaml", "--jobs", "2", cwd=tmp_path)
+    resumed = run_sweep("run", "orphans.yaml", "--jobs", "2", *aside, cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
-    assert_study_agrees(storage, tracking, "orphans", complete=2)
+    study = assert_study_agrees(storage, tracking, "orphans", complete=2)
+    if not aside:
+        return
+    for trial in study.get_trials(states=(TrialState.COMPLETE,)):
+        assert {"aside_rebuild", "aside_check_again", "aside_int8_convert"} <= trial.user_attrs["timings"].keys()
+        assert "int8_convert" not in trial.user_attrs["timings"]  # not in the worker
+        assert trial.values == [trial.user_attrs["metrics"][m] for m in ("int8_val_accuracy", "int8_gzip_bytes")]
+    smallest = min(study.best_trials, key=lambda t: t.values[1])
+    rerun = run_sweep("rerun", "orphans.yaml", "--trial", str(smallest.number), "--output", "exported", cwd=tmp_path)
+    assert rerun.returncode == 0, rerun.stderr
+    summary = json.loads((tmp_path / "exported" / "metrics.json").read_text())
+    for name in ("val_accuracy", "sparsity", "int8_val_accuracy", "int8_test_accuracy", "int8_bytes", "int8_gzip_bytes"):
+        assert summary["reproduced"][name] == summary["original"][name] == smallest.user_attrs["metrics"][name], name
 
 
 def test_too_many_failures_stop_the_study(tmp_path: Path) -> None:

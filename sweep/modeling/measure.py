@@ -25,7 +25,7 @@ import numpy as np
 from sweep._tf import keras
 from sweep.config import ExportConfig
 from sweep.data.splits import Dataset, Split
-from sweep.errors import brief
+from sweep.errors import SweepError, brief
 from sweep.modeling.metrics import DEPLOY_GROUPS, with_prerequisites
 from sweep.modeling.pruning import all_layers, prunable_variables
 from sweep.modeling.tflite import Conversions, Runner, converting, shipped, sparse_encoded
@@ -156,6 +156,21 @@ def deploy_metrics(
     if timings is not None:
         timings.update(laps)
     return metrics
+
+
+def deploy_metrics_again(
+    model: keras.Model, dataset: Dataset, groups: frozenset[str], val_accuracy: float,
+    export: ExportConfig = DEFAULT_EXPORT, timings: dict[str, float] | None = None,
+) -> dict[str, float]:
+    """`deploy_metrics` of a trained model rebuilt from its saved weights, once it gives the
+    `val_accuracy` it gave when trained (the files measured are then the trial's); raises
+    `SweepError` if it does not."""
+    clock = time.perf_counter()
+    if (again := accuracy(model, dataset.val)) != val_accuracy:
+        raise SweepError(f"its saved weights give val_accuracy {again:.4f}, the trial measured {val_accuracy:.4f}")
+    if timings is not None:
+        timings["check_again"] = time.perf_counter() - clock
+    return deploy_metrics(model, dataset, groups, timings, export=export)
 
 
 def _int8_metrics(

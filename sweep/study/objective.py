@@ -10,13 +10,14 @@ from __future__ import annotations
 import copy
 import gc
 import os
+import shutil
 import sys
 import time
 import traceback
 from collections.abc import Callable, Mapping
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import optuna
@@ -37,12 +38,12 @@ from sweep.stores.tracking import (
     trial_run_params,
 )
 from sweep.stores.urls import error_summary, mask_passwords_in
-from sweep.study.saved_weights import keep_weights
+from sweep.study.saved_weights import ARTIFACT as WEIGHTS_ARTIFACT
+from sweep.study.saved_weights import log_weights
 from sweep.study.trial_loop import Goal, check_not_surplus
 
 if TYPE_CHECKING:
     from sweep.modeling.train_and_measure import Evaluated
-    from sweep.modeling.training import TrainedModel
     from sweep.search.space import TrialParams
     from sweep.search.trial_plan import SchedulePlan
 
@@ -55,8 +56,23 @@ def trial_seed(study_seed: int, trial_number: int) -> int:
     return int(np.random.SeedSequence([study_seed, trial_number]).generate_state(1)[0] >> 1)
 
 
+@dataclass
+class TrainedTrial:
+    """A trial trained, its cheap metrics measured and its weights saved: what is left is to
+    record its results (`PruningObjective.finish`), with the deploy metrics measured later."""
+
+    run_id: str | None  # its MLflow run (None: the tracking store failed)
+    metrics: dict[str, float]
+    curves: dict[str, list[float]]
+    timings: dict[str, float]
+    weights: Path  # its stripped weights, in a folder of its own in the worker's folder
+    pruned_layers: list[str]
+    layers: dict[str, dict]
+
+
 class PruningObjective:
-    """The objective `study.optimize` calls; returns the configured objective values."""
+    """The objective `study.optimize` calls; returns the configured objective values. In two
+    steps for a trial measured beside the next one's training: `train`, then `finish`."""
 
     def __init__(
         self,
@@ -67,6 +83,7 @@ class PruningObjective:
         baseline: Mapping[str, float],
         goal: Goal,
         tf_threads: int,
+        folder: Path,
         start_weights: Path | None = None,
         on_epoch: EpochHook | None = None,
     ) -> None:
@@ -77,6 +94,7 @@ class PruningObjective:
         self.baseline = baseline
         self.goal = goal
         self.tf_threads = tf_threads
+        self.folder = folder  # the worker's: each trial's weights until its results are recorded
         self.start_weights = start_weights
         self.on_epoch = on_epoch
         self.steps_per_epoch = dataset.steps_per_epoch(config.train.batch_size)
@@ -84,6 +102,12 @@ class PruningObjective:
         self.last_run_id: str | None = None  # the MLflow run of the trial started last
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
+        return self.finish(trial, self.train(trial, trial_groups(self.config)))
+
+    def train(self, trial: optuna.Trial, groups: frozenset[str]) -> TrainedTrial:
+        """Train the trial and measure its cheap metrics and the deploy `groups`; its weights
+        are saved in the worker's folder and kept in its MLflow run. Raises `TrialPruned`
+        when it is stopped early, and what failed it."""
         check_not_surplus(trial, self.goal)
         seed = trial_seed(self.config.seed, trial.number)
         records.record_seed(trial, seed)
@@ -92,9 +116,10 @@ class PruningObjective:
         records.record_plan(trial, plan)
         timings: dict[str, float] = {}
         curves: dict[str, list[float]] = {}
-        run_id, evaluated = self._train(trial, seed, params, plan, timings, curves)
-        metrics = evaluated.metrics
-        self._record_results(trial, run_id, evaluated.trained, metrics, curves, timings)
+        run_id, evaluated = self._train(trial, seed, params, plan, groups, timings, curves)
+        weights = self._keep_weights(trial, run_id, evaluated.trained.model, timings)
+        trained = TrainedTrial(run_id, evaluated.metrics, curves, timings, weights,
+                               evaluated.trained.pruned_layers, {n: asdict(h) for n, h in evaluated.trained.layers.items()})
         # The worker's one garbage collection per trial (runner._run_worker turns automatic
         # collection off): frees this trial's model and graphs, so memory stays flat. A failed
         # trial's garbage goes with the next trial's collection.
@@ -102,13 +127,30 @@ class PruningObjective:
         del evaluated
         gc.collect()
         timings["gc"] = time.perf_counter() - clock
-        records.record_timings(trial, timings)  # where the trial's time went (benchmarks/)
+        return trained
+
+    def finish(self, trial: optuna.Trial, trained: TrainedTrial, later: Mapping[str, float] | None = None,
+               later_timings: Mapping[str, float] | None = None) -> tuple[float, ...]:
+        """Record the trained trial's results, with the deploy metrics measured `later` from
+        its saved weights (`sweep.study.measured_aside`); returns its objective values."""
+        metrics = {**trained.metrics, **(later or {})}
+        metrics["trial_seconds"] += sum((later_timings or {}).values())
+        trained.timings.update(later_timings or {})
+        self._record_results(trial, trained, metrics)
+        shutil.rmtree(trained.weights.parent, ignore_errors=True)
+        records.record_timings(trial, trained.timings)  # where the trial's time went (benchmarks/)
         records.record_worker_rss_mb(trial, resident_megabytes())  # memory across trials
         return tuple(metrics[name] for name in self.config.objective_metrics)
 
+    def fail(self, trial: optuna.Trial, trained: TrainedTrial, reason: str, status: str = "FAILED") -> None:
+        """A trained trial that could not be finished: its MLflow run ends `status`, and
+        `reason` is recorded."""
+        self._end_run(trial, trained.run_id, reason, trained.curves, status)
+        shutil.rmtree(trained.weights.parent, ignore_errors=True)
+
     def _train(
-        self, trial: optuna.Trial, seed: int, params: TrialParams, plan: SchedulePlan, timings: dict[str, float],
-        curves: dict[str, list[float]],
+        self, trial: optuna.Trial, seed: int, params: TrialParams, plan: SchedulePlan, groups: frozenset[str],
+        timings: dict[str, float], curves: dict[str, list[float]],
     ) -> tuple[str | None, Evaluated]:
         """Start the trial's MLflow run, then train and measure, judged at the rungs. A trial
         that fails, is stopped early or interrupted has its run ended and its reason recorded."""
@@ -133,7 +175,7 @@ class PruningObjective:
                 records.record_mlflow_run_id(trial, run_id)
             timings["mlflow_start"] = time.perf_counter() - clock
             started = time.perf_counter()
-            evaluated = train_and_measure(self.dataset, self.config, seed, groups=trial_groups(self.config),
+            evaluated = train_and_measure(self.dataset, self.config, seed, groups=groups,
                                           params=params, plan=plan, baseline=self.baseline, on_epoch=record_epoch,
                                           start_weights=self.start_weights, timings=timings)
             evaluated.metrics["trial_seconds"] = time.perf_counter() - started
@@ -147,51 +189,55 @@ class PruningObjective:
             records.record_early_stopped(trial, epoch)
             records.record_error(trial, reason)
             raise optuna.TrialPruned(reason) from None
-        # The MLflow run is ended first: if the Optuna write then fails, the run is not left RUNNING.
         except Exception as error:
-            reason = _reason(error)
-            if run_id is not None:
-                self._tracked(trial, lambda: self.tracker.fail_trial(run_id, reason, curves=curves))
-            records.record_error(trial, reason)
+            self._end_run(trial, run_id, _reason(error), curves)
             raise
         except BaseException:  # KeyboardInterrupt, SystemExit: the run must not stay RUNNING
-            if run_id is not None:
-                self._tracked(trial, lambda: self.tracker.fail_trial(
-                    run_id, "interrupted", curves=curves, status="KILLED"))
-            records.record_error(trial, "interrupted")
+            self._end_run(trial, run_id, "interrupted", curves, status="KILLED")
             raise
 
-    def _record_results(
-        self, trial: optuna.Trial, run_id: str | None, trained: TrainedModel, metrics: dict[str, float],
-        curves: dict[str, list[float]], timings: dict[str, float],
-    ) -> None:
+    def _end_run(self, trial: optuna.Trial, run_id: str | None, reason: str, curves: dict[str, list[float]],
+                 status: str = "FAILED") -> None:
+        # The MLflow run is ended first: if the Optuna write then fails, the run is not left RUNNING.
+        if run_id is not None:
+            self._tracked(trial, lambda: self.tracker.fail_trial(run_id, reason, curves=curves, status=status))
+        records.record_error(trial, reason)
+
+    def _keep_weights(self, trial: optuna.Trial, run_id: str | None, model: Any, timings: dict[str, float]) -> Path:
+        """Save the stripped weights in the worker's folder, from which the deploy metrics the
+        trial does not measure now are measured later, and keep them in its MLflow run
+        (`saved_weights`), their SHA-256 in Optuna."""
+        clock = time.perf_counter()
+        path = self.folder / f"trial-{trial.number}" / Path(WEIGHTS_ARTIFACT).name
+        path.parent.mkdir()
+        model.save_weights(path)
+        if run_id is not None and (sha256 := self._tracked(trial, lambda: log_weights(path, self.tracker, run_id))):
+            records.record_weights_sha256(trial, sha256)
+        timings["keep_weights"] = time.perf_counter() - clock
+        return path
+
+    def _record_results(self, trial: optuna.Trial, trained: TrainedTrial, metrics: dict[str, float]) -> None:
         """What the trained trial gives, in Optuna and then in its MLflow run: its layers, its
-        constraint, its metrics, and its stripped weights (`saved_weights`), from which the
-        deploy metrics the trial did not measure can be measured later."""
-        pruned_layers = trained.pruned_layers
-        layers = {name: asdict(how) for name, how in trained.layers.items()}
-        records.record_pruned_layers(trial, pruned_layers)
-        records.record_layers(trial, layers)
+        constraint and its metrics."""
+        records.record_pruned_layers(trial, trained.pruned_layers)
+        records.record_layers(trial, trained.layers)
         violations = {}
         floor = self.config.constraints.floor(self.baseline["val_accuracy"])
         if floor is not None:  # one constraint, named as before max_accuracy_drop existed
             violations["min_accuracy"] = floor - metrics["val_accuracy"]
             trial.set_constraint("min_accuracy", violations["min_accuracy"])
-        tags = result_tags(pruned_layers, violations)
+        tags = result_tags(trained.pruned_layers, violations)
         # Optuna keeps the results first: a trained trial survives a failing tracking store,
         # and `sweep doctor --repair` replays them to MLflow later.
         records.record_metrics(trial, metrics)
         clock = time.perf_counter()
-        if run_id is not None:
-            if (sha256 := self._tracked(trial, lambda: keep_weights(trained.model, self.tracker, run_id))) is not None:
-                records.record_weights_sha256(trial, sha256)
-            timings["keep_weights"] = time.perf_counter() - clock
-            clock = time.perf_counter()
+        if (run_id := trained.run_id) is not None:
             self._tracked(trial, lambda: self.tracker.log_results(
-                run_id, metrics, curves=curves, tags=tags, params=result_params(pruned_layers, layers)))
+                run_id, metrics, curves=trained.curves, tags=tags,
+                params=result_params(trained.pruned_layers, trained.layers)))
         if records.tracking_error(trial) is not None:
-            records.record_curves(trial, curves)  # for `sweep doctor --repair` to replay
-        timings["mlflow_log"] = time.perf_counter() - clock
+            records.record_curves(trial, trained.curves)  # for `sweep doctor --repair` to replay
+        trained.timings["mlflow_log"] = time.perf_counter() - clock
 
     def _judge(self, trial: optuna.Trial, epoch: int, logs: Mapping[str, float], judged: bool) -> None:
         """Record this epoch's values for the other trials; at a rung, stop if they beat it

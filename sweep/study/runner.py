@@ -21,6 +21,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -31,6 +32,7 @@ from sweep import interrupts
 from sweep.config import StudyConfig, inherit_stored_values, parse_study_config
 from sweep.data.splits import Dataset
 from sweep.errors import Interrupted, StoreFailed, StudyAborted, SweepError, UsageError
+from sweep.modeling.metrics import trial_groups
 from sweep.results.columns import METRIC_COLUMNS, compact
 from sweep.search import early_stopping
 from sweep.search.space import start_points
@@ -47,6 +49,7 @@ from sweep.stores.tracking import Tracker
 from sweep.study.baseline import ensure_baseline, start_weights
 from sweep.study.fingerprints import check_same_inputs, input_fingerprints
 from sweep.study.front_metrics import measure_front
+from sweep.study.measured_aside import AsideTrials, Measurer
 from sweep.study.objective import FinishRuns, PruningObjective, StaleTrials
 from sweep.study.resume import RunPlan, check_compatible, plan_trials, study_attrs
 from sweep.study.trial_loop import (
@@ -75,6 +78,7 @@ class RunRequest:
     jobs: int = 1  # worker processes on this machine
     max_failures: str = "0.5"  # a fraction of the trials wanted, or a count
     wait_for_stores: float = 0  # seconds to wait for a storage or tracking server to answer
+    measure_aside: bool = False  # each worker measures trial k in a child process while trial k+1 trains
     # Benchmarks of sampler settings (in this process: --jobs 1): a sampler made from its
     # seed in place of config.sampler, and the trials a new study starts with (none: the
     # sampler's own random start-up) in place of the default start design.
@@ -132,6 +136,12 @@ def _check_request(request: RunRequest) -> tuple[RunRequest, Dataset, dict[str, 
     if request.jobs > 1 and {"latency", "int8_latency"} & set(config.objectives):
         print("warning: with --jobs, trials are timed while other workers train, the dense baseline alone; "
               "latency objectives compare best with --jobs 1", file=sys.stderr)
+    if request.measure_aside and not trial_groups(config):
+        print("warning: --measure-aside does nothing in this study: its objectives need no TFLite file per "
+              "trial, and the cheap metrics are measured where the trial trains", file=sys.stderr)
+    elif request.measure_aside and {"latency", "int8_latency"} & set(config.objectives):
+        print("warning: with --measure-aside, trials are timed while the next one trains; on a machine "
+              "without a GPU, latency objectives compare best without it", file=sys.stderr)
 
     if config.early_stopping and not early_stopping.applies(config.objectives):
         print("warning: early_stopping does nothing in this study: latency is known only once a model is "
@@ -198,7 +208,7 @@ def _run_trials(
     display = progress(plan) if progress else None
     if plan.n_trials and request.jobs == 1:
         _run_worker(study, config, dataset, tracker, goal, cpu_threads_per_worker(1), worker=0, display=display,
-                    sampler=request.sampler)
+                    sampler=request.sampler, measure_aside=request.measure_aside)
     elif plan.n_trials:
         _work_in_processes(request, study, goal, display)
 
@@ -218,17 +228,18 @@ def _tracked_storage(
 def _run_worker(
     study: optuna.Study, config: StudyConfig, dataset: Dataset, tracker: Tracker, goal: Goal, threads: int,
     worker: int, display: Progress | None = None, sampler: Callable[[int], optuna.samplers.BaseSampler] | None = None,
+    measure_aside: bool = False,
 ) -> None:
     """One worker's trials, in this process or in a `--jobs` process: its own sampler
-    seed, the objective (trials start from the study's start weights, if it has any), and
-    the loop that stops at the goal."""
+    seed, the objective (trials start from the study's start weights, if it has any), its
+    measuring process with `measure_aside`, and the loop that stops at the goal."""
     with tempfile.TemporaryDirectory(prefix="sweep-") as folder:
         start = start_weights(study, tracker, config, folder)  # downloaded once per worker
         started = study.get_trials(deepcopy=False, states=tuple(set(TrialState) - {TrialState.WAITING}))
         study.sampler = make_sampler(config.sampler, config.seed, offset=len(started), worker=worker, factory=sampler)
         objective = PruningObjective(
             config, dataset, tracker, records.mlflow_study_run_id(study), records.baseline(study),
-            goal, threads, start, on_epoch=getattr(display, "epoch", None),
+            goal, threads, Path(folder), start, on_epoch=getattr(display, "epoch", None),
         )
         callbacks: list[Any] = [FinishRuns(tracker)] + ([display] if display else [])
         # Garbage collection happens once per trial, at its end (PruningObjective), instead of
@@ -241,12 +252,17 @@ def _run_worker(
         gc.collect()
         gc.freeze()
         gc.disable()
+        aside = None
+        if measure_aside and (groups := trial_groups(config)):
+            aside = AsideTrials(study, objective, lambda: Measurer(config, dataset, threads), groups, callbacks)
         try:
-            work(study, objective, goal, callbacks)
+            work(study, objective, goal, callbacks, aside)
         except StoreFailed as error:
             objective.end_open_run(str(error))
             raise
         finally:  # in-process runs: hand the collector back to the caller as it was
+            if aside is not None:
+                aside.close()
             gc.unfreeze()
             if automatic:
                 gc.enable()
@@ -264,7 +280,7 @@ def _work_in_processes(request: RunRequest, study: optuna.Study, goal: Goal, dis
         context.Process(
             target=_worker_main,
             args=(request.config.model_dump(mode="json"), request.storage_url, request.tracking_uri,
-                  goal, threads, index),
+                  goal, threads, index, request.measure_aside),
             name=f"sweep-worker-{index}",
         )
         for index in range(request.jobs)
@@ -314,7 +330,8 @@ def _report_new_trials(study: optuna.Study, goal: Goal, reported: set[int], disp
     display.waiting(sum(t.state == TrialState.RUNNING for t in trials))
 
 
-def _worker_main(config_json: dict, storage_url: str, tracking_uri: str, goal: Goal, threads: int, index: int) -> None:
+def _worker_main(config_json: dict, storage_url: str, tracking_uri: str, goal: Goal, threads: int, index: int,
+                 measure_aside: bool) -> None:
     """One worker process of `--jobs N`. It ends with `os._exit` once its trials are
     recorded, whatever happens on the way out: tearing TensorFlow down takes seconds, and
     a worker whose `sweep run` died must be gone within seconds (`interrupts.watch_parent`)."""
@@ -323,7 +340,7 @@ def _worker_main(config_json: dict, storage_url: str, tracking_uri: str, goal: G
     interrupts.watch_parent()  # a parent killed with SIGKILL forwards nothing
     code = 1  # what escapes `_worker_trials` is a bug (or a stop while it reported one)
     try:
-        code = _worker_trials(config_json, storage_url, tracking_uri, goal, threads, index)
+        code = _worker_trials(config_json, storage_url, tracking_uri, goal, threads, index, measure_aside)
     except BaseException:
         with contextlib.suppress(BaseException):
             traceback.print_exc()
@@ -334,8 +351,8 @@ def _worker_main(config_json: dict, storage_url: str, tracking_uri: str, goal: G
         os._exit(code)
 
 
-def _worker_trials(config_json: dict, storage_url: str, tracking_uri: str, goal: Goal, threads: int, index: int
-                   ) -> int:
+def _worker_trials(config_json: dict, storage_url: str, tracking_uri: str, goal: Goal, threads: int, index: int,
+                   measure_aside: bool) -> int:
     """The worker's trials, to the goal; returns the process's exit code."""
     try:
         from sweep.data.datasets import load_dataset
@@ -347,7 +364,7 @@ def _worker_trials(config_json: dict, storage_url: str, tracking_uri: str, goal:
         study = optuna.load_study(study_name=config.name, storage=storage)
         dataset = load_dataset(config.data)  # the data or model may have changed since `sweep run` checked
         check_same_inputs(study, input_fingerprints(config, dataset), config)
-        _run_worker(study, config, dataset, tracker, goal, threads, worker=index)
+        _run_worker(study, config, dataset, tracker, goal, threads, worker=index, measure_aside=measure_aside)
     except KeyboardInterrupt:
         return interrupts.exit_code()
     except SweepError as error:

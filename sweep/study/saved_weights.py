@@ -25,8 +25,14 @@ def keep_weights(model: Any, tracker: Tracker, run_id: str, artifact: str = ARTI
     with tempfile.TemporaryDirectory(prefix="sweep-") as folder:
         path = Path(folder) / Path(artifact).name
         model.save_weights(path)
-        tracker.log_artifact(run_id, str(path), str(Path(artifact).parent))
-        return file_fingerprint(path)
+        return log_weights(path, tracker, run_id, artifact)
+
+
+def log_weights(path: Path, tracker: Tracker, run_id: str, artifact: str = ARTIFACT) -> str:
+    """Log weights saved at `path` (named as `artifact`) to run `run_id`; returns their SHA-256."""
+    assert path.name == Path(artifact).name, "MLflow names an artifact after its file"
+    tracker.log_artifact(run_id, str(path), str(Path(artifact).parent))
+    return file_fingerprint(path)
 
 
 def saved_model(config: StudyConfig, dataset: Dataset, tracker: Tracker, run_id: str, sha256: str) -> Any:

@@ -3,7 +3,8 @@
 A worker runs one trial at a time (Optuna's `study.optimize(n_trials=1)`, which keeps
 its heartbeat thread and stale-trial detection) until the study has `target` finished
 trials (complete, or stopped early), the deadline passes, too many trials fail, or it is
-interrupted.
+interrupted. With `--measure-aside` it trains one while the one before is measured
+(`sweep.study.measured_aside`, which asks and tells the trials itself).
 
 Many workers (processes here, or `sweep run` on other machines sharing the storage)
 reach exactly `target` finished trials: a worker starts a trial only while
@@ -23,6 +24,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -32,6 +34,9 @@ from sweep.errors import StoreFailed, StudyAborted
 from sweep.stores import records
 from sweep.stores.optuna_storage import experimental_api
 from sweep.stores.urls import error_summary
+
+if TYPE_CHECKING:
+    from sweep.study.measured_aside import AsideTrials
 
 POLL_SECONDS = 1.0
 # Trials that count toward `n_trials`: complete, and stopped early (sweep.search.early_stopping).
@@ -90,12 +95,14 @@ def work(
     objective: Callable[[optuna.Trial], Sequence[float]],
     goal: Goal,
     callbacks: list[Callable[[optuna.Study, FrozenTrial], None]] = (),  # type: ignore[assignment]
+    aside: AsideTrials | None = None,
 ) -> None:
-    """Run trials until `goal` says stop; raises `StudyAborted` on too many failures and
-    `StoreFailed` when the storage fails."""
+    """Run trials until `goal` says stop, each measured beside the next one's training with
+    `aside` (`sweep.study.measured_aside`, which has the callbacks); raises `StudyAborted` on
+    too many failures and `StoreFailed` when the storage fails."""
     with _one_line_thread_errors():
         try:
-            _work(study, objective, goal, callbacks)
+            _work(study, objective, goal, callbacks, aside)
         except Exception as error:  # the objective's own errors are caught by Optuna
             if not _from_storage(error):
                 raise
@@ -128,9 +135,12 @@ def _work(
     objective: Callable[[optuna.Trial], Sequence[float]],
     goal: Goal,
     callbacks: list[Callable[[optuna.Study, FrozenTrial], None]],
+    aside: AsideTrials | None,
 ) -> None:
     while goal.deadline is None or time.time() < goal.deadline:
         interrupts.stop_if_requested()
+        if aside is not None:
+            aside.collect()
         # Every pass, waiting ones included. (`study.optimize` does this too, but only when a
         # new trial may start.)
         fail_stale_trials(study)
@@ -147,9 +157,17 @@ def _work(
         if finished >= goal.target:
             return
         if finished + running >= goal.target:  # enough in flight; wait in case one fails
-            time.sleep(POLL_SECONDS)
+            if aside is not None and aside.measuring is not None:
+                aside.collect(wait=True)
+            else:
+                time.sleep(POLL_SECONDS)
             continue
-        study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=list(callbacks))
+        if aside is not None:
+            aside.run_one()
+        else:
+            study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=list(callbacks))
+    if aside is not None:  # the deadline passed: the trial being measured is told first
+        aside.collect(wait=True)
 
 
 def fail_stale_trials(study: optuna.Study) -> None:

@@ -1,0 +1,92 @@
+"""The measuring process of `sweep run --measure-aside` (`sweep.study.measured_aside`): a real
+child process with its own TensorFlow, measuring a real trained model from its saved weights.
+The whole loop, with `--jobs` and kills, is in tests/test_scale_out.py."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from test_scale_out import alive
+
+pytestmark = pytest.mark.integration  # TensorFlow in this process and the measurer's
+
+
+def result(measurer, seconds: float = 120):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + seconds
+    while (answer := measurer.result(0.5)) is None:
+        assert time.monotonic() < deadline, "no answer from the measurer"
+    return answer
+
+
+def test_the_measurer_gives_the_metrics_measured_in_the_worker_and_says_what_went_wrong(tmp_path: Path) -> None:
+    import optuna
+
+    from sweep.config import StudyConfig
+    from sweep.data.datasets import load_dataset
+    from sweep.modeling.measure import measure
+    from sweep.modeling.metrics import ALL_GROUPS
+    from sweep.modeling.training import train
+    from sweep.search.trial_plan import trial_plan
+    from sweep.study.measured_aside import Measurer, MeasurerLost
+
+    config = StudyConfig.model_validate({"name": "aside", "model": {"builder": "mlp"}, "train": {"epochs": 1}})
+    dataset = load_dataset(config.data)
+    params, plan = trial_plan(optuna.create_study(directions=["maximize", "minimize"]).ask(), config.search,
+                              dataset.total_steps(config.train))
+    trained = train(dataset, config, 3, plan=plan, structure=params.structure).model
+    here = measure(trained, dataset, ALL_GROUPS)
+    trained.save_weights(tmp_path / "weights.h5")
+
+    measurer = Measurer(config, dataset, threads=1)
+    try:
+        measurer.submit(tmp_path / "weights.h5", ALL_GROUPS, here["val_accuracy"])
+        metrics, timings = result(measurer)
+        assert metrics == {k: v for k, v in here.items() if k in metrics and "latency" not in k} | \
+            {k: v for k, v in metrics.items() if "latency" in k}
+        assert {"int8_val_accuracy", "tflite_bytes", "int8_latency_ms"} <= metrics.keys()
+        assert {"aside_rebuild", "aside_check_again", "aside_int8_convert"} <= timings.keys()
+
+        measurer.submit(tmp_path / "weights.h5", ALL_GROUPS, here["val_accuracy"] - 0.25)  # not this trial's weights
+        with pytest.raises(RuntimeError, match=r"^measuring aside: SweepError: its saved weights give val_accuracy"):
+            result(measurer)
+
+        os.kill(measurer.pid, signal.SIGKILL)  # out of memory, say
+        with pytest.raises(MeasurerLost, match=r"the measuring process ended \(exit code -9\)"):
+            result(measurer)
+    finally:
+        measurer.close()
+    assert not alive({measurer.pid})
+
+
+def test_a_measurer_ends_with_its_worker_however_the_worker_ends(tmp_path: Path) -> None:
+    """A worker killed with SIGKILL cannot close its measurer: the measurer sees its end of
+    the pipe close, or its parent gone (`interrupts.watch_parent`), and exits."""
+    worker = subprocess.Popen([sys.executable, "-c", textwrap.dedent("""
+        import time
+        from sweep.config import StudyConfig
+        from sweep.data.datasets import load_dataset
+        from sweep.study.measured_aside import Measurer
+        config = StudyConfig.model_validate({"name": "aside", "model": {"builder": "mlp"}})
+        measurer = Measurer(config, load_dataset(config.data), threads=1)
+        print(measurer.pid, flush=True)
+        time.sleep(600)
+    """)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert worker.stdout is not None
+        measurer = int(worker.stdout.readline())
+        assert alive({measurer})
+        worker.kill()
+        worker.wait(30)
+        deadline = time.monotonic() + 20
+        while alive({measurer}) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not alive({measurer})
+    finally:
+        worker.kill()

@@ -176,6 +176,9 @@ def test_interrupt_marks_the_running_trial_failed_and_run_resumes(
     assert process.returncode == 128 + signum, err
     assert time.monotonic() - started < 30
     assert "run `sweep run` again to resume" in err
+    deadline = time.monotonic() + 10  # multiprocessing's resource tracker ends once its last user has
+    while alive(children) and time.monotonic() < deadline:
+        time.sleep(0.2)
     assert not alive(children)
     study = optuna.load_study(study_name="stop", storage=storage)
     client = MlflowClient(tracking)

@@ -117,7 +117,11 @@ class PruningObjective:
         timings: dict[str, float] = {}
         curves: dict[str, list[float]] = {}
         run_id, evaluated = self._train(trial, seed, params, plan, groups, timings, curves)
-        weights = self._keep_weights(trial, run_id, evaluated.trained.model, timings)
+        try:
+            weights = self._keep_weights(trial, run_id, evaluated.trained.model, timings)
+        except Exception as error:  # the worker's disk (full, say): the trial cannot be measured later
+            self._end_run(trial, run_id, _reason(error), curves)
+            raise
         trained = TrainedTrial(run_id, evaluated.metrics, curves, timings, weights,
                                evaluated.trained.pruned_layers, {n: asdict(h) for n, h in evaluated.trained.layers.items()})
         # The worker's one garbage collection per trial (runner._run_worker turns automatic

@@ -1,14 +1,14 @@
 """Where the int8 conversion of a MobileNetV2 spends its time: `TFLiteConverter.from_keras_model`
-saves the Keras model as a SavedModel and loads it back before converting (what sweep does, so
-that its files are byte for byte those of earlier studies), while its older path, tracing and
-freezing the model's call (taken when the SavedModel step fails), skips that. Prints a line per
-conversion, alternating the two paths:
+saves the Keras model as a SavedModel and loads it back before converting (`export.tflite_converter:
+savedmodel`, what studies stored before that key keep), while its older path, tracing and
+freezing the model's call (taken when the SavedModel step fails), skips that (`freeze`, the
+default). Prints a line per conversion, alternating the two paths, then what signing the freeze
+path's files costs (`sweep.modeling.tflite.with_serving_signature`):
 
     .venv/bin/python benchmarks/convert_paths.py
 
 The freeze path is forced by replacing the converter's private SavedModel step with one that
-fails, as TensorFlow's own fallback does; its files differ from the SavedModel path's by their
-metadata (a few bytes), which is why sweep has not switched (benchmarks/README.md, section 13).
+fails, as TensorFlow's own fallback does (benchmarks/README.md, section 13).
 """
 
 from __future__ import annotations
@@ -45,11 +45,17 @@ def int8_file(freeze: bool) -> bytes:
 
 
 def main() -> None:
+    from sweep.modeling.tflite import with_serving_signature
+
     for freeze in (False, True) * 3:
         started = time.perf_counter()
         content = int8_file(freeze)
         print(f"{'freeze' if freeze else 'savedmodel':<10} {time.perf_counter() - started:6.2f} s {len(content)} bytes",
               flush=True)
+    for _ in range(3):
+        started = time.perf_counter()
+        signed = with_serving_signature(content, MODEL)
+        print(f"{'signing':<10} {time.perf_counter() - started:6.3f} s {len(signed)} bytes", flush=True)
 
 
 if __name__ == "__main__":

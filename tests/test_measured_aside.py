@@ -25,10 +25,25 @@ def result(measurer, seconds: float = 120):  # type: ignore[no-untyped-def]
     return answer
 
 
+STREAMS = """
+import numpy as np
+import tensorflow as tf
+from sklearn.datasets import load_digits
+
+def load():
+    digits = load_digits()
+    x, y = (digits.images[..., np.newaxis] / 16.0).astype(np.float32), digits.target
+    stream = lambda a, b: tf.data.Dataset.from_tensor_slices((x[a:b], y[a:b]))
+    return {"train": stream(0, 1200), "validation": stream(1200, 1500), "test": stream(1500, None)}
+"""
+
+
 def test_the_measurer_gives_the_metrics_measured_in_the_worker_and_says_what_went_wrong(tmp_path: Path) -> None:
+    """On data the user's loader streams (which cannot be sent to a process: the measurer loads
+    it again, and checks it is the same)."""
     import optuna
 
-    from sweep.config import StudyConfig
+    from sweep.config import parse_study_config
     from sweep.data.datasets import load_dataset
     from sweep.modeling.measure import measure
     from sweep.modeling.metrics import ALL_GROUPS
@@ -36,8 +51,11 @@ def test_the_measurer_gives_the_metrics_measured_in_the_worker_and_says_what_wen
     from sweep.search.trial_plan import trial_plan
     from sweep.study.measured_aside import Measurer, MeasurerLost
 
-    config = StudyConfig.model_validate({"name": "aside", "model": {"builder": "mlp"}, "train": {"epochs": 1}})
+    (tmp_path / "loader.py").write_text(STREAMS)
+    config = parse_study_config({"name": "aside", "data": {"loader": "loader.py:load"}, "model": {"builder": "mlp"},
+                                 "train": {"epochs": 1}}, base_dir=tmp_path)
     dataset = load_dataset(config.data)
+    assert dataset.train.stream is not None
     params, plan = trial_plan(optuna.create_study(directions=["maximize", "minimize"]).ask(), config.search,
                               dataset.total_steps(config.train))
     trained = train(dataset, config, 3, plan=plan, structure=params.structure).model
@@ -56,6 +74,15 @@ def test_the_measurer_gives_the_metrics_measured_in_the_worker_and_says_what_wen
         measurer.submit(tmp_path / "weights.h5", ALL_GROUPS, here["val_accuracy"] - 0.25)  # not this trial's weights
         with pytest.raises(RuntimeError, match=r"^measuring aside: SweepError: its saved weights give val_accuracy"):
             result(measurer)
+
+        (tmp_path / "loader.py").write_text(STREAMS.replace("1200, 1500", "1200, 1499"))
+        changed = Measurer(config, dataset, threads=1)
+        try:
+            changed.submit(tmp_path / "weights.h5", ALL_GROUPS, here["val_accuracy"])
+            with pytest.raises(RuntimeError, match=r"^measuring aside: SweepError: the data set changed since the worker"):
+                result(changed)
+        finally:
+            changed.close()
 
         os.kill(measurer.pid, signal.SIGKILL)  # out of memory, say
         with pytest.raises(MeasurerLost, match=r"the measuring process ended \(exit code -9\)"):

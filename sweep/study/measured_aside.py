@@ -38,6 +38,7 @@ from optuna.trial import FrozenTrial, TrialState
 from sweep import interrupts
 from sweep.config import StudyConfig
 from sweep.data.splits import Dataset
+from sweep.errors import SweepError
 from sweep.optuna_private import heartbeat
 from sweep.stores.urls import error_summary
 from sweep.study.objective import PruningObjective, TrainedTrial
@@ -57,7 +58,9 @@ class Measurer:
     def __init__(self, config: StudyConfig, dataset: Dataset, threads: int) -> None:
         context = multiprocessing.get_context("spawn")  # a fresh interpreter: no inherited TF state
         self._connection, child_end = context.Pipe()
-        self._process = context.Process(target=_serve, args=(child_end, config, dataset, threads),
+        # It loads the data set itself, as a `--jobs` worker does (a stream cannot be sent), and
+        # measures only if it is the worker's.
+        self._process = context.Process(target=_serve, args=(child_end, config, dataset.fingerprint, threads),
                                         name="sweep-measurer", daemon=True)
         self._process.start()
         child_end.close()  # ours closes with us: the child then reads EOF and ends
@@ -76,15 +79,19 @@ class Measurer:
             ready = self._connection.poll(timeout)
             answer = self._connection.recv() if ready else None
         except (EOFError, OSError) as error:
-            raise MeasurerLost(f"the measuring process ended (exit code {self._process.exitcode})") from error
+            raise self._lost() from error
         if answer is None:
             if not self._process.is_alive():
-                raise MeasurerLost(f"the measuring process ended (exit code {self._process.exitcode})")
+                raise self._lost()
             return None
         kind, *payload = answer
         if kind == "failed":
             raise RuntimeError(payload[0])
         return payload[0], payload[1]
+
+    def _lost(self) -> MeasurerLost:
+        self._process.join(STOP_SECONDS)  # its pipe closes just before it is gone
+        return MeasurerLost(f"the measuring process ended (exit code {self._process.exitcode})")
 
     def close(self) -> None:
         """End the process: at once, even in the middle of a measurement."""
@@ -98,28 +105,36 @@ class Measurer:
             self._process.join()
 
 
-def _serve(connection: Connection, config: StudyConfig, dataset: Dataset, threads: int) -> None:
+def _serve(connection: Connection, config: StudyConfig, fingerprint: str, threads: int) -> None:
     """The measuring process: measure each trial sent until the pipe closes."""
     os.environ["CUDA_VISIBLE_DEVICES"] = ""  # before TensorFlow loads: the GPU is the training's
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C and a closed terminal are the worker's
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # to handle; it then ends this process
     interrupts.watch_parent()
     with contextlib.suppress(KeyboardInterrupt):  # raised by `watch_parent`: the worker is gone
-        _measure_jobs(connection, config, dataset, threads)
+        _measure_jobs(connection, config, fingerprint, threads)
 
 
-def _measure_jobs(connection: Connection, config: StudyConfig, dataset: Dataset, threads: int) -> None:
+def _measure_jobs(connection: Connection, config: StudyConfig, fingerprint: str, threads: int) -> None:
     import gc
 
+    from sweep.data.datasets import load_dataset
     from sweep.modeling.measure import deploy_metrics_again
     from sweep.modeling.models import rebuilt_model
     from sweep.modeling.training import configure_tensorflow
 
     configure_tensorflow(threads, config.train.deterministic)
+    try:
+        dataset = load_dataset(config.data)
+        problem = None if dataset.fingerprint == fingerprint else "the data set changed since the worker loaded it"
+    except Exception as error:  # the user's loader: every trial it was to measure fails with the reason
+        problem = f"cannot load the data set: {type(error).__name__}: {error_summary(error)[:300]}"
     while (job := _next_job(connection)) is not None:
         weights, groups, val_accuracy = job
         started = time.perf_counter()
         try:
+            if problem is not None:
+                raise SweepError(problem)
             model = rebuilt_model(config.model, dataset.input_shape, dataset.num_classes, Path(weights))
             timings = {"rebuild": time.perf_counter() - started}
             metrics = deploy_metrics_again(model, dataset, groups, val_accuracy, config.export, timings)

@@ -5,10 +5,10 @@ interleaved rounds. Writes JSON to stdout:
 
     .venv/bin/python benchmarks/measure_aside.py > benchmarks/measure_aside.json
 
-Per run: the seconds between the first and the last trial's completion over the trials in
-between (the steady pace, start-up and the front's later measurement left out), and each
-trial's training and measuring seconds (`user_attrs["timings"]`: in the worker, or `aside_*`
-in the measuring process).
+Per run: the seconds from the first trial's start to the last trial's completion, per trial
+(start-up and the front's later measurement left out), and each trial's training and
+measuring seconds (`user_attrs["timings"]`: in the worker, or `aside_*` in the measuring
+process).
 """
 
 from __future__ import annotations
@@ -34,10 +34,10 @@ def run(folder: Path, name: str, flags: list[str]) -> dict:
                    capture_output=True, text=True, check=True)
     trials = [t for t in optuna.load_study(study_name=name, storage=f"sqlite:///{folder / 'sweep.db'}").trials
               if t.state.name == "COMPLETE"]
-    done = sorted(t.datetime_complete for t in trials)
+    span = max(t.datetime_complete for t in trials) - min(t.datetime_start for t in trials)
     timings = [t.user_attrs["timings"] for t in trials]
     return {
-        "seconds_per_trial": (done[-1] - done[0]).total_seconds() / (len(done) - 1),
+        "seconds_per_trial": span.total_seconds() / len(trials),
         "train": [t["train"] for t in timings],
         "measure": [sum(v for k, v in t.items() if k in MEASURING or k.startswith("aside_")) for t in timings],
     }

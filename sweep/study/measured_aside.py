@@ -11,11 +11,12 @@ gives the trial's validation accuracy again before measuring, as the front's lat
 measurement does (`measure.deploy_metrics_again`): the files measured are the trial's, and
 a rerun compares them.
 
-A worker has at most one trial being measured and one training. The measured one keeps its
-heartbeat until it is told. If the worker stops (Ctrl-C, a signal, `--timeout` reached does
-not stop it: it waits), the trial being measured ends FAIL "interrupted" with its MLflow run
-KILLED, as a training one does, and the measurer is terminated; a measurer whose worker died
-exits on its own (`interrupts.watch_parent`, and its end of the pipe closing).
+A worker has at most one trial being measured and one training; the measured one keeps its
+heartbeat until it is told, and at `--timeout` the worker waits for it. If the worker is
+stopped (Ctrl-C, a signal), the trial being measured ends FAIL "interrupted" with its MLflow
+run KILLED, as the training one does, and the measurer is terminated; a measurer whose worker
+died exits on its own (`interrupts.watch_parent`, and its end of the pipe closing). A measurer
+that dies fails the trial it measured, and the next trial gets a new one.
 """
 
 from __future__ import annotations
@@ -166,7 +167,8 @@ class _Measuring:
 
 class AsideTrials:
     """A worker's trials when they are measured aside: `run_one` trains one and hands it to
-    the measurer (after the one before it is told), `collect` tells the measured one."""
+    the measurer (after the one before it is told), `collect` tells the measured one: at
+    the end of each epoch of the trial training, and between trials."""
 
     def __init__(
         self, study: optuna.Study, objective: PruningObjective, start_measurer: Callable[[], Measurer],
@@ -179,6 +181,14 @@ class AsideTrials:
         self.groups = groups
         self.callbacks = list(callbacks)
         self.measuring: _Measuring | None = None
+        shown = objective.on_epoch
+
+        def on_epoch(trial_number: int, done: int) -> None:  # a measured trial is told at the next epoch's end
+            if shown is not None:
+                shown(trial_number, done)
+            self.collect()
+
+        objective.on_epoch = on_epoch
 
     def run_one(self) -> None:
         """Ask a trial and train it (its cheap metrics measured); a trained trial goes to the

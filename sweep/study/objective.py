@@ -117,11 +117,7 @@ class PruningObjective:
         timings: dict[str, float] = {}
         curves: dict[str, list[float]] = {}
         run_id, evaluated = self._train(trial, seed, params, plan, groups, timings, curves)
-        try:
-            weights = self._keep_weights(trial, run_id, evaluated.trained.model, timings)
-        except Exception as error:  # the worker's disk (full, say): the trial cannot be measured later
-            self._end_run(trial, run_id, _reason(error), curves)
-            raise
+        weights = self._keep_weights(trial, run_id, evaluated.trained.model, curves, timings)
         trained = TrainedTrial(run_id, evaluated.metrics, curves, timings, weights,
                                evaluated.trained.pruned_layers, {n: asdict(h) for n, h in evaluated.trained.layers.items()})
         # The worker's one garbage collection per trial (runner._run_worker turns automatic
@@ -207,14 +203,19 @@ class PruningObjective:
             self._tracked(trial, lambda: self.tracker.fail_trial(run_id, reason, curves=curves, status=status))
         records.record_error(trial, reason)
 
-    def _keep_weights(self, trial: optuna.Trial, run_id: str | None, model: Any, timings: dict[str, float]) -> Path:
+    def _keep_weights(self, trial: optuna.Trial, run_id: str | None, model: Any, curves: dict[str, list[float]],
+                      timings: dict[str, float]) -> Path:
         """Save the stripped weights in the worker's folder, from which the deploy metrics the
         trial does not measure now are measured later, and keep them in its MLflow run
         (`saved_weights`), their SHA-256 in Optuna."""
         clock = time.perf_counter()
         path = self.folder / f"trial-{trial.number}" / Path(WEIGHTS_ARTIFACT).name
-        path.parent.mkdir()
-        model.save_weights(path)
+        try:
+            path.parent.mkdir()
+            model.save_weights(path)
+        except Exception as error:  # the worker's disk (full, say): the trial cannot be measured
+            self._end_run(trial, run_id, _reason(error), curves)
+            raise
         if run_id is not None and (sha256 := self._tracked(trial, lambda: log_weights(path, self.tracker, run_id))):
             records.record_weights_sha256(trial, sha256)
         timings["keep_weights"] = time.perf_counter() - clock

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 import optuna
 
+from sweep import interrupts
 from sweep.config import StudyConfig
 from sweep.data.splits import Dataset
 from sweep.modeling.metrics import trial_groups
@@ -190,6 +191,9 @@ class PruningObjective:
             records.record_error(trial, reason)
             raise optuna.TrialPruned(reason) from None
         except Exception as error:
+            if interrupts.requested() is not None:  # a stop raised inside TensorFlow's tracing, which wraps it
+                self._end_run(trial, run_id, "interrupted", curves, status="KILLED")
+                raise KeyboardInterrupt from error
             self._end_run(trial, run_id, _reason(error), curves)
             raise
         except BaseException:  # KeyboardInterrupt, SystemExit: the run must not stay RUNNING

@@ -8,15 +8,19 @@ from pathlib import Path
 import pytest
 from optuna.trial import FrozenTrial, TrialState, create_trial
 
+from sweep.config import parse_study_config
+from sweep.errors import ConfigError
 from sweep.search.early_stopping import (
     MIN_TRIALS,
+    PLANNED_MIN_TRIALS,
     applies,
     judge,
+    planned_rung_epochs,
     recorded_epochs,
     rung_epochs,
     rung_losses,
 )
-from sweep.stores.records import EARLY_STOPPED, METRICS, RUNGS, rung_peers
+from sweep.stores.records import EARLY_STOPPED, METRICS, RUNGS, RUNGS_PLANNED, rung_peers
 
 from conftest import run_sweep, write_study
 
@@ -76,6 +80,55 @@ def test_a_trial_that_cannot_reach_min_accuracy_stops() -> None:
     assert reason(3, 4, record(0.80, 0.7), done[:2], 0.9) is None  # too few trials at epoch 4 to judge
 
 
+def planned(accuracy: float, sparsity: float, progress: float) -> dict:
+    """A `planned` rung's record: accuracy so far, planned sparsity, progress towards it."""
+    return {"losses": [-accuracy, -sparsity, -progress], "val_accuracy": accuracy}
+
+
+def planned_trial(number: int, epoch: int, values: dict, state: TrialState = TrialState.RUNNING) -> FrozenTrial:
+    made = create_trial(state=state, values=[0.0, 0.0] if state == TrialState.COMPLETE else None,
+                        user_attrs={RUNGS_PLANNED: {str(epoch): values}})
+    made.number = number
+    return made
+
+
+def test_the_planned_rule_judges_every_trial_after_its_first_eighth_by_its_planned_size() -> None:
+    assert [planned_rung_epochs(e) for e in (1, 2, 4, 8, 12, 24)] == [(), (1,), (1,), (1,), (2,), (3,)]
+    logs = {"val_accuracy": 0.9, "mask_sparsity": 0.4, "planned_sparsity": 0.8}
+    assert rung_losses(["accuracy", "compressed_size"], logs, planned=True) == [-0.9, -0.8, -0.5]
+    assert rung_losses(["accuracy", "compressed_size"], logs) == [-0.9, -0.4]  # the pruned rule: the masks
+    assert rung_losses(["accuracy", "sparsity"], {**logs, "planned_sparsity": 0.0}, planned=True)[2] == -1.0
+    assert rung_losses(["accuracy", "sparsity"], {**logs, "mask_sparsity": 0.80003}, planned=True)[2] == -1.0
+    assert rung_losses(["accuracy"], logs, planned=True) == [-0.9]
+
+
+def test_a_planned_rung_compares_trials_as_far_along_and_reads_only_its_own_records() -> None:
+    # three trials that pruned all they plan, to 0.9, at accuracy 0.95
+    done = [planned_trial(n, 1, planned(0.95, 0.9, 1.0)) for n in range(PLANNED_MIN_TRIALS - 1)]
+    peers = rung_peers(done, 99, planned=True)
+    # less accurate, planning less, and as far along: beaten
+    assert "front 2 of the 4 trials" in str(judge(1, planned(0.9, 0.8, 1.0), peers, None, PLANNED_MIN_TRIALS))
+    # its pruning still ahead: as accurate as the dense model, no trial further along beats it
+    assert judge(1, planned(0.97, 0.5, 0.0), peers, None, PLANNED_MIN_TRIALS) is None
+    # ... but a trial as far along, as accurate and planning more does
+    late = [*done, planned_trial(7, 1, planned(0.97, 0.9, 0.0))]
+    assert judge(1, planned(0.97, 0.5, 0.0), rung_peers(late, 99, planned=True), None, PLANNED_MIN_TRIALS)
+    # the pruned rule's records are not a planned rung's peers, nor the other way round
+    assert all(not peer.rungs for peer in rung_peers(done, 99))
+    assert judge(1, planned(0.5, 0.5, 1.0), rung_peers(done[:2], 99, planned=True), None, PLANNED_MIN_TRIALS) is None
+
+
+@pytest.mark.parametrize(("value", "rule"), [(False, None), (True, "pruned"), ("pruned", "pruned"),
+                                              ("planned", "planned")])
+def test_early_stopping_names_its_rule(value: object, rule: str | None) -> None:
+    assert parse_study_config({"name": "s", "early_stopping": value}).early_rule == rule
+
+
+def test_an_unknown_early_stopping_rule_is_named() -> None:
+    with pytest.raises(ConfigError, match="early_stopping: 'yes' is not one of true, false, pruned, planned"):
+        parse_study_config({"name": "s", "early_stopping": "yes"})
+
+
 @pytest.mark.slow
 def test_dominated_trials_stop_across_two_workers_and_a_resume(tmp_path: Path) -> None:
     import optuna
@@ -116,3 +169,66 @@ def test_dominated_trials_stop_across_two_workers_and_a_resume(tmp_path: Path) -
     assert again.returncode == 0 and "already has 8 finished trials" in again.stderr, again.stderr
     front = {t.number for t in load_study("early", storage).best_trials}
     assert front and front <= {0, 1}  # stopped trials never enter the front
+
+
+@pytest.mark.slow
+def test_the_planned_rule_stops_trials_after_their_first_epoch_across_a_killed_jobs_2_run_and_a_resume(
+    tmp_path: Path,
+) -> None:
+    import signal
+    import time
+
+    import mlflow
+    import optuna
+    from test_scale_out import start
+
+
+    n_trials = 16
+    write_study(tmp_path, name="planned", n_trials=n_trials, early_stopping="planned", train={"epochs": 4})
+    storage = f"sqlite:///{tmp_path}/sweep.db"
+    env = {"SWEEP_HEARTBEAT_INTERVAL": "1"}  # a killed worker's trial is stale after 3 s
+    doomed = start("run", "planned.yaml", "--jobs", "2", cwd=tmp_path, env=env)
+    deadline = time.monotonic() + 240
+    while not any(t.state == TrialState.PRUNED for t in trials_of(storage)):
+        assert doomed.poll() is None and time.monotonic() < deadline, doomed.communicate()
+        time.sleep(0.2)
+    assert doomed.poll() is None  # killed mid-study, its workers' trials left running
+    doomed.send_signal(signal.SIGKILL)
+    doomed.communicate(timeout=30)
+    before = {t.number for t in trials_of(storage) if t.state == TrialState.PRUNED}
+
+    resumed = run_sweep("run", "planned.yaml", cwd=tmp_path, env=env)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    trials = trials_of(storage)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    stopped = [t for t in trials if t.state == TrialState.PRUNED]
+    assert len(complete) + len(stopped) == n_trials, [(t.number, t.state.name, t.user_attrs.get("error")) for t in trials]
+    assert {t.number for t in stopped} > before  # the resumed run stopped trials too, judged against the first's
+    assert all(t.user_attrs[EARLY_STOPPED] == 1 and list(t.user_attrs[RUNGS_PLANNED]) == ["1"] for t in stopped)
+    assert all(len(t.user_attrs[RUNGS_PLANNED]["1"]["losses"]) == 3 for t in complete)  # every trial was judged
+    assert all(t.user_attrs["error"] == "interrupted" or t.user_attrs["error"].startswith("worker lost")
+               for t in trials if t.state == TrialState.FAIL)
+
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    for t in stopped:
+        run = client.get_run(t.user_attrs["mlflow_run_id"])
+        assert run.info.status == "KILLED" and run.data.tags["sweep.early_stopped"] == "1"
+        assert "only fronts up to" in run.data.tags["sweep.error"]
+        assert len(client.get_metric_history(run.info.run_id, "planned_sparsity")) == 1  # curves up to the stop
+    doctor = run_sweep("doctor", "planned.yaml", cwd=tmp_path)
+    assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+    assert f"{len(complete)} complete trials" in doctor.stdout and f"{len(stopped)} stopped early" in doctor.stdout
+    front = {t.number for t in optuna.load_study(study_name="planned", storage=storage).best_trials}
+    assert front and front <= {t.number for t in complete}  # stopped trials never enter the front
+    last = max(t.number for t in complete)  # judged at its rung against the others, and went on
+    rerun = run_sweep("rerun", "--study", "planned", "--trial", str(last), "--output", "out", cwd=tmp_path)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]  # every compared metric reproduced exactly
+
+
+def trials_of(storage: str) -> list[FrozenTrial]:
+    import optuna
+
+    try:
+        return optuna.load_study(study_name="planned", storage=storage).get_trials()
+    except KeyError:  # not created yet
+        return []

@@ -120,7 +120,7 @@ def test_layer_by_layer_wrapping_trains_exactly_like_tfmot_whole_model_wrapping(
     ours = train(data, config, seed=3, plan=plan(steps, 0.7))
     monkeypatch.setattr(sweep.modeling.training, "wrap_for_pruning",
                         lambda model, rules, plan, structure: (tfmot.sparsity.keras.prune_low_magnitude(
-                            model, pruning_schedule=build_schedule(plan)), {}))
+                            model, pruning_schedule=build_schedule(plan)), ours.layers))
     whole = train(data, config, seed=3, plan=plan(steps, 0.7))
     for mine, theirs in zip(ours.model.get_weights(), whole.model.get_weights(), strict=True):
         np.testing.assert_array_equal(mine, theirs)

@@ -23,6 +23,7 @@ TRIAL_KEYS = {
     "PLAN": "plan",
     "MLFLOW_RUN_ID": "mlflow_run_id",
     "RUNGS": "rungs",
+    "RUNGS_PLANNED": "rungs_planned",
     "EARLY_STOPPED": "early_stopped",
     "PRUNED_LAYERS": "pruned_layers",
     "LAYERS": "layers",

@@ -165,6 +165,11 @@ def test_trained_weights_have_the_pattern_and_each_layer_its_target(structure: S
     assert set(layers) == set(CNN)
     assert {how["pattern"] for how in layers.values()} >= {structure.pattern}
     assert_layers_follow({n: w[0] for n, w in prunable_weights(trained.model).items()}, layers)
+    # the size it plans is known after the first epoch, before the masks reach it (M:N: fixed at step 1)
+    planned = trained.history["planned_sparsity"]
+    assert planned[0] == planned[-1] == pytest.approx(trained.history["mask_sparsity"][-1], abs=0.005)
+    if Pattern(structure.pattern).m_of_n is None:
+        assert trained.history["mask_sparsity"][0] < planned[0] - 0.05  # 0.725 after half the steps
 
 
 @pytest.mark.slow

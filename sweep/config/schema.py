@@ -528,14 +528,23 @@ class StudyConfig(_Strict):
     )
     constraints: ConstraintsConfig = ConstraintsConfig()
     export: ExportConfig = ExportConfig()
-    # stop trials during training that other trials already beat (sweep/search/early_stopping.py)
-    early_stopping: bool = False
+    # stop trials during training that other trials already beat (sweep/search/early_stopping.py):
+    # pruned (true): judged once their masks are final; planned: also from their first epochs,
+    # by their planned size
+    early_stopping: bool | Literal["pruned", "planned"] = False
     # needed: each trial measures what its objectives read and the cheap metrics; the other
     # deploy metrics (TFLite files, int8 accuracy, latency) only for the front's trials, from
     # their saved weights (sweep/modeling/metrics.py). all: everything on every trial
     measure: Literal["needed", "all"] = "needed"
     sampler: Literal["tpe", "nsga2", "gp", "random"] = "tpe"
     _folder: Path = PrivateAttr(default_factory=Path.cwd)  # see `folder`
+
+    @field_validator("early_stopping", mode="before")
+    @classmethod
+    def _known_early_rule(cls, value: object) -> object:
+        if isinstance(value, bool) or value in ("pruned", "planned"):
+            return value
+        raise ValueError(f"{value!r} is not one of true, false, pruned, planned")
 
     @field_validator("objectives")
     @classmethod
@@ -564,6 +573,13 @@ class StudyConfig(_Strict):
     @property
     def objective_metrics(self) -> list[str]:
         return [OBJECTIVES[o][0] for o in self.objectives]
+
+    @property
+    def early_rule(self) -> Literal["pruned", "planned"] | None:
+        """How trials are stopped early; None: never."""
+        if self.early_stopping is False:
+            return None
+        return "pruned" if self.early_stopping is True else self.early_stopping
 
     @property
     def folder(self) -> Path:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,7 +35,7 @@ class TrainingDiverged(SweepError):
 @dataclass
 class TrainedModel:
     model: keras.Model  # pruning stripped: the deployable model
-    history: dict[str, list[float]]  # per-epoch loss, accuracy, val_*, mask_sparsity
+    history: dict[str, list[float]]  # per-epoch loss, accuracy, val_*, mask_sparsity, planned_sparsity
     timings: dict[str, float]  # seconds: build (model, wrapper, compile), train, strip
     layers: dict[str, LayerPruning]  # the layers wrapped for pruning: pattern, target ({} for a dense model)
 
@@ -49,18 +49,26 @@ class TrainedModel:
 
 
 class MaskSparsity(keras.callbacks.Callback):
-    """Adds `mask_sparsity` (zeros / size over all pruning masks) to each epoch's logs."""
+    """Adds `mask_sparsity` (zeros / size over all pruning masks) to each epoch's logs, and
+    `planned_sparsity`, what it will be once every layer reached its target (`layers`): a
+    trial's size is known from its first epoch (`sweep.search.early_stopping`)."""
+
+    def __init__(self, layers: Mapping[str, LayerPruning]) -> None:
+        super().__init__()
+        self.layers = layers
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        zeros = total = 0
+        zeros = planned = total = 0.0
         for layer in all_layers(self.model):
             if isinstance(layer, PruneLowMagnitude):
                 for _, mask, _ in layer.pruning_vars:
                     values = mask.numpy()
                     zeros += int(values.size - np.count_nonzero(values))
+                    planned += self.layers[layer.layer.name].target * values.size
                     total += values.size
         if logs is not None and total:
             logs["mask_sparsity"] = zeros / total
+            logs["planned_sparsity"] = planned / total
 
 
 class StopOnInterrupt(keras.callbacks.Callback):
@@ -114,7 +122,7 @@ def train(
     if plan is not None:
         model, layers = wrap_for_pruning(model, config.model.prune, plan, structure)
         # UpdatePruningStep first: it re-applies the masks before anyone reads the weights.
-        callbacks = [tfmot.sparsity.keras.UpdatePruningStep(), MaskSparsity(), *callbacks]
+        callbacks = [tfmot.sparsity.keras.UpdatePruningStep(), MaskSparsity(layers), *callbacks]
     model.compile(
         optimizer=_single_device(keras.optimizers.Adam(config.train.learning_rate, weight_decay=weight_decay)),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=not outputs_probabilities(model)),

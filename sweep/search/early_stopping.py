@@ -1,28 +1,39 @@
 """Early stopping for multi-objective studies: stop, during training, the trials that
 other trials already beat. Pure Python (no TensorFlow): the objective calls `judge`
-after the epochs `rung_epochs` names.
+after the epochs the rules name.
 
 Optuna's pruners are single-objective (`trial.report` raises in a multi-objective
 study), so sweep keeps its own rungs, in the manner of MO-ASHA (Schmucker et al. 2021:
-asynchronous successive halving ordered by non-dominated sorting):
+asynchronous successive halving ordered by non-dominated sorting). Two rules
+(`early_stopping: pruned | planned`; `true` is `pruned`):
 
-* **What is recorded.** After every epoch from the one in which its pruning window ends
-  (its sparsity, and so its size, is final from then on) up to the last but one, a trial
-  records the objectives training shows: validation accuracy (for `accuracy` and
-  `int8_accuracy`) and the pruning masks' sparsity (for `sparsity`, `compressed_size`,
-  `int8_size` and `int8_file_size`, which shrink as it grows). The record goes into the
-  trial's user attributes (`sweep.stores.records.RUNGS`, by epoch), through the storage, so every worker,
-  machine and resumed run compares against the same values. Latency is known only once the
-  model is converted: a study with a latency objective is never stopped early.
-* **Rungs.** A trial is judged twice: after the epoch in which its pruning window ends and
-  halfway through the epochs left (never after the last epoch, where stopping saves
-  nothing), each time against the other trials' records after the same number of epochs
-  (some of them may have trained at their final sparsity for longer).
-* **Rule.** Once at least `MIN_TRIALS` trials (running, finished or stopped, this one
-  included) have records at that epoch, a trial stops unless its non-domination rank is as good as that of the
-  best 1/`ETA` of them: trials on that epoch's front always go on, so every trade-off keeps
-  a candidate. With `constraints.min_accuracy`, a trial also stops when its accuracy plus
-  the largest gain any complete trial made after that epoch stays below the floor.
+* **pruned: once the masks are final.** After every epoch from the one in which its pruning
+  window ends (its sparsity, and so its size, is final from then on) up to the last but
+  one, a trial records the objectives training shows: validation accuracy (for `accuracy`
+  and `int8_accuracy`) and the pruning masks' sparsity (for `sparsity`, `compressed_size`,
+  `int8_size` and `int8_file_size`, which shrink as it grows). It is judged twice: after
+  the epoch in which its window ends and halfway through the epochs left (never after the
+  last epoch, where stopping saves nothing), each time against the other trials' records
+  after the same number of epochs (some of them may have trained at their final sparsity
+  for longer).
+* **planned: from the plan, then as `pruned`.** A trial's final sparsity is known before
+  its first batch: each layer's target (`planned_sparsity`, `sweep.modeling.training`).
+  So after `PLANNED_RUNG` of its epochs every trial is also judged by its accuracy so far,
+  its planned sparsity and its pruning progress (its masks' sparsity over the planned
+  one): a third loss, so a trial whose pruning is still ahead (as accurate as the dense
+  model) and one already pruned do not beat each other, only trials at least as far along.
+  benchmarks/README.md (section 15) replays both rules on recorded studies.
+
+The records go into the trial's user attributes (`sweep.stores.records.RUNGS` and
+`RUNGS_PLANNED`, by epoch), through the storage, so every worker, machine and resumed run
+compares against the same values. Latency is known only once the model is converted: a
+study with a latency objective is never stopped early.
+
+At a rung, once at least `min_trials` trials (running, finished or stopped, this one
+included) have records there, a trial stops unless its non-domination rank is as good as
+that of the best 1/`ETA` of them: trials on that rung's front always go on, so every
+trade-off keeps a candidate. With `constraints.min_accuracy`, a trial also stops when its
+accuracy plus the largest gain any complete trial made after that epoch stays below the floor.
 
 A stopped trial is PRUNED in Optuna (its rungs kept), never enters the front and counts
 toward `n_trials`. Optuna's TPE puts PRUNED trials in its "bad" group once enough trials
@@ -40,6 +51,9 @@ from sweep.optuna_private import domination_ranks
 
 ETA = 3  # successive halving: the best third goes on
 MIN_TRIALS = 6  # trials at a rung, this one included, before any is stopped there
+PLANNED_RUNG = 1 / 8  # of a trial's epochs, after which `planned` judges it (epoch 1 of 8)
+PLANNED_MIN_TRIALS = 4
+RULES = ("pruned", "planned")
 
 ACCURACY_OBJECTIVES = {"accuracy", "int8_accuracy"}
 SIZE_OBJECTIVES = {"sparsity", "compressed_size", "int8_size", "int8_file_size"}
@@ -87,24 +101,41 @@ def rung_epochs(recorded: range) -> tuple[int, ...]:
     return tuple(sorted({final, final + math.ceil((recorded.stop - final) / 2)} & set(recorded)))
 
 
-def rung_losses(objectives: Sequence[str], logs: Mapping[str, float]) -> list[float]:
-    """What a rung compares, as losses (smaller is better): -accuracy and -sparsity."""
+def planned_rung_epochs(epochs: int, fraction: float = PLANNED_RUNG) -> tuple[int, ...]:
+    """The epoch after which `planned` judges every trial (never the last).
+
+    >>> planned_rung_epochs(8), planned_rung_epochs(4), planned_rung_epochs(24), planned_rung_epochs(1)
+    ((1,), (1,), (3,), ())
+    """
+    return (min(max(1, round(epochs * fraction)), epochs - 1),) if epochs > 1 else ()
+
+
+def rung_losses(objectives: Sequence[str], logs: Mapping[str, float], planned: bool = False) -> list[float]:
+    """What a rung compares, as losses (smaller is better): -accuracy and -sparsity, the
+    masks' (`pruned`) or the planned one with -progress towards it (`planned`)."""
     losses = []
     if ACCURACY_OBJECTIVES & set(objectives):
         losses.append(-float(logs["val_accuracy"]))
     if SIZE_OBJECTIVES & set(objectives):
-        losses.append(-float(logs.get("mask_sparsity", 0.0)))
+        masks = float(logs.get("mask_sparsity", 0.0))
+        if not planned:
+            losses.append(-masks)
+        else:
+            target = float(logs.get("planned_sparsity", 0.0))
+            losses += [-target, -(min(masks / target, 1.0) if target else 1.0)]  # tfmot rounds masks up
     return losses
 
 
 def judge(
-    epoch: int, record: Mapping[str, Any], peers: Sequence[Peer], min_accuracy: float | None
+    epoch: int, record: Mapping[str, Any], peers: Sequence[Peer], min_accuracy: float | None,
+    min_trials: int = MIN_TRIALS,
 ) -> EarlyStopped | None:
     """Why a trial with `record` after `epoch` should stop; None if it goes on. `peers`: the
-    study's other running, complete and stopped trials (`sweep.stores.records.rung_peers`)."""
+    study's other running, complete and stopped trials, with the same rule's records
+    (`sweep.stores.records.rung_peers`)."""
     key = str(epoch)
     at_rung = [peer.rungs[key] for peer in peers if key in peer.rungs]
-    if len(at_rung) + 1 < MIN_TRIALS:
+    if len(at_rung) + 1 < min_trials:
         return None
     if min_accuracy is not None:
         gains = [peer.final_val_accuracy - peer.rungs[key]["val_accuracy"]

@@ -11,6 +11,7 @@ A trial records
     plan                  its pruning schedule in absolute steps (a `SchedulePlan` as a dict)
     mlflow_run_id         its MLflow run, once created
     rungs, early_stopped  early stopping's values by epoch; the epoch it was stopped after
+    rungs_planned         early stopping's values by epoch, for the `planned` rule's rungs
     pruned_layers, layers the layers it pruned, and how it pruned each
     metrics               everything measured: it was trained and measured to the end
     weights_sha256        of its stripped weights, kept in its MLflow run (`study.saved_weights`)
@@ -66,6 +67,7 @@ TF_THREADS = "tf_threads"
 PLAN = "plan"
 MLFLOW_RUN_ID = "mlflow_run_id"
 RUNGS = "rungs"  # early stopping's values by epoch
+RUNGS_PLANNED = "rungs_planned"  # the same for the `planned` rule's rungs, which compare other values
 EARLY_STOPPED = "early_stopped"  # the epoch after which early stopping stopped the trial
 PRUNED_LAYERS = "pruned_layers"
 LAYERS = "layers"
@@ -77,7 +79,7 @@ TIMINGS = "timings"
 WORKER_RSS_MB = "worker_rss_mb"
 SKIPPED = "skipped"
 WEIGHTS_SHA256 = "weights_sha256"  # of the stripped weights kept in its MLflow run
-TRIAL_KEYS = (SEED, TF_THREADS, PLAN, MLFLOW_RUN_ID, RUNGS, EARLY_STOPPED, PRUNED_LAYERS, LAYERS,
+TRIAL_KEYS = (SEED, TF_THREADS, PLAN, MLFLOW_RUN_ID, RUNGS, RUNGS_PLANNED, EARLY_STOPPED, PRUNED_LAYERS, LAYERS,
               METRICS, TRACKING_ERROR, CURVES, ERROR, TIMINGS, WORKER_RSS_MB, SKIPPED, WEIGHTS_SHA256)
 
 # A study's user attributes. Never change a string: stored studies use them.
@@ -116,9 +118,10 @@ def record_mlflow_run_id(trial: optuna.Trial, run_id: str) -> None:
     trial.set_user_attr(MLFLOW_RUN_ID, run_id)
 
 
-def record_rung(trial: optuna.Trial, epoch: int, values: Mapping[str, Any]) -> None:
-    """Add the early-stopping values after `epoch` to those of the epochs before."""
-    trial.set_user_attr(RUNGS, {**rungs(trial), str(epoch): values})
+def record_rung(trial: optuna.Trial, epoch: int, values: Mapping[str, Any], planned: bool = False) -> None:
+    """Add the early-stopping values after `epoch` to those of the epochs before (of the
+    `planned` rule's rungs, or the `pruned` rule's)."""
+    trial.set_user_attr(RUNGS_PLANNED if planned else RUNGS, {**rungs(trial, planned), str(epoch): values})
 
 
 def record_early_stopped(trial: optuna.Trial, epoch: int) -> None:
@@ -186,15 +189,17 @@ def mlflow_run_id(trial: AnyTrial) -> str | None:
     return trial.user_attrs.get(MLFLOW_RUN_ID)
 
 
-def rungs(trial: AnyTrial) -> dict[str, dict[str, Any]]:
-    """Early stopping's values by epoch (`"<epoch>": {"losses": [...], "val_accuracy": a}`)."""
-    return trial.user_attrs.get(RUNGS, {})
+def rungs(trial: AnyTrial, planned: bool = False) -> dict[str, dict[str, Any]]:
+    """Early stopping's values by epoch (`"<epoch>": {"losses": [...], "val_accuracy": a}`),
+    at the `planned` rule's rungs or the `pruned` rule's."""
+    return trial.user_attrs.get(RUNGS_PLANNED if planned else RUNGS, {})
 
 
-def rung_peers(trials: Sequence[FrozenTrial], number: int) -> list[Peer]:
+def rung_peers(trials: Sequence[FrozenTrial], number: int, planned: bool = False) -> list[Peer]:
     """The trials a rung of trial `number` compares it with: the others running, complete or
-    stopped early."""
-    return [Peer(rungs(t), t.user_attrs.get(METRICS, {}).get("val_accuracy") if t.state == TrialState.COMPLETE else None)
+    stopped early, with their records at that rule's rungs."""
+    return [Peer(rungs(t, planned),
+                 t.user_attrs.get(METRICS, {}).get("val_accuracy") if t.state == TrialState.COMPLETE else None)
             for t in trials if t.number != number and t.state in (TrialState.COMPLETE, TrialState.PRUNED,
                                                                    TrialState.RUNNING)]
 

@@ -155,15 +155,20 @@ class PruningObjective:
     ) -> tuple[str | None, Evaluated]:
         """Start the trial's MLflow run, then train and measure, judged at the rungs. A trial
         that fails, is stopped early or interrupted has its run ended and its reason recorded."""
-        recorded = (early_stopping.recorded_epochs(self.config.train.epochs, self.steps_per_epoch, plan.end_step)
-                    if self.config.early_stopping and early_stopping.applies(self.config.objectives) else range(0))
+        rule = self.config.early_rule if early_stopping.applies(self.config.objectives) else None
+        epochs = self.config.train.epochs
+        recorded = (early_stopping.recorded_epochs(epochs, self.steps_per_epoch, plan.end_step)
+                    if rule is not None else range(0))
         rungs = early_stopping.rung_epochs(recorded)
+        planned_rungs = early_stopping.planned_rung_epochs(epochs) if rule == "planned" else ()
 
         def record_epoch(epoch: int, logs: Mapping[str, float]) -> None:
             for name, value in logs.items():  # kept here, so a failed trial still logs them
                 curves.setdefault(name, []).append(float(value))
             if self.on_epoch is not None:
                 self.on_epoch(trial.number, epoch + 1)
+            if epoch + 1 in planned_rungs:
+                self._judge(trial, epoch + 1, logs, judged=True, planned=True)
             if epoch + 1 in recorded:
                 self._judge(trial, epoch + 1, logs, judged=epoch + 1 in rungs)
 
@@ -248,16 +253,18 @@ class PruningObjective:
             records.record_curves(trial, trained.curves)  # for `sweep doctor --repair` to replay
         trained.timings["mlflow_log"] = time.perf_counter() - clock
 
-    def _judge(self, trial: optuna.Trial, epoch: int, logs: Mapping[str, float], judged: bool) -> None:
+    def _judge(self, trial: optuna.Trial, epoch: int, logs: Mapping[str, float], judged: bool,
+               planned: bool = False) -> None:
         """Record this epoch's values for the other trials; at a rung, stop if they beat it
-        (raises `EarlyStopped`)."""
-        record = {"losses": early_stopping.rung_losses(self.config.objectives, logs),
+        (raises `EarlyStopped`). `planned`: a rung of the `planned` rule."""
+        record = {"losses": early_stopping.rung_losses(self.config.objectives, logs, planned),
                   "val_accuracy": float(logs["val_accuracy"])}
-        records.record_rung(trial, epoch, record)
+        records.record_rung(trial, epoch, record, planned)
         if not judged:
             return
-        peers = records.rung_peers(trial.study.get_trials(deepcopy=False), trial.number)
-        stopped = early_stopping.judge(epoch, record, peers, self.config.constraints.floor(self.baseline["val_accuracy"]))
+        peers = records.rung_peers(trial.study.get_trials(deepcopy=False), trial.number, planned)
+        stopped = early_stopping.judge(epoch, record, peers, self.config.constraints.floor(self.baseline["val_accuracy"]),
+                                       early_stopping.PLANNED_MIN_TRIALS if planned else early_stopping.MIN_TRIALS)
         if stopped is not None:
             raise stopped
 

@@ -238,6 +238,33 @@ SWEEP_RULES = [("pruned", {}), ("planned", {}),
                *(("planned", {"planned_rung": f, "planned_min_trials": m}) for f in (1 / 8, 1 / 4) for m in (3, 6))]
 
 
+def live(study: Path) -> dict[str, Any] | None:
+    """The live on arms (`early_stopping.py --arms on --keep`) against the recorded off arms,
+    seed by seed: epochs trained, hypervolume, and the off arm's at equal epochs."""
+    rows = []
+    for on in sorted(study.glob("on-*/trials.json")):
+        off = study / on.parent.name.replace("on-", "off-")
+        data, full, epochs = load(off)
+        kept = json.loads(on.read_text())["trials"]
+        spent = sum(len(row["curves"].get("mask_sparsity", [])) for row in kept)
+        complete = load(on.parent)[1]
+        rows.append({
+            "seed": on.parent.name, "epochs_share": spent / (len(full) * epochs),
+            "hv": volume(complete, data), "hv_full": volume(full, data),
+            "hv_full_at_equal_epochs": volume(full[: spent // epochs], data),
+            "stopped": sum(row["state"] == "PRUNED" for row in kept), "complete": len(complete),
+            # the arms agree until a first trial is stopped: the same seed trains the same way
+            "first_trial_same": all(complete[0].metrics[key] == full[0].metrics[key]
+                                    for key in ("val_accuracy", "compressed_bytes")),
+        })
+    if not rows:
+        return None
+    median = {key: statistics.median(row[key] for row in rows) for key in rows[0] if key not in ("seed", "first_trial_same")}
+    median["hv_gap"] = statistics.median(row["hv"] - row["hv_full"] for row in rows)
+    median["hv_gain_at_equal_epochs"] = statistics.median(row["hv"] - row["hv_full_at_equal_epochs"] for row in rows)
+    return {"median": median, "seeds": rows}
+
+
 def rules() -> list[Rule]:
     grid = [Rule(size="mask", eta=eta, min_trials=m) for eta in (3,) for m in (6, 3)]
     for rungs, eta, minimum in itertools.product([(0.125,), (0.25,), (1 / 3,), (0.5,), (0.125, 1 / 3), (0.25, 0.5)],
@@ -272,6 +299,7 @@ def main() -> None:
             "kendall_tau": {epoch: {key: statistics.median(t[epoch][key] for t in taus) for key in taus[0][epoch]}
                             for epoch in taus[0]},
             "rules": by_rule,
+            "live": live(study),
         }
         print(f"{study.name}: {len(seeds)} seeds", file=sys.stderr)
     json.dump(report, sys.stdout, indent=1)

@@ -46,7 +46,7 @@ PRETRAINED = HERE.parent / "studies" / "pretrained"
 CURVES = ("val_accuracy", "mask_sparsity")
 
 
-def write_study(folder: Path, study: str, name: str, seed: int, early: bool) -> Path:
+def write_study(folder: Path, study: str, name: str, seed: int, early: bool | str) -> Path:
     if study != "pretrained":
         return study_file(folder, name, seed=seed, early_stopping=early, model={"builder": "cnn"}, **STUDIES[study])
     for file in ("loader.py", "train_model.py"):
@@ -77,7 +77,7 @@ def trial_records(folder: Path, optuna_study: Any) -> list[dict[str, Any]]:
     return rows
 
 
-def run_arm(folder: Path, study: str, seed: int, early: bool) -> dict[str, Any]:
+def run_arm(folder: Path, study: str, seed: int, early: bool | str) -> dict[str, Any]:
     from optuna.trial import TrialState
 
     from sweep.results.pareto import hypervolume, trial_table
@@ -129,6 +129,8 @@ def main() -> None:
     parser.add_argument("--study", choices=list(STUDIES), default="quickstart")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4, 5])
     parser.add_argument("--arms", choices=["off", "on"], nargs="+", default=["off", "on"])
+    parser.add_argument("--rule", choices=["pruned", "planned"], default="pruned",
+                        help="the on arm's early_stopping rule (default pruned, what true means)")
     parser.add_argument("--keep", type=Path, help="keep each arm's stores and trials.json in DIR/<arm>-<seed>")
     parser.add_argument("--merge", nargs=2, metavar=("RUN", "RERUN"),
                         help="write RUN's results with the seeds RERUN ran (alone, --seeds) in place of its own")
@@ -146,7 +148,7 @@ def main() -> None:
             for arm in args.arms:  # interleaved: this VM's speed drifts between spells
                 folder = (args.keep or Path(tmp)) / f"{arm}-{seed}"
                 folder.mkdir(parents=True)
-                raw[arm].append(run_arm(folder, args.study, seed, arm == "on"))
+                raw[arm].append(run_arm(folder, args.study, seed, args.rule if arm == "on" else False))
                 row = raw[arm][-1]
                 print(f"seed {seed} {arm}: {row['trials_seconds']:.0f} s, hypervolume {row['hypervolume']:.4f}, "
                       f"{row['stopped']} stopped", file=sys.stderr, flush=True)

@@ -52,8 +52,7 @@ from sweep.optuna_private import domination_ranks
 ETA = 3  # successive halving: the best third goes on
 MIN_TRIALS = 6  # trials at a rung, this one included, before any is stopped there
 PLANNED_RUNG = 1 / 8  # of a trial's epochs, after which `planned` judges it (epoch 1 of 8)
-PLANNED_MIN_TRIALS = 4
-RULES = ("pruned", "planned")
+PLANNED_MIN_TRIALS = 3
 
 ACCURACY_OBJECTIVES = {"accuracy", "int8_accuracy"}
 SIZE_OBJECTIVES = {"sparsity", "compressed_size", "int8_size", "int8_file_size"}

@@ -6,8 +6,10 @@
 Training is deterministic, so a full trial's first e epochs are what it would have shown had
 it been stopped after e: replaying a stopping rule over a full search (`--jobs 1`, trials in
 number order, each judged against the earlier trials' records at the same epoch) gives each
-trial's fate exactly. What a replay cannot show is the sampler's reaction to stopped trials
-(the live benchmark, `early_stopping.py`, does).
+trial's fate as the live rule would, with two simplifications: the planned sparsity is the
+trial's final mask sparsity (the plan, to tfmot's rounding), and no `min_accuracy` floor (the
+recorded studies have none). What a replay cannot show is the sampler's reaction to stopped
+trials (the live arms, `early_stopping.py --arms on`, do: `live` below).
 
 For each recorded study and rule: the epochs trained as a share of the full search's, the
 hypervolume of the trials kept to the end against the full search's, and the full search's
@@ -90,9 +92,9 @@ class Trial:
         return self.mask[epoch - 1] / self.planned if self.planned else 1.0
 
     def rungs(self, rule: Rule, epochs: int) -> tuple[int, ...]:
-        if rule.size == "mask":  # recorded from the window's end, judged there and halfway to the end
-            start = max(1, self.final_epoch)
-            return tuple(e for e in sorted({start, start + math.ceil((epochs - start) / 2)}) if e < epochs)
+        if rule.size == "mask":  # sweep's `pruned` rule
+            return early_stopping.rung_epochs(early_stopping.recorded_epochs(epochs, self.steps_per_epoch,
+                                                                             self.end_step))
         planned = {min(max(1, round(f * epochs)), epochs - 1) for f in rule.rungs}
         return tuple(sorted(planned | (set(self.rungs(Rule("mask"), epochs)) if rule.then_pruned else set())))
 
@@ -145,8 +147,8 @@ def replay(trials: list[Trial], rule: Rule, epochs: int) -> dict[int, int]:
 def replay_sweep(trials: list[Trial], rule: str, epochs: int, objectives: list[str],
                  planned_rung: float = early_stopping.PLANNED_RUNG,
                  planned_min_trials: int = early_stopping.PLANNED_MIN_TRIALS) -> dict[int, int]:
-    """`replay` of sweep's own rule (`early_stopping: pruned | planned`), by the very
-    functions a live trial calls (`sweep.study.objective`)."""
+    """`replay` of sweep's own rule (`early_stopping: pruned | planned`), by the functions a
+    live trial calls, in the order `sweep.study.objective` calls them."""
     trained: dict[int, int] = {}
     records: dict[int, dict[bool, dict[str, Any]]] = {}  # trial -> planned? -> epoch -> record
     for trial in trials:

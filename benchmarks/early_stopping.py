@@ -4,6 +4,7 @@ and on, seeds interleaved. Writes JSON to stdout:
     .venv/bin/python benchmarks/early_stopping.py > benchmarks/early_stopping.json
     .venv/bin/python benchmarks/early_stopping.py --study heavy --seeds 0 1 2 3 4 5
     .venv/bin/python benchmarks/early_stopping.py --study pretrained --arms off --keep runs/pretrained
+    .venv/bin/python benchmarks/early_stopping.py --study pretrained --arms on --rule planned --keep runs/pretrained
 
 Studies: `quickstart` (studies/quickstart.yaml, 20 trials of 8 epochs), `heavy` (the
 same CNN, 12 epochs, 30 trials), `recovery` (the quickstart with `end_step: [0.35,
@@ -21,18 +22,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import shutil
-import subprocess
-
 import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run import HERE, QUICKSTART, load, machine, study_file, sweep
 
 STUDIES = {
@@ -96,12 +97,6 @@ def run_arm(folder: Path, study: str, seed: int, early: bool | str) -> dict[str,
     trials = optuna_study.trials
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     started = min(t.datetime_start for t in trials)
-    epochs_by_number = {row["number"]: len(row["curves"].get("val_accuracy", [])) for row in records}
-    by_epochs = []  # (epochs trained by the trials up to this one, in number order, hypervolume by then)
-    for trial in sorted(complete, key=lambda t: t.number):
-        done = [t for t in complete if t.number <= trial.number]
-        by_epochs.append((sum(e for n, e in epochs_by_number.items() if n <= trial.number),
-                          hypervolume(trial_table(done), objectives, baseline)))
     by_time = []  # (seconds since the first trial started, hypervolume of the trials complete by then)
     for trial in sorted(complete, key=lambda t: t.datetime_complete):
         done = [t for t in complete if t.datetime_complete <= trial.datetime_complete]
@@ -114,8 +109,7 @@ def run_arm(folder: Path, study: str, seed: int, early: bool | str) -> dict[str,
         "stopped": sum(t.state == TrialState.PRUNED for t in trials),
         "stopped_after_epoch": sorted(t.user_attrs.get("early_stopped", 0) for t in trials if t.state == TrialState.PRUNED),
         "hypervolume_by_time": by_time,
-        "epochs": sum(epochs_by_number.values()),
-        "hypervolume_by_epochs": by_epochs,
+        "epochs": sum(len(row["curves"].get("mask_sparsity", [])) for row in records),
     }
 
 

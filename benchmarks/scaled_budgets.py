@@ -10,13 +10,15 @@ and starting weights, read from the stores) every complete trial is trained agai
 tau-b between the budget's and the full run's non-domination ranks by (val_accuracy,
 compressed_bytes), and between their accuracies alone. Successive halving over budgets (b in
 docs/design/early-judgement.md) only pays if these beat the rung's agreement at equal epochs
-(`early_judgement.py`).
+(`early_judgement.py`); `halving` replays it on these trainings. `--again OUTPUT` summarises an
+earlier output's trainings again, without training.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 import tempfile
@@ -26,6 +28,9 @@ from typing import Any
 from scipy.stats import kendalltau
 
 from sweep.optuna_private import domination_ranks
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from early_judgement import load, volume
 
 
 def budget_metrics(folder: Path, budgets: list[int]) -> dict[str, Any]:
@@ -67,6 +72,20 @@ def budget_metrics(folder: Path, budgets: list[int]) -> dict[str, Any]:
     return {"epochs": config.train.epochs, "trials": rows}
 
 
+def halving(folder: Path, rows: list[dict[str, Any]], budget: str, eta: int = 3) -> dict[str, float]:
+    """Successive halving over budgets, replayed: every configuration at `budget` epochs, the
+    best 1/`eta` by non-domination rank of (accuracy there, planned sparsity; the rank at the
+    cutoff goes on whole, as at a rung) again in full. Epochs as a share of the full search's,
+    and the kept trials' hypervolume less the full search's."""
+    data, trials, epochs = load(folder)
+    by_number = {t.number: t for t in trials}
+    ranks = domination_ranks([[-r[budget]["val_accuracy"], -by_number[r["number"]].planned] for r in rows])
+    cutoff = sorted(ranks)[math.ceil(len(ranks) / eta) - 1]
+    kept = [by_number[r["number"]] for r, rank in zip(rows, ranks, strict=True) if rank <= cutoff]
+    return {"epochs_share": (len(rows) * int(budget) + len(kept) * epochs) / (len(trials) * epochs),
+            "hv_gap": volume(kept, data) - volume(trials, data), "kept": len(kept)}
+
+
 def taus(rows: list[dict[str, Any]], key: str) -> dict[str, float]:
     ranks = [domination_ranks([[-r[k]["val_accuracy"], r[k]["compressed_bytes"]] for r in rows]) for k in (key, "full")]
     return {"tau_rank": kendalltau(*ranks).statistic,
@@ -79,11 +98,18 @@ def main() -> None:
     parser.add_argument("study", type=Path, help="a --keep folder of early_stopping.py")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--budgets", type=int, nargs="+", default=[1, 3])
+    parser.add_argument("--again", type=Path, help="summarise this earlier output's trainings again")
     args = parser.parse_args()
-    seeds = {seed: budget_metrics(args.study / f"off-{seed}", args.budgets) for seed in args.seeds}
+    if args.again:
+        seeds = {int(seed): row for seed, row in json.loads(args.again.read_text())["raw"].items()}
+    else:
+        seeds = {seed: budget_metrics(args.study / f"off-{seed}", args.budgets) for seed in args.seeds}
     agreement = {str(b): {key: statistics.median(taus(s["trials"], str(b))[key] for s in seeds.values())
                           for key in ("tau_rank", "tau_accuracy")} for b in args.budgets}
-    json.dump({"study": args.study.name, "seeds": args.seeds, "median": agreement, "raw": seeds}, sys.stdout, indent=1)
+    halved = {str(b): {seed: halving(args.study / f"off-{seed}", s["trials"], str(b)) for seed, s in seeds.items()}
+              for b in args.budgets}
+    json.dump({"study": args.study.name, "seeds": list(seeds), "median": agreement, "halving": halved, "raw": seeds},
+              sys.stdout, indent=1)
     print()
 
 

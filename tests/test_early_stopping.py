@@ -3,6 +3,7 @@ TensorFlow, then real studies whose trials are stopped across two workers and a 
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import pytest
@@ -93,7 +94,7 @@ def planned_trial(number: int, epoch: int, values: dict, state: TrialState = Tri
 
 
 def test_the_planned_rule_judges_every_trial_after_its_first_eighth_by_its_planned_size() -> None:
-    assert [planned_rung_epochs(e) for e in (1, 2, 4, 8, 12, 24)] == [(), (1,), (1,), (1,), (2,), (3,)]
+    assert [planned_rung_epochs(e) for e in (1, 2, 4, 8, 12, 20, 24)] == [(), (1,), (1,), (1,), (2,), (3,), (3,)]
     logs = {"val_accuracy": 0.9, "mask_sparsity": 0.4, "planned_sparsity": 0.8}
     assert rung_losses(["accuracy", "compressed_size"], logs, planned=True) == [-0.9, -0.8, -0.5]
     assert rung_losses(["accuracy", "compressed_size"], logs) == [-0.9, -0.4]  # the pruned rule: the masks
@@ -132,16 +133,59 @@ def test_an_unknown_early_stopping_rule_is_named() -> None:
 
 
 @pytest.mark.slow
+def test_dominated_trials_stop_across_two_workers_and_a_resume(tmp_path: Path) -> None:
+    import optuna
+
+    from sweep.stores.optuna_storage import load_study
+
+    write_study(tmp_path, name="early", n_trials=2, early_stopping=True, train={"epochs": 4},
+                search={"schedule": "constant", "end_step": 0.5, "begin_step": 0.0})
+    first = run_sweep("run", "early.yaml", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    storage = f"sqlite:///{tmp_path}/sweep.db"
+    study = load_study("early", storage)
+    assert all(t.state == TrialState.COMPLETE and set(t.user_attrs[RUNGS]) == {"2", "3"} for t in study.trials)
+    # Trials a resumed run must beat: at epochs 2 and 3 they are as accurate and sparse as can be.
+    raw = optuna.load_study(study_name="early", storage=storage)
+    for _ in range(MIN_TRIALS - 2):
+        raw.add_trial(create_trial(state=TrialState.PRUNED, user_attrs={
+            RUNGS: {"2": record(1.0, 1.0), "3": record(1.0, 1.0)}, EARLY_STOPPED: 2}))
+
+    resumed = run_sweep("run", "early.yaml", "--n-trials", "2", "--jobs", "2", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "stopped early after epoch 2" in resumed.stderr
+    new = [t for t in load_study("early", storage).trials if t.number >= 2 + MIN_TRIALS - 2]
+    assert len(new) == 2 and all(t.state == TrialState.PRUNED and t.user_attrs[EARLY_STOPPED] == 2 for t in new)
+    assert all(list(t.user_attrs[RUNGS]) == ["2"] for t in new)  # stopped at its first rung
+
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    for t in new:
+        run = client.get_run(t.user_attrs["mlflow_run_id"])
+        assert run.info.status == "KILLED" and run.data.tags["sweep.early_stopped"] == "2"
+        assert len(client.get_metric_history(run.info.run_id, "val_accuracy")) == 2  # curves up to the stop
+    doctor = run_sweep("doctor", "early.yaml", cwd=tmp_path)
+    assert doctor.returncode == 0 and "2 complete trials" in doctor.stdout and "6 stopped early" in doctor.stdout, \
+        doctor.stdout + doctor.stderr
+    again = run_sweep("run", "early.yaml", cwd=tmp_path)  # stopped trials count toward n_trials
+    assert again.returncode == 0 and "already has 8 finished trials" in again.stderr, again.stderr
+    front = {t.number for t in load_study("early", storage).best_trials}
+    assert front and front <= {0, 1}  # stopped trials never enter the front
+
+
+@pytest.mark.slow
 def test_the_planned_rule_stops_trials_after_their_first_epoch_across_a_killed_jobs_2_run_and_a_resume(
     tmp_path: Path,
 ) -> None:
+    import json
     import signal
     import time
 
     import mlflow
-    import optuna
     from test_scale_out import start
 
+    from sweep.stores.optuna_storage import load_study
 
     n_trials = 12
     write_study(tmp_path, name="planned", n_trials=n_trials, early_stopping="planned", train={"epochs": 4})
@@ -149,52 +193,58 @@ def test_the_planned_rule_stops_trials_after_their_first_epoch_across_a_killed_j
     env = {"SWEEP_HEARTBEAT_INTERVAL": "1"}  # a killed worker's trial is stale after 3 s
     doomed = start("run", "planned.yaml", "--jobs", "2", cwd=tmp_path, env=env)
     deadline = time.monotonic() + 240
-    while not any(t.state == TrialState.PRUNED for t in trials_of(storage)):
-        assert doomed.poll() is None and time.monotonic() < deadline, doomed.communicate()
+    while not stopped_trials(tmp_path / "sweep.db"):
+        if doomed.poll() is not None or time.monotonic() > deadline:
+            doomed.kill()
+            raise AssertionError(f"no trial was stopped while the run lasted: {doomed.communicate(timeout=30)}")
         time.sleep(0.2)
-    assert doomed.poll() is None  # killed mid-study, its workers' trials left running
-    doomed.send_signal(signal.SIGKILL)
+    doomed.send_signal(signal.SIGKILL)  # mid-study: its workers' trials are left running
     doomed.communicate(timeout=30)
-    before = {t.number for t in trials_of(storage) if t.state == TrialState.PRUNED}
 
     resumed = run_sweep("run", "planned.yaml", cwd=tmp_path, env=env)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    trials = trials_of(storage)
+    trials = load_study("planned", storage).trials
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     stopped = [t for t in trials if t.state == TrialState.PRUNED]
     assert len(complete) + len(stopped) == n_trials, [(t.number, t.state.name, t.user_attrs.get("error")) for t in trials]
-    assert {t.number for t in stopped} > before  # the resumed run stopped trials too, judged against the first's
-    assert all(t.user_attrs[EARLY_STOPPED] == 1 and list(t.user_attrs[RUNGS_PLANNED]) == ["1"] for t in stopped)
-    assert all(len(t.user_attrs[RUNGS_PLANNED]["1"]["losses"]) == 3 for t in complete)  # every trial was judged
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    assert all(t.user_attrs["error"] == "interrupted" or t.user_attrs["error"].startswith("worker lost")
+               for t in trials if t.state == TrialState.FAIL)  # what the kill left running
+    # every trial was judged after epoch 1, most stopped there (a few may be later, at the pruned rule's rungs)
+    assert all(len(t.user_attrs[RUNGS_PLANNED]["1"]["losses"]) == 3 for t in complete + stopped)
+    assert [t for t in stopped if t.user_attrs[EARLY_STOPPED] == 1]
     for t in complete:  # ... and recorded for the pruned rule's rungs from the epoch its window ended
         plan = t.user_attrs["plan"]
         window = recorded_epochs(4, plan["total_steps"] // 4, plan["end_step"])
         assert set(t.user_attrs.get(RUNGS, {})) == {str(e) for e in window}
-    assert all(t.user_attrs["error"] == "interrupted" or t.user_attrs["error"].startswith("worker lost")
-               for t in trials if t.state == TrialState.FAIL)
 
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     for t in stopped:
         run = client.get_run(t.user_attrs["mlflow_run_id"])
-        assert run.info.status == "KILLED" and run.data.tags["sweep.early_stopped"] == "1"
+        assert run.info.status == "KILLED" and run.data.tags["sweep.early_stopped"] == str(t.user_attrs[EARLY_STOPPED])
         assert "only fronts up to" in run.data.tags["sweep.error"]
-        assert len(client.get_metric_history(run.info.run_id, "planned_sparsity")) == 1  # curves up to the stop
+        history = client.get_metric_history(run.info.run_id, "planned_sparsity")  # curves up to the stop
+        assert len(history) == t.user_attrs[EARLY_STOPPED]
     doctor = run_sweep("doctor", "planned.yaml", cwd=tmp_path)
     assert doctor.returncode == 0, doctor.stdout + doctor.stderr
     assert f"{len(complete)} complete trials" in doctor.stdout and f"{len(stopped)} stopped early" in doctor.stdout
-    front = {t.number for t in optuna.load_study(study_name="planned", storage=storage).best_trials}
-    assert front and front <= {t.number for t in complete}  # stopped trials never enter the front
     again = run_sweep("run", "planned.yaml", cwd=tmp_path)  # stopped trials count toward n_trials
     assert again.returncode == 0 and f"already has {n_trials} finished trials" in again.stderr, again.stderr
-    last = max(t.number for t in complete)  # judged at its rung against the others, and went on
-    rerun = run_sweep("rerun", "--study", "planned", "--trial", str(last), "--output", "out", cwd=tmp_path)
-    assert rerun.returncode == 0, rerun.stderr[-3000:]  # every compared metric reproduced exactly
+
+    last = max(complete, key=lambda t: t.number)  # judged at its rung against the others, and went on
+    rerun = run_sweep("rerun", "--study", "planned", "--trial", str(last.number), "--output", "out", cwd=tmp_path)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    summary = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    for name in ("val_accuracy", "sparsity", "compressed_bytes"):
+        assert summary["reproduced"][name] == summary["original"][name] == last.user_attrs["metrics"][name], name
 
 
-def trials_of(storage: str) -> list[FrozenTrial]:
-    import optuna
+def stopped_trials(database: Path) -> int:
+    """Trials stopped early so far, read without opening the study (the run may be creating it)."""
+    import sqlite3
 
     try:
-        return optuna.load_study(study_name="planned", storage=storage).get_trials()
-    except KeyError:  # not created yet
-        return []
+        with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as connection:
+            return connection.execute("SELECT count(*) FROM trials WHERE state = 'PRUNED'").fetchone()[0]
+    except sqlite3.OperationalError:  # no database or no table yet
+        return 0

@@ -63,8 +63,10 @@ class MaskSparsity(keras.callbacks.Callback):
             if isinstance(layer, PruneLowMagnitude):
                 for _, mask, _ in layer.pruning_vars:
                     values = mask.numpy()
-                    zeros += int(values.size - np.count_nonzero(values))
-                    planned += self.layers[layer.layer.name].target * values.size
+                    layer_zeros = int(values.size - np.count_nonzero(values))
+                    zeros += layer_zeros
+                    how = self.layers.get(layer.layer.name)  # None: a wrapper sweep did not add
+                    planned += how.target * values.size if how is not None else layer_zeros
                     total += values.size
         if logs is not None and total:
             logs["mask_sparsity"] = zeros / total

@@ -52,7 +52,7 @@ from sweep.optuna_private import domination_ranks
 ETA = 3  # successive halving: the best third goes on
 MIN_TRIALS = 6  # trials at a rung, this one included, before any is stopped there
 PLANNED_RUNG = 1 / 8  # of a trial's epochs, after which `planned` judges it (epoch 1 of 8)
-PLANNED_MIN_TRIALS = 3
+PLANNED_MIN_TRIALS = 3  # replayed, 3 to 6 stop alike (section 15); 3 judges the first trials too
 
 ACCURACY_OBJECTIVES = {"accuracy", "int8_accuracy"}
 SIZE_OBJECTIVES = {"sparsity", "compressed_size", "int8_size", "int8_file_size"}
@@ -101,12 +101,13 @@ def rung_epochs(recorded: range) -> tuple[int, ...]:
 
 
 def planned_rung_epochs(epochs: int, fraction: float = PLANNED_RUNG) -> tuple[int, ...]:
-    """The epoch after which `planned` judges every trial (never the last).
+    """The epoch after which `planned` judges every trial: the first by which `fraction` of
+    them are done (never the last).
 
-    >>> planned_rung_epochs(8), planned_rung_epochs(4), planned_rung_epochs(24), planned_rung_epochs(1)
+    >>> planned_rung_epochs(8), planned_rung_epochs(4), planned_rung_epochs(20), planned_rung_epochs(1)
     ((1,), (1,), (3,), ())
     """
-    return (min(max(1, round(epochs * fraction)), epochs - 1),) if epochs > 1 else ()
+    return (min(math.ceil(epochs * fraction), epochs - 1),) if epochs > 1 else ()
 
 
 def rung_losses(objectives: Sequence[str], logs: Mapping[str, float], planned: bool = False) -> list[float]:

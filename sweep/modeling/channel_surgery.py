@@ -1,0 +1,67 @@
+"""Removing channels: zeroing them in place while a trial trains, then rebuilding the model
+with smaller layers for what it ships.
+
+Both follow `ChannelGraph.slices`, so they cannot disagree: a removed channel is zero in
+every weight it owns (kernel columns and rows, biases, BatchNorm's four vectors, depthwise
+slices) while masked, and absent from the rebuilt model, whose outputs are the masked
+model's (tests/test_channel_surgery.py). The rebuilt model is a plain tf_keras model of
+the same layer classes and names: `model.keras`, the TFLite files and their int8
+versions are dense and smaller, and XNNPack runs them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from sweep._tf import keras
+from sweep.modeling.pruning import all_layers
+from sweep.search.channel_groups import ChannelGraph, Keep
+
+
+def zero_removed(model: keras.Model, graph: ChannelGraph, keep: Keep) -> None:
+    """Set every weight a removed channel owns to 0, in place."""
+    slices = graph.slices(keep)
+    for layer in all_layers(model):
+        if layer.name not in slices or not layer.weights:
+            continue
+        masked = []
+        for weight, value in zip(slices[layer.name].values(), layer.get_weights(), strict=True):
+            mask = np.zeros(value.shape, dtype=bool)
+            mask[np.ix_(*weight)] = True
+            masked.append(np.where(mask, value, 0).astype(value.dtype))
+        layer.set_weights(masked)
+
+
+def removed(model: keras.Model, graph: ChannelGraph, keep: Keep) -> keras.Model:
+    """A new model without the channels `keep` leaves out: each producer narrowed to its
+    kept outputs, the layers after it sized by their smaller inputs, and every weight's
+    kept slices copied in (BatchNorm statistics included)."""
+    slices = graph.slices(keep)
+    smaller = narrowed(model, graph.output_channels(keep))
+    for old, new in zip(all_layers(model), all_layers(smaller), strict=True):
+        if old.name in slices and old.weights:
+            new.set_weights([value[np.ix_(*kept)]
+                             for kept, value in zip(slices[old.name].values(), old.get_weights(), strict=True)])
+        else:
+            new.set_weights(old.get_weights())
+    return smaller
+
+
+def narrowed(model: keras.Model, output_channels: Mapping[str, int]) -> keras.Model:
+    """`model`'s architecture with each producer named in `output_channels` given that many
+    outputs, with new weights: what a trial's saved weights load into."""
+
+    def narrow(layer: keras.layers.Layer) -> keras.layers.Layer:
+        if isinstance(layer, keras.Model):
+            return keras.models.clone_model(layer, input_tensors=None, clone_function=narrow)
+        try:
+            config = layer.get_config()
+        except NotImplementedError:  # a custom layer: its channels are pinned, its shapes stay
+            return layer
+        if layer.name in output_channels:
+            config["filters" if "filters" in config else "units"] = output_channels[layer.name]
+        return type(layer).from_config(config)
+
+    return keras.models.clone_model(model, input_tensors=None, clone_function=narrow)

@@ -78,7 +78,7 @@ def test_batchnorm_and_the_next_producer_follow_the_channels() -> None:
     slices = graph.slices({"conv1": [0, 2]})
     assert all(slices["bn"][name] == ([0, 2],) for name in ("gamma", "beta", "moving_mean", "moving_variance"))
     assert slices["conv2"]["kernel"][2] == [0, 2]
-    assert graph.output_channels({"conv1": [0, 2], "dense1": [7]}) == {"conv1": 2, "conv2": 6, "dense1": 1,
+    assert graph.kept_widths({"conv1": [0, 2], "dense1": [7]}) == {"conv1": 2, "conv2": 6, "dense1": 1,
                                                                          "logits": 3}
 
 

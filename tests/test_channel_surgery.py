@@ -13,7 +13,7 @@ from sweep._tf import keras
 from sweep.modeling.channel_graph import describe
 from sweep.modeling.channel_surgery import narrowed, removed, zero_removed
 from sweep.modeling.pruning import all_layers
-from sweep.search.channel_groups import ChannelGraph, Keep
+from sweep.search.channel_groups import ChannelGraph, Keep, layer_widths
 
 pytestmark = pytest.mark.integration  # TensorFlow in this process
 
@@ -100,8 +100,7 @@ def assert_removal_matches_masking(model: keras.Model, keep: Keep, graph: Channe
 
 
 def output_channels(model: keras.Model) -> dict[str, int]:
-    return {layer.name: int(layer.output_shape[-1]) for layer in all_layers(model)
-            if isinstance(layer, keras.layers.Conv2D | keras.layers.Dense | keras.layers.DepthwiseConv2D)}
+    return layer_widths(describe(model))
 
 
 def test_a_sequential_cnn_loses_whole_filters_through_batchnorm_pooling_and_flatten() -> None:
@@ -162,7 +161,7 @@ def test_narrowed_weights_load_into_the_architecture_the_counts_give(tmp_path: P
     keep = half_of_each(graph)
     rebuilt = removed(model, graph, keep)
     rebuilt.save_weights(tmp_path / "weights.h5")
-    again = narrowed(residual_and_concat(), graph.output_channels(keep))
+    again = narrowed(residual_and_concat(), graph.kept_widths(keep))
     again.load_weights(tmp_path / "weights.h5")
     x = np.random.default_rng(3).normal(size=(2, 8, 8, 3)).astype(np.float32)
     np.testing.assert_array_equal(again(x).numpy(), rebuilt(x).numpy())

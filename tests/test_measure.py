@@ -79,6 +79,8 @@ def test_measure_reports_every_metric_of_a_model() -> None:
     metrics = measure(model, data, ALL_GROUPS)
     assert metrics["params"] == 40 + 10 + 30 + 3
     assert metrics["nonzero_params"] == 83 - 20
+    assert metrics["macs"] == 40 + 30  # the kernels' sizes: zeros are multiplied all the same
+    assert (metrics["channels/dense1"], metrics["channels/logits"]) == (10, 3)
     assert metrics["tflite_bytes"] == len(float_tflite(model)) > 0
     assert 0 < metrics["tflite_gzip_bytes"] < metrics["tflite_bytes"]
     assert metrics["val_accuracy"] == metrics["test_accuracy"] == accuracy(model, split)

@@ -39,7 +39,7 @@ def removed(model: keras.Model, graph: ChannelGraph, keep: Keep) -> keras.Model:
     kept outputs, the layers after it sized by their smaller inputs, and every weight's
     kept slices copied in (BatchNorm statistics included)."""
     slices = graph.slices(keep)
-    smaller = narrowed(model, graph.output_channels(keep))
+    smaller = narrowed(model, graph.kept_widths(keep))
     for old, new in zip(all_layers(model), all_layers(smaller), strict=True):
         if old.name in slices and old.weights:
             new.set_weights([value[np.ix_(*kept)]

@@ -26,9 +26,11 @@ from sweep._tf import keras
 from sweep.config import ExportConfig
 from sweep.data.splits import Dataset, Split
 from sweep.errors import SweepError, brief
+from sweep.modeling.channel_graph import describe
 from sweep.modeling.metrics import DEPLOY_GROUPS, with_prerequisites
 from sweep.modeling.pruning import all_layers, prunable_variables
 from sweep.modeling.tflite import Conversions, Runner, converting, shipped, sparse_encoded
+from sweep.search.channel_groups import layer_widths, macs
 
 if TYPE_CHECKING:
     from sweep.config import Int8Storage
@@ -98,15 +100,18 @@ def measure(
 
 
 def core_metrics(model: keras.Model, dataset: Dataset, timings: dict[str, float] | None = None) -> dict[str, float]:
-    """What every trial measures (`metrics.CORE`, and `sparsity/<layer>`)."""
+    """What every trial measures (`metrics.CORE`, `sparsity/<layer>` and `channels/<layer>`)."""
     clock = time.perf_counter()
     weights = [np.asarray(w) for w in model.weights]
+    graph = describe(model)
     metrics: dict[str, float] = {
         "val_accuracy": accuracy(model, dataset.val),
         "test_accuracy": accuracy(model, dataset.test),
         **sparsity(model),
         "params": sum(w.size for w in weights),
         "nonzero_params": sum(int(np.count_nonzero(w)) for w in weights),
+        "macs": macs(graph),
+        **{f"channels/{layer}": width for layer, width in layer_widths(graph).items()},
     }
     evaluated = time.perf_counter()
     metrics["compressed_bytes"] = gzip_size(keras_h5_bytes(model))

@@ -1,7 +1,7 @@
 """Which metrics a trial measures, and when; pure Python, no TensorFlow.
 
-Every trial measures the cheap metrics (`CORE`: accuracy, sparsity, parameters, the gzip
-of its H5 file) and the deploy metric groups its objectives read. The other groups (the
+Every trial measures the cheap metrics (`CORE`: accuracy, sparsity, parameters, MACs, the
+gzip of its H5 file) and the deploy metric groups its objectives read. The other groups (the
 float and int8 TFLite files, their accuracy and latency) cost a conversion or an
 interpreter run each, so a study measures them only where a user looks: for the trials on
 the front, from their saved weights, at the end of `sweep run` and by the commands that
@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 
 from sweep.config import StudyConfig
 
-CORE = ("val_accuracy", "test_accuracy", "sparsity", "params", "nonzero_params", "compressed_bytes")
+CORE = ("val_accuracy", "test_accuracy", "sparsity", "params", "nonzero_params", "macs", "compressed_bytes")
 # group -> its metrics; a group is measured whole (a latency needs its file converted first)
 DEPLOY_GROUPS: dict[str, tuple[str, ...]] = {
     "tflite": ("tflite_bytes", "tflite_gzip_bytes"),

@@ -165,7 +165,7 @@ class ChannelGraph:
             for call in self.model.calls if call.weights
         }
 
-    def output_channels(self, keep: Keep) -> dict[str, int]:
+    def kept_widths(self, keep: Keep) -> dict[str, int]:
         """Each producer's output channels once `keep` is applied, by layer name."""
         slices = self.slices(keep)
         return {call.layer: len(slices[call.layer]["kernel"][-1])
@@ -219,6 +219,12 @@ def macs(model: ModelGraph, slices: Mapping[str, Mapping[str, tuple[list[int], .
         positions = math.prod(n or 1 for n in model.shapes[call.outputs[0]][1:-1])
         total += positions * size
     return total
+
+
+def layer_widths(model: ModelGraph) -> dict[str, int]:
+    """The output channels of every Conv2D, DepthwiseConv2D and Dense layer, by name."""
+    return {call.layer: int(model.shapes[call.outputs[0]][-1] or 0) for call in model.calls
+            if call.cls in {"Conv2D", "DepthwiseConv2D", "Dense"}}
 
 
 class _Slots:

@@ -37,7 +37,7 @@ from sweep.study.fingerprints import check_same_inputs, input_fingerprints
 
 # Compared between the original trial and its rerun: exactly, but latency (wall time) and
 # studies without op determinism within a tolerance.
-COMPARED = ("val_accuracy", "sparsity", "compressed_bytes", "test_accuracy", "tflite_gzip_bytes",
+COMPARED = ("val_accuracy", "sparsity", "macs", "compressed_bytes", "test_accuracy", "tflite_gzip_bytes",
             "int8_val_accuracy", "int8_test_accuracy", "int8_bytes", "int8_gzip_bytes", "latency_ms",
             "int8_latency_ms")
 TIMED = ("latency_ms", "int8_latency_ms")

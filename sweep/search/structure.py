@@ -137,7 +137,7 @@ def allocate(shapes: Mapping[str, Sequence[Shape]], sparsity: float, exponent: f
     if not shapes or sparsity <= 0:  # no layer follows the schedule (M:N fits them all), or nothing to prune
         return dict.fromkeys(shapes, 0.0)
     sizes = {name: sum(math.prod(s) for s in layer) for name, layer in shapes.items()}
-    scores = {name: _erdos_renyi(layer) ** exponent for name, layer in shapes.items()}
+    scores = {name: erdos_renyi(layer) ** exponent for name, layer in shapes.items()}
     kept = (1 - sparsity) * sum(sizes.values())  # weights left non-zero
     dense: set[str] = set()
     while True:
@@ -150,5 +150,7 @@ def allocate(shapes: Mapping[str, Sequence[Shape]], sparsity: float, exponent: f
     return {n: 0.0 if n in dense else 1 - scale * scores[n] for n in shapes}
 
 
-def _erdos_renyi(shapes: Sequence[Shape]) -> float:
+def erdos_renyi(shapes: Sequence[Shape]) -> float:
+    """The mean over `shapes` of each kernel's sum of dimensions over their product: small
+    kernels score high."""
     return sum(sum(s) / math.prod(s) for s in shapes) / len(shapes)

@@ -11,7 +11,8 @@ import pytest
 
 from sweep._tf import keras
 from sweep.modeling.channel_graph import describe
-from sweep.modeling.channel_surgery import narrowed, removed, zero_removed
+from sweep.modeling.channel_masks import zero_removed
+from sweep.modeling.channel_surgery import narrowed, removed
 from sweep.modeling.pruning import all_layers
 from sweep.search.channel_groups import ChannelGraph, Keep, layer_widths
 

@@ -82,3 +82,27 @@ def test_builder_returning_a_keras3_or_other_object_is_a_usage_error(tmp_path: P
     with pytest.raises(UsageError, match="returned str; it must return an uncompiled tf_keras.Model"):
         train(DATA, config, 0)
 
+
+
+def test_a_channel_trial_removes_whole_channels_along_its_schedule_and_reproduces() -> None:
+    from sweep.modeling.measure import accuracy
+    from sweep.search.structure import Structure
+
+    config = parse_study_config({"name": "t", "model": {"builder": "cnn"}, "train": {"epochs": 2, "batch_size": 64}})
+    params = sampled("polynomial", 3)
+    plan = plan_schedule(params, TOTAL_STEPS)
+    first, second = (train(DATA, config, 7, plan=plan, structure=Structure("channels")) for _ in range(2))
+    assert first.channels == second.channels
+    for a, b in zip(first.model.get_weights(), second.model.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+    widths = {layer.name: layer.get_weights()[0].shape[-1] for layer in first.model.layers if layer.get_weights()}
+    assert widths == first.channels
+    assert widths["conv1"] < 16 and widths["conv2"] < 32 and widths["dense1"] < 64 and widths["logits"] == 10
+    planned = first.history["planned_sparsity"][-1]
+    assert first.history["mask_sparsity"][-1] == pytest.approx(planned)
+    assert planned == pytest.approx(params.final_sparsity, abs=0.05)
+    assert sparsity(first.model, first.dense_sizes)["sparsity"] == pytest.approx(planned, abs=1e-6)
+    assert {how.pattern for how in first.layers.values()} == {"channels"}
+    # the rebuilt model predicts what the masked model validated after the last epoch
+    assert accuracy(first.model, DATA.val) == pytest.approx(first.history["val_accuracy"][-1], abs=1 / DATA.val.size)

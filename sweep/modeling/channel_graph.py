@@ -53,8 +53,13 @@ def _walk(model: keras.Model, prefix: str, calls: list[Call], shapes: dict[str, 
                        (*[_tensor_id(inner, t) for t in layer.inputs], *outputs), strict=True)
             calls.extend(Call(layer.name, "Link", (a,), (b,)) for a, b in ends)
             continue
-        weights = {w.name.split("/")[-1].split(":")[0]: tuple(w.shape.as_list()) for w in layer.weights}
+        weights = {short_name(w): tuple(w.shape.as_list()) for w in layer.weights}
         calls.append(Call(layer.name, _class_name(layer), tuple(inputs), tuple(outputs), _config(layer), weights))
+
+
+def short_name(weight: Any) -> str:
+    """A weight's name within its layer: "kernel" for "block/conv/kernel:0"."""
+    return str(weight.name).split("/")[-1].split(":")[0]
 
 
 def _is_graph(layer: Any) -> bool:

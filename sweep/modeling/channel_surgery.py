@@ -1,9 +1,9 @@
-"""Removing channels: zeroing them in place while a trial trains, then rebuilding the model
-with smaller layers for what it ships.
+"""Removing channels for good: the trained model rebuilt with smaller layers, for what a
+channel trial ships.
 
-Both follow `ChannelGraph.slices`, so they cannot disagree: a removed channel is zero in
-every weight it owns (kernel columns and rows, biases, BatchNorm's four vectors, depthwise
-slices) while masked, and absent from the rebuilt model, whose outputs are the masked
+The rebuild and the masks of training (`sweep.modeling.channel_masks`) both follow
+`ChannelGraph.slices`, so they cannot disagree: a removed channel is zero in every weight
+it owns while masked, and absent from the rebuilt model, whose outputs are the masked
 model's (tests/test_channel_surgery.py). The rebuilt model is a plain tf_keras model of
 the same layer classes and names: `model.keras`, the TFLite files and their int8
 versions are dense and smaller, and XNNPack runs them.
@@ -18,20 +18,6 @@ import numpy as np
 from sweep._tf import keras
 from sweep.modeling.pruning import all_layers
 from sweep.search.channel_groups import ChannelGraph, Keep
-
-
-def zero_removed(model: keras.Model, graph: ChannelGraph, keep: Keep) -> None:
-    """Set every weight a removed channel owns to 0, in place."""
-    slices = graph.slices(keep)
-    for layer in all_layers(model):
-        if layer.name not in slices or not layer.weights:
-            continue
-        masked = []
-        for weight, value in zip(slices[layer.name].values(), layer.get_weights(), strict=True):
-            mask = np.zeros(value.shape, dtype=bool)
-            mask[np.ix_(*weight)] = True
-            masked.append(np.where(mask, value, 0).astype(value.dtype))
-        layer.set_weights(masked)
 
 
 def removed(model: keras.Model, graph: ChannelGraph, keep: Keep) -> keras.Model:

@@ -16,7 +16,7 @@ import math
 import tempfile
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -54,13 +54,15 @@ def prunable_weights(model: keras.Model) -> dict[str, list[np.ndarray]]:
     return weights
 
 
-def sparsity(model: keras.Model) -> dict[str, float]:
-    """`sparsity` (zeros / size over all prunable weights) and `sparsity/<layer>` for each."""
+def sparsity(model: keras.Model, dense_sizes: Mapping[str, int] | None = None) -> dict[str, float]:
+    """`sparsity` (zeros / size over all prunable weights) and `sparsity/<layer>` for each;
+    with `dense_sizes` (a model whose channels were removed: each layer's prunable weights
+    before), the removed weights count as zeros."""
     metrics: dict[str, float] = {}
     zeros = total = 0
     for name, arrays in prunable_weights(model).items():
-        layer_zeros = sum(a.size - int(np.count_nonzero(a)) for a in arrays)
-        layer_total = sum(a.size for a in arrays)
+        layer_total = (dense_sizes or {}).get(name, sum(a.size for a in arrays))
+        layer_zeros = layer_total - sum(int(np.count_nonzero(a)) for a in arrays)
         metrics[f"sparsity/{name}"] = layer_zeros / layer_total
         zeros += layer_zeros
         total += layer_total
@@ -92,14 +94,18 @@ def measure(
     timings: dict[str, float] | None = None,
     files: dict[str, bytes] | None = None,
     export: ExportConfig = DEFAULT_EXPORT,
+    dense_sizes: Mapping[str, int] | None = None,
 ) -> dict[str, float]:
     """The cheap metrics of a stripped (or dense) model and its deploy metric `groups`
     (`sweep.modeling.metrics`); see the README for their meaning. Seconds spent on each
-    measurement go into `timings`, the TFLite files measured into `files`."""
-    return {**core_metrics(model, dataset, timings), **deploy_metrics(model, dataset, groups, timings, files, export)}
+    measurement go into `timings`, the TFLite files measured into `files`; `dense_sizes`
+    as `sparsity` takes them."""
+    return {**core_metrics(model, dataset, timings, dense_sizes),
+            **deploy_metrics(model, dataset, groups, timings, files, export)}
 
 
-def core_metrics(model: keras.Model, dataset: Dataset, timings: dict[str, float] | None = None) -> dict[str, float]:
+def core_metrics(model: keras.Model, dataset: Dataset, timings: dict[str, float] | None = None,
+                 dense_sizes: Mapping[str, int] | None = None) -> dict[str, float]:
     """What every trial measures (`metrics.CORE`, `sparsity/<layer>` and `channels/<layer>`)."""
     clock = time.perf_counter()
     weights = [np.asarray(w) for w in model.weights]
@@ -107,7 +113,7 @@ def core_metrics(model: keras.Model, dataset: Dataset, timings: dict[str, float]
     metrics: dict[str, float] = {
         "val_accuracy": accuracy(model, dataset.val),
         "test_accuracy": accuracy(model, dataset.test),
-        **sparsity(model),
+        **sparsity(model, dense_sizes),
         "params": sum(w.size for w in weights),
         "nonzero_params": sum(int(np.count_nonzero(w)) for w in weights),
         "macs": macs(graph),

@@ -57,7 +57,7 @@ def train_and_measure(
     )
     if timings is not None:
         timings.update(trained.timings)
-    metrics = measure(trained.model, dataset, groups, timings, files, config.export)
+    metrics = measure(trained.model, dataset, groups, timings, files, config.export, trained.dense_sizes)
     metrics["train_seconds"] = trained.train_seconds
     if baseline is not None:
         metrics.update(derived_metrics(metrics, baseline))

@@ -1,4 +1,6 @@
-"""Training one model: dense (the baseline) or pruned with a tfmot schedule.
+"""Training one model: dense (the baseline), pruned with a tfmot schedule, or losing whole
+channels along it (`sweep.modeling.channel_masks`; the model it returns is rebuilt without
+them).
 
 Each call starts from a clean Keras session and a fixed seed with TensorFlow op
 determinism on, so the same seed and parameters reproduce the same weights, and a
@@ -10,7 +12,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +22,10 @@ from sweep._tf import PruneLowMagnitude, disable_op_determinism, keras, tf, tfmo
 from sweep.config import StudyConfig
 from sweep.data.splits import Dataset
 from sweep.errors import SweepError, brief
+from sweep.modeling.channel_masks import ChannelMasks, channel_masks
+from sweep.modeling.channel_surgery import removed
 from sweep.modeling.models import outputs_probabilities, starting_model
-from sweep.modeling.pruning import all_layers, wrap_for_pruning
+from sweep.modeling.pruning import all_layers, prunable_variables, wrap_for_pruning
 from sweep.search.structure import LayerPruning, Structure
 from sweep.search.trial_plan import SchedulePlan
 
@@ -38,6 +42,8 @@ class TrainedModel:
     history: dict[str, list[float]]  # per-epoch loss, accuracy, val_*, mask_sparsity, planned_sparsity
     timings: dict[str, float]  # seconds: build (model, wrapper, compile), train, strip
     layers: dict[str, LayerPruning]  # the layers wrapped for pruning: pattern, target ({} for a dense model)
+    channels: dict[str, int] = field(default_factory=dict)  # a channel trial's producers: output channels kept
+    dense_sizes: dict[str, int] | None = None  # a channel trial's prunable weights per layer before removal
 
     @property
     def pruned_layers(self) -> list[str]:
@@ -121,7 +127,12 @@ def train(
     if on_epoch is not None:
         callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=on_epoch))
     layers: dict[str, LayerPruning] = {}
-    if plan is not None:
+    masks: ChannelMasks | None = None
+    if plan is not None and structure.pattern == "channels":
+        masks = channel_masks(model, config.model.prune, plan, structure)
+        layers = masks.plan.layers
+        callbacks = [masks, *callbacks]  # first: it zeroes the removed channels before anyone reads the weights
+    elif plan is not None:
         model, layers = wrap_for_pruning(model, config.model.prune, plan, structure)
         # UpdatePruningStep first: it re-applies the masks before anyone reads the weights.
         callbacks = [tfmot.sparsity.keras.UpdatePruningStep(), MaskSparsity(layers), *callbacks]
@@ -153,10 +164,17 @@ def train(
             f"training loss became NaN or infinite in epoch {len(losses)}; "
             f"lower train.learning_rate or the weight_decay range"
         )
-    if plan is not None:
+    channels: dict[str, int] = {}
+    dense_sizes = None
+    if masks is not None:
+        dense_sizes = {layer.name: sum(int(np.prod(v.shape)) for v in prunable_variables(layer))
+                       for layer in all_layers(model) if prunable_variables(layer)}
+        channels = masks.graph.kept_widths(masks.keep())
+        model = removed(model, masks.graph, masks.keep())
+    elif plan is not None:
         model = tfmot.sparsity.keras.strip_pruning(model)
     timings = {"build": built - started, "train": trained - built, "strip": time.perf_counter() - trained}
-    return TrainedModel(model=model, history=history, timings=timings, layers=layers)
+    return TrainedModel(model, history, timings, layers, channels, dense_sizes)
 
 
 def _single_device(optimizer: keras.optimizers.Optimizer) -> keras.optimizers.Optimizer:

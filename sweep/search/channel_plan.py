@@ -22,11 +22,19 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sweep.search.channel_groups import ChannelGraph, Group
 from sweep.search.structure import LayerPruning, Shape, erdos_renyi
 from sweep.search.trial_plan import SchedulePlan
+
+
+@dataclass(frozen=True)
+class _Kernel:
+    size: int
+    rows: int  # along the input axis
+    output_group: str | None  # None: its outputs stay whole
+    rows_by_group: dict[str, int]  # the rows each group's channels own
 
 
 @dataclass(frozen=True)
@@ -38,6 +46,12 @@ class ChannelPlan:
     dropped: dict[str, int]
     layers: dict[str, LayerPruning]
     planned_sparsity: float
+    kernels: dict[str, _Kernel] = field(repr=False, default_factory=dict)
+
+    def removed_share(self, dropped: Mapping[str, int]) -> float:
+        """The share of the selected kernels' weights gone when each group has lost
+        `dropped` channels (by the end: `planned_sparsity`)."""
+        return _removed_share(self.kernels, {g: (n - dropped[g]) / n for g, n in self.channels.items()})
 
     def fraction(self, group: str) -> float:
         """The share of `group`'s channels removed at the end."""
@@ -70,14 +84,6 @@ def choose(scores: Mapping[int, float], count: int, removed_before: Collection[i
     return sorted(order[:count])
 
 
-@dataclass(frozen=True)
-class _Kernel:
-    size: int
-    rows: int  # along the input axis
-    output_group: str | None  # None: its outputs stay whole
-    rows_by_group: dict[str, int]  # the rows each group's channels own
-
-
 def plan_channels(graph: ChannelGraph, kernels: Mapping[str, Sequence[Shape]], final_sparsity: float,
                   allocation: float | None = None) -> ChannelPlan:
     """The plan that removes about `final_sparsity` of the weights of `kernels` (the
@@ -103,7 +109,7 @@ def plan_channels(graph: ChannelGraph, kernels: Mapping[str, Sequence[Shape]], f
     drops = {name: dropped(sizes[name], 1 - fractions[name]) for name in sizes}
     exact = {name: (sizes[name] - drops[name]) / sizes[name] for name in sizes}
     layers = {name: LayerPruning("channels", _removed_share({name: kernel}, exact)) for name, kernel in counted.items()}
-    return ChannelPlan(sizes, drops, layers, _removed_share(counted, exact))
+    return ChannelPlan(sizes, drops, layers, _removed_share(counted, exact), counted)
 
 
 def _kernels(graph: ChannelGraph, kernels: Mapping[str, Sequence[Shape]]) -> dict[str, _Kernel]:

@@ -275,10 +275,22 @@ def test_int8_file_size_of_a_dense_int8_file_is_refused_with_the_fix() -> None:
         parse_study_config({"name": "x", "objectives": ["accuracy", "int8_file_size"]})
     assert str(raised.value) == (
         "study: objectives: int8_file_size is the same for every trial with export.int8_storage: dense (a dense "
-        "file's size does not shrink with pruning); minimise int8_size (its gzip), or set export.int8_storage: sparse")
+        "file's size does not shrink with pruning); minimise int8_size (its gzip), search pattern: channels "
+        "(removing channels shrinks the file), or set export.int8_storage: sparse")
     sparse = parse_study_config({"name": "x", "objectives": ["accuracy", "int8_file_size"],
                                  "export": {"int8_storage": "sparse"}})
     assert sparse.objective_metrics == ["val_accuracy", "int8_bytes"]
+    narrower = parse_study_config({"name": "x", "objectives": ["accuracy", "int8_file_size"],
+                                   "search": {"pattern": ["unstructured", "channels"]}})
+    assert narrower.search.pattern == ("unstructured", "channels")
+
+
+def test_channels_is_a_pattern_and_a_policy_beside_it_alone_is_refused() -> None:
+    assert parse_study_config({"name": "x", "search": {"pattern": "channels"}}).search.pattern == ("channels",)
+    with pytest.raises(ConfigError, match="search.policy: chooses the layers tfmot prunes, and channel trials"):
+        parse_study_config({"name": "x", "search": {"pattern": "channels", "policy": "xnnpack"}})
+    with pytest.raises(ConfigError, match="use unstructured, channels"):
+        parse_study_config({"name": "x", "search": {"pattern": "filters"}})
 
 
 def test_a_stored_study_is_read_even_if_its_files_moved(tmp_path: Path) -> None:

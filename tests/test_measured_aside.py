@@ -40,7 +40,8 @@ def load():
 
 def test_the_measurer_gives_the_metrics_measured_in_the_worker_and_says_what_went_wrong(tmp_path: Path) -> None:
     """On data the user's loader streams (which cannot be sent to a process: the measurer loads
-    it again, and checks it is the same)."""
+    it again, and checks it is the same), of a channel trial (its weights load into the
+    narrower layers its record names)."""
     import optuna
 
     from sweep.config import parse_study_config
@@ -48,6 +49,7 @@ def test_the_measurer_gives_the_metrics_measured_in_the_worker_and_says_what_wen
     from sweep.modeling.measure import measure
     from sweep.modeling.metrics import ALL_GROUPS
     from sweep.modeling.training import train
+    from sweep.search.structure import Structure
     from sweep.search.trial_plan import trial_plan
     from sweep.study.measured_aside import Measurer, MeasurerLost
 
@@ -56,29 +58,31 @@ def test_the_measurer_gives_the_metrics_measured_in_the_worker_and_says_what_wen
                                  "train": {"epochs": 1}}, base_dir=tmp_path)
     dataset = load_dataset(config.data)
     assert dataset.train.stream is not None
-    params, plan = trial_plan(optuna.create_study(directions=["maximize", "minimize"]).ask(), config.search,
-                              dataset.total_steps(config.train))
-    trained = train(dataset, config, 3, plan=plan, structure=params.structure).model
+    _, plan = trial_plan(optuna.create_study(directions=["maximize", "minimize"]).ask(), config.search,
+                         dataset.total_steps(config.train))
+    channel_trial = train(dataset, config, 3, plan=plan, structure=Structure("channels"))
+    trained, channels = channel_trial.model, channel_trial.channels
+    assert channels["dense1"] < 128
     here = measure(trained, dataset, ALL_GROUPS)
     trained.save_weights(tmp_path / "weights.h5")
 
     measurer = Measurer(config, dataset, threads=1)
     try:
-        measurer.submit(tmp_path / "weights.h5", ALL_GROUPS, here["val_accuracy"])
+        measurer.submit(tmp_path / "weights.h5", ALL_GROUPS, here["val_accuracy"], channels)
         metrics, timings = result(measurer)
         assert metrics == {k: v for k, v in here.items() if k in metrics and "latency" not in k} | \
             {k: v for k, v in metrics.items() if "latency" in k}
         assert {"int8_val_accuracy", "tflite_bytes", "int8_latency_ms"} <= metrics.keys()
         assert {"aside_rebuild", "aside_check_again", "aside_int8_convert"} <= timings.keys()
 
-        measurer.submit(tmp_path / "weights.h5", ALL_GROUPS, here["val_accuracy"] - 0.25)  # not this trial's weights
+        measurer.submit(tmp_path / "weights.h5", ALL_GROUPS, here["val_accuracy"] - 0.25, channels)  # not its weights
         with pytest.raises(RuntimeError, match=r"^measuring aside: SweepError: its saved weights give val_accuracy"):
             result(measurer)
 
         (tmp_path / "loader.py").write_text(STREAMS.replace("1200, 1500", "1200, 1499"))
         changed = Measurer(config, dataset, threads=1)
         try:
-            changed.submit(tmp_path / "weights.h5", ALL_GROUPS, here["val_accuracy"])
+            changed.submit(tmp_path / "weights.h5", ALL_GROUPS, here["val_accuracy"], channels)
             with pytest.raises(RuntimeError, match=r"^measuring aside: SweepError: the data set changed since the worker"):
                 result(changed)
         finally:

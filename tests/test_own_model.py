@@ -291,3 +291,58 @@ def test_a_softmax_layer_head_trains_like_its_logits_without_a_warning(tmp_path:
     # the same weights and data: the loss on probabilities is the loss on the logits they come from
     assert histories["softmax_layer"]["loss"] == pytest.approx(histories["logits_only"]["loss"], rel=1e-5)
     assert histories["softmax_layer"]["val_accuracy"] == pytest.approx(histories["logits_only"]["val_accuracy"])
+
+
+@pytest.mark.slow
+def test_channel_trials_on_the_pretrained_example_ship_smaller_dense_files_and_rerun_exactly(
+    example: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 28: `pattern: [unstructured, channels]` on the example; the channel trial's
+    weights load again from its record, its rerun is exact, and its files are dense ones a
+    default LiteRT interpreter runs with XNNPack."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from sweep._tf import keras
+    from sweep.data.datasets import load_dataset
+    from sweep.modeling.measure import accuracy
+    from sweep.modeling.tflite import Runner
+    from sweep.results.pareto import pareto_trials
+    from sweep.stores import records
+    from sweep.stores.tracking import Tracker
+    from sweep.study.rerun import TIMED, rerun_trial
+    from sweep.study.saved_weights import saved_model
+
+    monkeypatch.chdir(example)  # MLflow's default artifact folder, ./mlruns
+    config, study = run(example / "study.yaml", name="channels", n_trials=2, train={"epochs": 1},
+                        search={"schedule": "constant", "final_sparsity": 0.5, "begin_step": 0.0,
+                                "pattern": ["unstructured", "channels"]})
+    unstructured, channels = study.trials  # the start design takes the patterns in turn
+    assert (unstructured.params["pattern"], channels.params["pattern"]) == ("unstructured", "channels")
+    kept = records.channels(channels)
+    assert kept["conv1"] < 32 and kept["conv2"] < 64 and kept["dense1"] < 128 and kept["logits"] == 10
+    assert records.channels(unstructured) == {}
+    measured = {t.number: records.trial_metrics(t) for t in (unstructured, channels)}
+    assert measured[1]["channels/conv2"] == kept["conv2"] and measured[0]["channels/conv2"] == 64
+    assert measured[1]["macs"] < 0.6 * measured[0]["macs"]  # about half of the weights, half of the MACs
+    assert measured[1]["sparsity"] == pytest.approx(0.5, abs=0.05)
+    assert measured[1]["compressed_bytes"] < measured[0]["compressed_bytes"]
+
+    tracker = Tracker(f"sqlite:///{example}/mlflow.db", "channels")
+    dataset = load_dataset(config.data)
+    again = saved_model(config, dataset, tracker, records.mlflow_run_id(channels), records.weights_sha256(channels),
+                        kept)
+    assert accuracy(again, dataset.val) == measured[1]["val_accuracy"]
+    assert channels.number in {t.number for t in pareto_trials(study)}  # the smaller file: on the front, and
+    assert "int8_bytes" in records.later_metrics(study)[channels.number]  # measured from its weights after the run
+
+    result = rerun_trial(study, channels, config, tracker, example / "channels-export")
+    assert set(result.differences) <= set(TIMED), (result.original, result.reproduced)
+    exported = keras.models.load_model(example / "channels-export" / "model.keras")  # no custom objects
+    assert exported.get_layer("bn1").get_weights()[0].shape == (kept["conv1"],)
+    assert exported.count_params() < keras.models.load_model(example / "model.keras", compile=False).count_params()
+    for name in ("model.tflite", "model_int8.tflite"):
+        content = (example / "channels-export" / name).read_bytes()
+        interpreter = Interpreter(model_content=content)  # LiteRT's defaults: XNNPack
+        interpreter.allocate_tensors()
+        interpreter.invoke()
+        assert Runner(content).xnnpack, name

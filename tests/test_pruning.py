@@ -44,6 +44,13 @@ def odd_channels(input_shape, num_classes):
                              keras.layers.Dense(num_classes, name="logits")])
 
 
+def reshaped_head(input_shape, num_classes):
+    """Every channel of conv1 feeds a Reshape: none can be removed."""
+    return keras.Sequential([keras.Input(input_shape), keras.layers.Conv2D(4, 3, name="conv1"),
+                             keras.layers.Reshape((-1,), name="head_reshape"),
+                             keras.layers.Dense(num_classes, name="logits")])
+
+
 def nothing_to_prune(input_shape, num_classes):
     return keras.Sequential([keras.Input(input_shape), keras.layers.Rescaling(1.0), keras.layers.Flatten(),
                              keras.layers.Lambda(lambda x: x[:, :num_classes])])
@@ -153,6 +160,24 @@ def test_a_pattern_that_fits_no_pruned_layer_is_refused_before_any_write(
     expected = message.format(builders=builders, pattern=pattern if isinstance(pattern, str) else "2:4")
     assert str(caught.value) == expected, str(caught.value)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["builders.py"]  # nothing written
+
+
+def test_channels_with_no_channel_to_remove_or_one_group_per_layer_are_refused_with_the_pins(builders: str) -> None:
+    from sweep.config import ModelConfig
+    from sweep.modeling.models import check_model
+
+    with pytest.raises(UsageError) as caught:
+        check_model(ModelConfig(builder=f"{builders}:reshaped_head"), SearchConfig.model_validate(
+            {"pattern": ["unstructured", "channels"]}), (8, 8, 1), 10)
+    assert str(caught.value) == (
+        f'search.pattern: "channels" finds no channel of model.builder {builders}:reshaped_head that can be '
+        f"removed (head_reshape (Reshape): no channel rule for this layer; the model's input; the model's "
+        f"output); remove channels from search.pattern")
+    with pytest.raises(UsageError, match=r"search.per_layer: model.builder mlp has one channel group \(dense1\)"):
+        check_model(ModelConfig(builder="mlp", prune=PruneConfig(exclude="dense2")), SearchConfig.model_validate(
+            {"pattern": "channels", "per_layer": True}), (8, 8, 1), 10)
+    check_model(ModelConfig(builder=f"{builders}:odd_channels"), SearchConfig.model_validate(
+        {"pattern": "channels", "per_layer": True}), (8, 8, 1), 10)
 
 
 def test_a_pattern_that_fits_some_pruned_layer_is_accepted(builders: str) -> None:

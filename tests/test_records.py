@@ -35,6 +35,7 @@ TRIAL_KEYS = {
     "WORKER_RSS_MB": "worker_rss_mb",
     "SKIPPED": "skipped",
     "WEIGHTS_SHA256": "weights_sha256",
+    "CHANNELS": "channels",
 }
 STUDY_KEYS = {
     "CONFIG": "config",
@@ -98,6 +99,7 @@ def test_what_a_trial_records_reads_back_from_the_storage(tmp_path: Path) -> Non
     records.record_timings(trial, {"mlflow_log": 0.25})
     records.record_worker_rss_mb(trial, 512.5)
     records.record_weights_sha256(trial, "s" * 64)
+    records.record_channels(trial, {"conv1": 8, "logits": 10})
     study.tell(trial, [0.91])
 
     stored = reloaded(tmp_path).trials[0]
@@ -118,6 +120,7 @@ def test_what_a_trial_records_reads_back_from_the_storage(tmp_path: Path) -> Non
     assert records.trial_error(stored, "none") == "none"
     assert records.early_stopped_epoch(stored) is None and not records.is_skipped(stored)
     assert records.weights_sha256(stored) == "s" * 64
+    assert records.channels(stored) == {"conv1": 8, "logits": 10}
 
 
 def test_metrics_measured_after_a_trial_finished_read_merged_into_its_own(tmp_path: Path) -> None:
@@ -161,6 +164,7 @@ def test_a_trial_that_recorded_nothing_reads_as_missing(tmp_path: Path) -> None:
     trial = reloaded(tmp_path).trials[0]
     assert records.tf_threads(trial) is None and records.mlflow_run_id(trial) is None
     assert records.weights_sha256(trial) is None
+    assert records.channels(trial) == {}
     assert records.tracking_error(trial) is None and records.early_stopped_epoch(trial) is None
     assert records.rungs(trial) == {} and records.curves(trial) == {}
     assert records.pruned_layers(trial) == [] and records.layers(trial) == {}

@@ -123,6 +123,23 @@ def test_the_start_design_pairs_every_pattern_with_every_schedule() -> None:
     assert pairs == {("constant", "unstructured"), ("polynomial", "unstructured"), ("constant", "2:4"), ("polynomial", "2:4")}
 
 
+def test_a_channel_trial_has_no_policy_parameter() -> None:
+    import optuna
+
+    from sweep.config import SearchConfig
+    from sweep.search.space import suggest_params
+
+    search = SearchConfig.model_validate({"pattern": ["unstructured", "channels"], "policy": ["all", "xnnpack"]})
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    has_policy: dict[str, set[bool]] = {}
+    for _ in range(12):
+        trial = study.ask()
+        pattern = suggest_params(trial, search).structure.pattern
+        has_policy.setdefault(pattern, set()).add("policy" in trial.params)
+        study.tell(trial, 0.0)
+    assert has_policy == {"unstructured": {True}, "channels": {False}}
+
+
 def test_a_layer_ends_its_schedule_at_its_own_target() -> None:
     plan = SchedulePlan("step", 100, 10, 90, 10, 0.8, boundaries=(10, 50, 90), levels=(0.2, 0.4, 0.8))
     assert plan.ending_at(0.4).levels == (pytest.approx(0.1), pytest.approx(0.2), 0.4)

@@ -39,7 +39,7 @@ SCHEDULES = ("polynomial", "constant", "step")
 BUILTIN_BUILDERS = ("mlp", "cnn")
 # objective name -> (metric it reads, Optuna direction)
 # unstructured, M:N (M non-zeros in every N consecutive weights) or an RxC block
-PATTERN = re.compile(r"^(?:unstructured|(?P<m>\d+):(?P<n>\d+)|(?P<rows>\d+)x(?P<cols>\d+))$")
+PATTERN = re.compile(r"^(?:unstructured|channels|(?P<m>\d+):(?P<n>\d+)|(?P<rows>\d+)x(?P<cols>\d+))$")
 # all: every layer tfmot can prune; xnnpack: tfmot's PruneForLatencyOnXNNPack
 POLICIES = ("all", "xnnpack")
 STEP_PARAM = re.compile(r"^step_(level|position)_[1-9][0-9]*$")
@@ -140,8 +140,9 @@ def _parse_patterns(value: Any) -> tuple[str, ...]:
     for name in names:
         match = PATTERN.match(name)
         if not match:
-            raise ValueError(f"unknown sparsity pattern {brief(name)}; use unstructured, \"M:N\" (M non-zeros "
-                             f"in every N weights, e.g. \"2:4\") or a block \"RxC\" (e.g. \"1x4\")")
+            raise ValueError(f"unknown sparsity pattern {brief(name)}; use unstructured, channels (whole "
+                             f"filters), \"M:N\" (M non-zeros in every N weights, e.g. \"2:4\") or a block "
+                             f"\"RxC\" (e.g. \"1x4\")")
         if match["m"] and not 0 < int(match["m"]) < int(match["n"]):
             raise ValueError(f"pattern {name}: M non-zeros of N needs 0 < M < N, e.g. \"2:4\"")
         if match["rows"] and (int(match["rows"]) < 1 or int(match["cols"]) < 1 or name == "1x1"):
@@ -453,6 +454,9 @@ class SearchConfig(_Strict):
                 f"must not exceed final_sparsity ({self.final_sparsity.low:g}), "
                 f"got {self.initial_sparsity.high:g}",
             )
+        if self.pattern == ("channels",) and self.policy != ("all",):
+            raise _field_error("policy", "chooses the layers tfmot prunes, and channel trials use no tfmot wrapper; "
+                                         "remove search.policy, or search another pattern beside channels")
         return self
 
 
@@ -555,10 +559,12 @@ class StudyConfig(_Strict):
 
     @model_validator(mode="after")
     def _int8_file_size_needs_sparse_storage(self) -> StudyConfig:
-        if "int8_file_size" in self.objectives and self.export.int8_storage == "dense":
+        if ("int8_file_size" in self.objectives and self.export.int8_storage == "dense"
+                and "channels" not in self.search.pattern):
             raise _field_error("objectives", "int8_file_size is the same for every trial with "
                                "export.int8_storage: dense (a dense file's size does not shrink with pruning); "
-                               "minimise int8_size (its gzip), or set export.int8_storage: sparse")
+                               "minimise int8_size (its gzip), search pattern: channels (removing channels "
+                               "shrinks the file), or set export.int8_storage: sparse")
         return self
 
     @model_validator(mode="after")

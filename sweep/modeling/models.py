@@ -8,7 +8,7 @@ names, so metrics such as `sparsity/dense1` mean the same layer in every trial.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from sweep._tf import keras
@@ -121,13 +121,19 @@ def starting_model(
 
 
 def rebuilt_model(
-    config: ModelConfig, input_shape: tuple[int, ...], num_classes: int, weights: Path | None
+    config: ModelConfig, input_shape: tuple[int, ...], num_classes: int, weights: Path | None,
+    channels: Mapping[str, int] | None = None,
 ) -> keras.Model:
     """A trained model again, from the weights it saved (`save_weights`): the starting
     model, built in a fresh session so its layers get the names the trained model's had,
-    with `weights` loaded (None: a pretrained model as it is)."""
+    narrowed to a channel trial's `channels` (output channels per producer), with
+    `weights` loaded (None: a pretrained model as it is)."""
+    from sweep.modeling.channel_surgery import narrowed
+
     keras.backend.clear_session()
     model = starting_model(config, input_shape, num_classes)
+    if channels:
+        model = narrowed(model, channels)
     if weights is not None:
         model.load_weights(weights)
     return model

@@ -22,7 +22,9 @@ from typing import Any
 from sweep._tf import PruneRegistry, keras, tfmot
 from sweep.config import PruneConfig, SearchConfig
 from sweep.errors import UsageError
+from sweep.modeling.channel_graph import describe
 from sweep.modeling.schedules import build_schedule
+from sweep.search.channel_groups import ChannelGraph
 from sweep.search.structure import LayerPruning, Pattern, Structure, plan_layers
 from sweep.search.trial_plan import SchedulePlan
 
@@ -92,6 +94,20 @@ def check_prunable(model: keras.Model, rules: PruneConfig, search: SearchConfig,
             raise UsageError(f"search.per_layer: {what} has one layer to prune ({next(iter(shapes))}); "
                              f"per-layer targets need two or more; set per_layer: false")
         _check_patterns(model, shapes, search, what, policy)
+    if "channels" in search.pattern:
+        _check_channels(model, rules, search, what)
+
+
+def _check_channels(model: keras.Model, rules: PruneConfig, search: SearchConfig, what: str) -> None:
+    """Channel trials need a channel group to remove (two for per-layer fractions): else
+    every such trial would train the dense model."""
+    graph = ChannelGraph.build(describe(model), selected=layer_shapes(model, rules))
+    if not graph.groups:
+        raise UsageError(f'search.pattern: "channels" finds no channel of {what} that can be removed '
+                         f'({"; ".join(graph.pins[:3])}); remove channels from search.pattern')
+    if search.per_layer and len(graph.groups) < 2:
+        raise UsageError(f"search.per_layer: {what} has one channel group ({graph.groups[0].name}); per-layer "
+                         f"fractions need two or more; set per_layer: false")
 
 
 def _check_patterns(

@@ -85,11 +85,13 @@ def suggest_params(trial: Suggester, search: SearchConfig) -> TrialParams:
 
 def _structure(trial: Suggester, search: SearchConfig) -> Structure:
     default = SearchConfig.model_fields
+    pattern = (trial.suggest_categorical("pattern", list(search.pattern))
+               if search.pattern != default["pattern"].default else "unstructured")
     return Structure(
-        pattern=(trial.suggest_categorical("pattern", list(search.pattern))
-                 if search.pattern != default["pattern"].default else "unstructured"),
+        pattern=pattern,
+        # which layers tfmot wraps: a channel trial wraps none
         policy=(trial.suggest_categorical("policy", list(search.policy))
-                if search.policy != default["policy"].default else "all"),
+                if search.policy != default["policy"].default and pattern != "channels" else "all"),
         allocation=_float(trial, "allocation", search.allocation) if search.per_layer else None,
     )
 

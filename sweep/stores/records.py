@@ -79,8 +79,9 @@ TIMINGS = "timings"
 WORKER_RSS_MB = "worker_rss_mb"
 SKIPPED = "skipped"
 WEIGHTS_SHA256 = "weights_sha256"  # of the stripped weights kept in its MLflow run
+CHANNELS = "channels"  # a channel trial's output channels per producer: the shapes its saved weights load into
 TRIAL_KEYS = (SEED, TF_THREADS, PLAN, MLFLOW_RUN_ID, RUNGS, RUNGS_PLANNED, EARLY_STOPPED, PRUNED_LAYERS, LAYERS,
-              METRICS, TRACKING_ERROR, CURVES, ERROR, TIMINGS, WORKER_RSS_MB, SKIPPED, WEIGHTS_SHA256)
+              METRICS, TRACKING_ERROR, CURVES, ERROR, TIMINGS, WORKER_RSS_MB, SKIPPED, WEIGHTS_SHA256, CHANNELS)
 
 # A study's user attributes. Never change a string: stored studies use them.
 CONFIG = "config"
@@ -134,6 +135,10 @@ def record_pruned_layers(trial: optuna.Trial, pruned: list[str]) -> None:
 
 def record_layers(trial: optuna.Trial, layers: Mapping[str, Mapping[str, Any]]) -> None:
     trial.set_user_attr(LAYERS, layers)
+
+
+def record_channels(trial: optuna.Trial, channels: Mapping[str, int]) -> None:
+    trial.set_user_attr(CHANNELS, dict(channels))
 
 
 def record_metrics(trial: optuna.Trial, metrics: Mapping[str, float]) -> None:
@@ -217,6 +222,12 @@ def pruned_layers(trial: AnyTrial) -> list[str]:
 def layers(trial: AnyTrial) -> dict[str, dict[str, Any]]:
     """How each pruned layer was pruned (`asdict` of its `LayerPruning`), by name."""
     return trial.user_attrs.get(LAYERS) or {}
+
+
+def channels(trial: AnyTrial) -> dict[str, int]:
+    """A channel trial's output channels per producer layer ({} for any other trial: its
+    layers keep their shapes)."""
+    return trial.user_attrs.get(CHANNELS) or {}
 
 
 def has_metrics(trial: AnyTrial) -> bool:

@@ -97,7 +97,7 @@ def _measure_trial(study: optuna.Study, trial: FrozenTrial, config: StudyConfig,
     run_id, sha256 = records.mlflow_run_id(trial), records.weights_sha256(trial)
     if run_id is None or sha256 is None:
         raise SweepError("it kept no weights: its MLflow run failed, or an older sweep ran it")
-    model = saved_model(config, dataset, tracker, run_id, sha256)
+    model = saved_model(config, dataset, tracker, run_id, sha256, records.channels(trial))
     measured = records.trial_metrics(trial)
     metrics = deploy_metrics_again(model, dataset, missing_groups(measured), measured["val_accuracy"], config.export)
     records.record_later_metrics(study, trial.number, metrics)

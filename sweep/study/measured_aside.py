@@ -70,8 +70,8 @@ class Measurer:
     def pid(self) -> int | None:
         return self._process.pid
 
-    def submit(self, weights: Path, groups: frozenset[str], val_accuracy: float) -> None:
-        self._connection.send((str(weights), groups, val_accuracy))
+    def submit(self, weights: Path, groups: frozenset[str], val_accuracy: float, channels: dict[str, int]) -> None:
+        self._connection.send((str(weights), groups, val_accuracy, channels))
 
     def result(self, timeout: float) -> tuple[dict[str, float], dict[str, float]] | None:
         """The last submitted trial's (metrics, timings), or None while it is measured;
@@ -131,12 +131,12 @@ def _measure_jobs(connection: Connection, config: StudyConfig, fingerprint: str,
     except Exception as error:  # the user's loader: every trial it was to measure fails with the reason
         problem = f"cannot load the data set: {type(error).__name__}: {error_summary(error)[:300]}"
     while (job := _next_job(connection)) is not None:
-        weights, groups, val_accuracy = job
+        weights, groups, val_accuracy, channels = job
         started = time.perf_counter()
         try:
             if problem is not None:
                 raise SweepError(problem)
-            model = rebuilt_model(config.model, dataset.input_shape, dataset.num_classes, Path(weights))
+            model = rebuilt_model(config.model, dataset.input_shape, dataset.num_classes, Path(weights), channels)
             timings = {"rebuild": time.perf_counter() - started}
             metrics = deploy_metrics_again(model, dataset, groups, val_accuracy, config.export, timings)
             answer: tuple[Any, ...] = ("measured", metrics, {f"aside_{k}": v for k, v in timings.items()})
@@ -150,7 +150,7 @@ def _measure_jobs(connection: Connection, config: StudyConfig, fingerprint: str,
             return
 
 
-def _next_job(connection: Connection) -> tuple[str, frozenset[str], float] | None:
+def _next_job(connection: Connection) -> tuple[str, frozenset[str], float, dict[str, int]] | None:
     """The next trial to measure, or None once the worker has closed its end (or died)."""
     try:
         return connection.recv()
@@ -215,11 +215,12 @@ class AsideTrials:
             self.objective.fail(trial, trained, "interrupted", status="KILLED")
             self._tell(trial, beating, state=TrialState.FAIL)
             raise
+        job = (trained.weights, self.groups, trained.metrics["val_accuracy"], trained.channels)
         try:
-            self.measurer.submit(trained.weights, self.groups, trained.metrics["val_accuracy"])
+            self.measurer.submit(*job)
         except OSError:  # it died since the last trial (out of memory): a new one measures this one
             self._restart_measurer()
-            self.measurer.submit(trained.weights, self.groups, trained.metrics["val_accuracy"])
+            self.measurer.submit(*job)
         self.measuring = _Measuring(trial, trained, beating)
 
     def collect(self, wait: bool = False) -> None:

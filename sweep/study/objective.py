@@ -69,6 +69,7 @@ class TrainedTrial:
     weights: Path  # its stripped weights, in a folder of its own in the worker's folder
     pruned_layers: list[str]
     layers: dict[str, dict]
+    channels: dict[str, int]  # a channel trial's output channels per producer ({}: shapes kept)
 
 
 class PruningObjective:
@@ -120,7 +121,8 @@ class PruningObjective:
         run_id, evaluated = self._train(trial, seed, params, plan, groups, timings, curves)
         weights = self._keep_weights(trial, run_id, evaluated.trained.model, curves, timings)
         trained = TrainedTrial(run_id, evaluated.metrics, curves, timings, weights,
-                               evaluated.trained.pruned_layers, {n: asdict(h) for n, h in evaluated.trained.layers.items()})
+                               evaluated.trained.pruned_layers, {n: asdict(h) for n, h in evaluated.trained.layers.items()},
+                               evaluated.trained.channels)
         # The worker's one garbage collection per trial (runner._run_worker turns automatic
         # collection off): frees this trial's model and graphs, so memory stays flat. A failed
         # trial's garbage goes with the next trial's collection.
@@ -235,6 +237,8 @@ class PruningObjective:
         constraint and its metrics."""
         records.record_pruned_layers(trial, trained.pruned_layers)
         records.record_layers(trial, trained.layers)
+        if trained.channels:
+            records.record_channels(trial, trained.channels)
         violations = {}
         floor = self.config.constraints.floor(self.baseline["val_accuracy"])
         if floor is not None:  # one constraint, named as before max_accuracy_drop existed

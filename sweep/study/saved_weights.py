@@ -35,9 +35,11 @@ def log_weights(path: Path, tracker: Tracker, run_id: str, artifact: str = ARTIF
     return file_fingerprint(path)
 
 
-def saved_model(config: StudyConfig, dataset: Dataset, tracker: Tracker, run_id: str, sha256: str) -> Any:
-    """The stripped model of the trial of run `run_id`: the study's model with the weights
-    it kept. `SweepError` if they cannot be read or are not the ones recorded."""
+def saved_model(config: StudyConfig, dataset: Dataset, tracker: Tracker, run_id: str, sha256: str,
+                channels: dict[str, int] | None = None) -> Any:
+    """The stripped model of the trial of run `run_id`: the study's model (narrowed to a
+    channel trial's `channels`) with the weights it kept. `SweepError` if they cannot be
+    read or are not the ones recorded."""
     from sweep.modeling.models import rebuilt_model
 
     with tempfile.TemporaryDirectory(prefix="sweep-") as folder:
@@ -48,4 +50,4 @@ def saved_model(config: StudyConfig, dataset: Dataset, tracker: Tracker, run_id:
                 from error
         if file_fingerprint(path) != sha256:
             raise SweepError(f"{ARTIFACT} of MLflow run {run_id} is not the file the trial saved (SHA-256 mismatch)")
-        return rebuilt_model(config.model, dataset.input_shape, dataset.num_classes, path)
+        return rebuilt_model(config.model, dataset.input_shape, dataset.num_classes, path, channels)

@@ -295,7 +295,7 @@ def test_a_softmax_layer_head_trains_like_its_logits_without_a_warning(tmp_path:
 
 @pytest.mark.slow
 def test_channel_trials_on_the_pretrained_example_ship_smaller_dense_files_and_rerun_exactly(
-    example: Path, monkeypatch: pytest.MonkeyPatch
+    example: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Issue 28: `pattern: [unstructured, channels]` on the example; the channel trial's
     weights load again from its record, its rerun is exact, and its files are dense ones a
@@ -316,6 +316,8 @@ def test_channel_trials_on_the_pretrained_example_ship_smaller_dense_files_and_r
     config, study = run(example / "study.yaml", name="channels", n_trials=2, train={"epochs": 1},
                         search={"schedule": "constant", "final_sparsity": 0.5, "begin_step": 0.0,
                                 "pattern": ["unstructured", "channels"]})
+    assert ("sweep: channels: 224 channels in 3 groups can be removed; kept whole: rescale (Rescaling): no channel "
+            "rule for this layer; logits: not selected by model.prune") in capsys.readouterr().err
     unstructured, channels = study.trials  # the start design takes the patterns in turn
     assert (unstructured.params["pattern"], channels.params["pattern"]) == ("unstructured", "channels")
     kept = records.channels(channels)

@@ -176,8 +176,8 @@ def test_channels_with_no_channel_to_remove_or_one_group_per_layer_are_refused_w
     with pytest.raises(UsageError, match=r"search.per_layer: model.builder mlp has one channel group \(dense1\)"):
         check_model(ModelConfig(builder="mlp", prune=PruneConfig(exclude="dense2")), SearchConfig.model_validate(
             {"pattern": "channels", "per_layer": True}), (8, 8, 1), 10)
-    check_model(ModelConfig(builder=f"{builders}:odd_channels"), SearchConfig.model_validate(
-        {"pattern": "channels", "per_layer": True}), (8, 8, 1), 10)
+    assert check_model(ModelConfig(builder=f"{builders}:odd_channels"), SearchConfig.model_validate(
+        {"pattern": "channels", "per_layer": True}), (8, 8, 1), 10) == "channels: 12 channels in 2 groups can be removed"
 
 
 def test_a_pattern_that_fits_some_pruned_layer_is_accepted(builders: str) -> None:

@@ -139,15 +139,17 @@ def rebuilt_model(
     return model
 
 
-def check_model(config: ModelConfig, search: SearchConfig, input_shape: tuple[int, ...], num_classes: int) -> None:
+def check_model(config: ModelConfig, search: SearchConfig, input_shape: tuple[int, ...], num_classes: int
+                ) -> str | None:
     """Build or load the model once before a study writes anything, so a misfit builder or
     file, or a model with nothing to prune (under every searched policy), is a one-line
-    `UsageError`. (In a trial, the builder's own exception fails the trial.)"""
+    `UsageError`. (In a trial, the builder's own exception fails the trial.) Returns what
+    channel trials can remove (`check_prunable`)."""
     from sweep.modeling.pruning import check_prunable
 
     what = f"model.pretrained {config.pretrained}" if config.pretrained else f"model.builder {config.builder}"
     try:
-        check_prunable(starting_model(config, input_shape, num_classes), config.prune, search, what)
+        return check_prunable(starting_model(config, input_shape, num_classes), config.prune, search, what)
     except SweepError:
         raise
     except Exception as error:  # the user's code: any exception is theirs to fix

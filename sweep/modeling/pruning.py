@@ -69,9 +69,11 @@ def layer_shapes(model: keras.Model, rules: PruneConfig, policy: str = "all") ->
     }
 
 
-def check_prunable(model: keras.Model, rules: PruneConfig, search: SearchConfig, what: str) -> None:
+def check_prunable(model: keras.Model, rules: PruneConfig, search: SearchConfig, what: str) -> str | None:
     """A study needs a layer to prune under every policy it searches, a model the XNNPack
-    policy accepts, and two layers for per-layer targets: bad input otherwise."""
+    policy accepts, and two layers for per-layer targets: bad input otherwise. Returns what
+    channel trials can remove, for the user to see before the study starts (None: the study
+    searches no channels)."""
     for policy in search.policy:
         if policy == "xnnpack":
             try:
@@ -94,11 +96,10 @@ def check_prunable(model: keras.Model, rules: PruneConfig, search: SearchConfig,
             raise UsageError(f"search.per_layer: {what} has one layer to prune ({next(iter(shapes))}); "
                              f"per-layer targets need two or more; set per_layer: false")
         _check_patterns(model, shapes, search, what, policy)
-    if "channels" in search.pattern:
-        _check_channels(model, rules, search, what)
+    return _check_channels(model, rules, search, what) if "channels" in search.pattern else None
 
 
-def _check_channels(model: keras.Model, rules: PruneConfig, search: SearchConfig, what: str) -> None:
+def _check_channels(model: keras.Model, rules: PruneConfig, search: SearchConfig, what: str) -> str:
     """Channel trials need a channel group to remove (two for per-layer fractions): else
     every such trial would train the dense model."""
     graph = ChannelGraph.build(describe(model), selected=layer_shapes(model, rules))
@@ -108,6 +109,9 @@ def _check_channels(model: keras.Model, rules: PruneConfig, search: SearchConfig
     if search.per_layer and len(graph.groups) < 2:
         raise UsageError(f"search.per_layer: {what} has one channel group ({graph.groups[0].name}); per-layer "
                          f"fractions need two or more; set per_layer: false")
+    pins = [why for why in graph.pins if why not in ("the model's input", "the model's output")]
+    return (f"channels: {sum(len(g) for g in graph.groups)} channels in {len(graph.groups)} groups can be removed"
+            + (f"; kept whole: {'; '.join(pins[:5])}{' ...' if len(pins) > 5 else ''}" if pins else ""))
 
 
 def _check_patterns(

@@ -156,7 +156,8 @@ def _check_request(request: RunRequest) -> tuple[RunRequest, Dataset, dict[str, 
     dataset = load_dataset(config.data)
     fingerprints = input_fingerprints(config, dataset)
     check_same_inputs(stored, fingerprints, config)
-    check_model(config.model, config.search, dataset.input_shape, dataset.num_classes)
+    if (removable := check_model(config.model, config.search, dataset.input_shape, dataset.num_classes)) is not None:
+        print(f"sweep: {removable}", file=sys.stderr)
     return request, dataset, fingerprints
 
 

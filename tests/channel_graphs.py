@@ -64,3 +64,16 @@ def residual() -> Graph:
     g.add("gap", "GlobalAveragePooling2D", "head", (5,))
     g.dense("logits", "gap", 2)
     return g
+
+
+def split() -> Graph:
+    """A producer whose outputs are tied by parts: two to one conv, three to another."""
+    g = Graph((8, 8, 3))
+    g.conv("split", "input", 5)
+    g.conv("left", "input", 2)
+    g.conv("right", "input", 3)
+    g.add("concat", "Concatenate", ("left", "right"), (8, 8, 5), axis=-1)
+    g.add("add", "Add", ("split", "concat"), (8, 8, 5))
+    g.add("gap", "GlobalAveragePooling2D", "add", (5,))
+    g.dense("logits", "gap", 2)
+    return g

@@ -9,7 +9,7 @@ import pytest
 
 from sweep.search.channel_groups import Call, ChannelGraph, macs
 
-from channel_graphs import Graph, cnn, residual
+from channel_graphs import Graph, cnn, residual, split
 
 
 def groups(graph: ChannelGraph) -> dict[str, tuple[tuple[str, ...], int]]:
@@ -48,6 +48,12 @@ def test_an_add_ties_both_producers_and_the_depthwise_conv_after_it() -> None:
     assert slices["dw"]["depthwise_kernel"][2] == [1, 3]
 
 
+def test_a_producer_tied_to_two_others_by_parts_has_a_group_per_part_named_by_its_range() -> None:
+    graph = ChannelGraph.build(split().model("logits"))
+    assert groups(graph) == {"split[0:2]": (("split", "left"), 2), "split[2:5]": (("split", "right"), 3)}
+    assert graph.slices({"split[2:5]": [1]})["split"]["kernel"][3] == [0, 1, 3]
+
+
 def test_a_concatenate_offsets_each_input_in_the_next_kernels_rows() -> None:
     graph = ChannelGraph.build(residual().model("logits"))
     assert graph.slices({"stem": [0], "other": [1]})["head"]["kernel"][2] == [0, 5]
@@ -60,6 +66,7 @@ def test_a_concatenate_offsets_each_input_in_the_next_kernels_rows() -> None:
     ("Activation", {"activation": "sigmoid"}, "its activation 'sigmoid' maps 0 elsewhere"),
     ("ReLU", {"threshold": 0.5}, "a ReLU threshold other than 0"),
     ("MaxPooling2D", {"data_format": "channels_first"}, "channels_first"),
+    ("Dropout", {"noise_shape": [None, 1, 1, 4]}, "its noise_shape fixes the channel count"),
 ])
 def test_a_layer_no_rule_covers_pins_the_channels_on_both_sides(cls: str, config: dict[str, Any], why: str) -> None:
     g = Graph((8, 8, 3))

@@ -11,7 +11,7 @@ from sweep.search.channel_plan import ChannelPlan, choose, dropped, plan_channel
 from sweep.search.space import TrialParams
 from sweep.search.trial_plan import plan_schedule
 
-from channel_graphs import cnn, residual
+from channel_graphs import cnn, residual, split
 
 
 def kernels(graph: ChannelGraph) -> dict[str, list[tuple[int, ...]]]:
@@ -39,17 +39,19 @@ def test_the_channels_removed_before_go_first_then_the_weakest_and_ties_by_index
     assert choose(scores, 0) == []
 
 
-@pytest.mark.parametrize("graph", [cnn(), residual()], ids=["cnn", "residual"])
+@pytest.mark.parametrize("graph", [cnn(), residual(), split()], ids=["cnn", "residual", "split"])
 @pytest.mark.parametrize("sparsity", [0.2, 0.5, 0.8])
 def test_the_plan_reaches_the_weight_share_within_rounding_and_says_what_it_reaches(
         graph: object, sparsity: float) -> None:
     channels = ChannelGraph.build(graph.model("logits"))  # type: ignore[attr-defined]
     plan = plan_channels(channels, kernels(channels), sparsity)
     assert plan.planned_sparsity == pytest.approx(removed_share_from_slices(channels, plan))
-    assert abs(plan.planned_sparsity - sparsity) < 0.12  # groups of 2 to 8 channels round coarsely
+    floor = all(plan.channels[g] - plan.dropped[g] == 1 for g in plan.channels)  # one channel always stays
+    assert abs(plan.planned_sparsity - sparsity) < 0.12 or floor  # groups of 2 to 8 channels round coarsely
     shares = sorted(plan.fraction(g) for g in plan.channels)
     assert shares[-1] - shares[0] <= 0.5  # one fraction for all, up to rounding
-    layer_share = sum(math.prod(s[0]) * plan.layers[n].target for n, s in kernels(channels).items())
+    layer_share = sum(math.prod(s[0]) * plan.layers[n].target for n, s in kernels(channels).items()
+                      if n in plan.layers)  # a kernel no group reaches is not listed
     assert layer_share / sum(math.prod(s[0]) for s in kernels(channels).values()) == pytest.approx(
         plan.planned_sparsity)
     assert all(how.pattern == "channels" for how in plan.layers.values())

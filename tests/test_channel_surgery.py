@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 
 from sweep._tf import keras
+from sweep.errors import UsageError
 from sweep.modeling.channel_graph import describe
 from sweep.modeling.channel_masks import zero_removed
 from sweep.modeling.channel_surgery import narrowed, removed
 from sweep.modeling.pruning import all_layers
-from sweep.search.channel_groups import ChannelGraph, Keep, layer_widths
+from sweep.search.channel_groups import ChannelGraph, Keep, layer_widths, macs
 
 pytestmark = pytest.mark.integration  # TensorFlow in this process
 
@@ -64,6 +65,23 @@ def nested_mobilenet() -> keras.Model:
                                               include_top=False, pooling="avg")(inputs)
     hidden = keras.layers.Dense(32, activation="relu", name="head")(features)
     return keras.Model(inputs, keras.layers.Dense(10, name="classes")(hidden), name="nested")
+
+
+def nested_block_and_split_producer() -> keras.Model:
+    """A nested block after a conv (its input keeps its width), and a producer whose outputs
+    are tied to two others: part through an Add with one, part with a Concatenate's other
+    input (two groups of one producer)."""
+    inputs = keras.Input((8, 8, 3), name="image")
+    stem = keras.layers.Conv2D(6, 3, padding="same", activation="relu", name="stem")(inputs)
+    block_input = keras.Input((8, 8, 6), name="block_input")
+    block_conv = keras.layers.Conv2D(5, 3, padding="same", name="block_conv")(block_input)
+    block = keras.Model(block_input, keras.layers.ReLU(name="block_relu")(block_conv), name="block")
+    split = block(stem)
+    left = keras.layers.Conv2D(2, 1, name="left")(inputs)
+    right = keras.layers.Conv2D(3, 1, name="right")(inputs)
+    joined = keras.layers.Add(name="add")([split, keras.layers.Concatenate(name="concat")([left, right])])
+    pooled = keras.layers.GlobalAveragePooling2D(name="gap")(joined)
+    return keras.Model(inputs, keras.layers.Dense(4, name="logits")(pooled), name="split")
 
 
 def randomized(model: keras.Model, seed: int = 0) -> keras.Model:
@@ -154,6 +172,30 @@ def test_a_nested_backbone_is_pruned_in_its_place() -> None:
     assert {"Conv1", "Conv_1", "head"} <= {g.name for g in graph.groups}
     rebuilt = assert_removal_matches_masking(model, half_of_each(graph), graph)
     assert output_channels(rebuilt)["classes"] == 10
+
+
+def test_a_nested_block_keeps_its_input_width_and_a_split_producer_has_one_group_per_tie() -> None:
+    model = randomized(nested_block_and_split_producer())
+    graph = ChannelGraph.build(describe(model))
+    assert {g.name: g.producers for g in graph.groups} == {"left": ("left", "block_conv"),
+                                                           "right": ("right", "block_conv")}
+    assert "block (LinkIn): a nested model's input keeps its width" in graph.pins  # so stem stays whole
+    keep = {"left": [1], "right": [0, 2]}
+    rebuilt = assert_removal_matches_masking(model, keep, graph)
+    assert output_channels(rebuilt) == {"stem": 6, "block_conv": 3, "left": 1, "right": 2, "logits": 4}
+
+
+def test_two_layers_of_one_name_in_nested_models_are_refused_for_channels_but_measured() -> None:
+    def block(name: str) -> keras.Model:
+        inputs = keras.Input((8, 8, 4))
+        return keras.Model(inputs, keras.layers.Conv2D(4, 1, name="conv")(inputs), name=name)
+
+    inputs = keras.Input((8, 8, 4))
+    outputs = keras.layers.GlobalAveragePooling2D()(block("second")(block("first")(inputs)))
+    model = keras.Model(inputs, keras.layers.Dense(2)(outputs))
+    with pytest.raises(UsageError, match="model: two layers are named 'conv' .in nested models.; give each layer"):
+        describe(model)
+    assert macs(describe(model, unique_names=False)) == 2 * 8 * 8 * 16 + 8  # the macs metric of any study
 
 
 def test_narrowed_weights_load_into_the_architecture_the_counts_give(tmp_path: Path) -> None:

@@ -140,6 +140,17 @@ def test_a_channel_trial_has_no_policy_parameter() -> None:
     assert has_policy == {"unstructured": {True}, "channels": {False}}
 
 
+def test_a_channel_trial_replays_with_the_policy_it_did_not_sample() -> None:
+    from sweep.config import SearchConfig
+    from sweep.search.space import fixed_search
+
+    search = SearchConfig.model_validate({"pattern": ["unstructured", "channels"], "policy": ["all", "xnnpack"]})
+    params = {"schedule": "constant", "final_sparsity": 0.6, "begin_step": 0.1, "end_step": 0.7, "frequency": 10,
+              "weight_decay": 1e-4, "pattern": "channels"}
+    fixed = fixed_search(search, params)
+    assert (fixed.pattern, fixed.policy) == (("channels",), ("all",))
+
+
 def test_a_layer_ends_its_schedule_at_its_own_target() -> None:
     plan = SchedulePlan("step", 100, 10, 90, 10, 0.8, boundaries=(10, 50, 90), levels=(0.2, 0.4, 0.8))
     assert plan.ending_at(0.4).levels == (pytest.approx(0.1), pytest.approx(0.2), 0.4)

@@ -83,7 +83,6 @@ def test_builder_returning_a_keras3_or_other_object_is_a_usage_error(tmp_path: P
         train(DATA, config, 0)
 
 
-
 def test_a_channel_trial_removes_whole_channels_along_its_schedule_and_reproduces() -> None:
     from sweep.modeling.measure import accuracy
     from sweep.search.structure import Structure

@@ -8,6 +8,7 @@ private graph attributes (`_nodes_by_depth`, `_keras_history`, `Node.keras_input
 
 from __future__ import annotations
 
+from collections import defaultdict
 from typing import Any
 
 from sweep._tf import keras, tf
@@ -15,27 +16,29 @@ from sweep.errors import UsageError
 from sweep.search.channel_groups import Call, ModelGraph, Shape
 
 
-def describe(model: keras.Model) -> ModelGraph:
+def describe(model: keras.Model, unique_names: bool = True) -> ModelGraph:
     """Every call of every layer of `model`, nested models' layers in their place (joined to
-    the outer tensors by "Link" calls), in graph order.
+    the outer tensors by "Link" calls, their inputs by "LinkIn" calls), in graph order.
 
-    Raises `UsageError` for a model without a layer graph (a subclassed model) or with two
-    layers of one name (the records name layers)."""
+    Raises `UsageError` for a model without a layer graph (a subclassed model) and, with
+    `unique_names` (removing channels: records, masks and the rebuild name layers), for two
+    layers of one name in nested models."""
     if not _is_graph(model):
         raise UsageError(f"model: {model.name} ({type(model).__name__}) has no layer graph to remove channels "
                          f"from (a subclassed model); build it with the functional or Sequential API")
     calls: list[Call] = []
     shapes: dict[str, Shape] = {}
-    _walk(model, "", calls, shapes)
-    named: dict[str, str] = {}
-    for call in calls:
-        if call.cls not in ("InputLayer", "Link") and named.setdefault(call.layer, call.cls) != call.cls:
-            raise UsageError(f"model: two layers are named {call.layer!r}; give each layer its own name")
+    layers: dict[str, set[int]] = defaultdict(set)  # name -> the layer objects of that name
+    _walk(model, "", calls, shapes, layers)
+    if unique_names and (twice := [name for name, objects in layers.items() if len(objects) > 1]):
+        raise UsageError(f"model: two layers are named {twice[0]!r} (in nested models); give each layer its own "
+                         f"name to remove channels")
     return ModelGraph(calls, shapes, [_tensor_id("", t) for t in model.inputs],
                       [_tensor_id("", t) for t in model.outputs])
 
 
-def _walk(model: keras.Model, prefix: str, calls: list[Call], shapes: dict[str, Shape]) -> None:
+def _walk(model: keras.Model, prefix: str, calls: list[Call], shapes: dict[str, Shape],
+          layers: dict[str, set[int]]) -> None:
     order = {id(layer): index for index, layer in enumerate(model.layers)}
     nodes = [node for depth in sorted(model._nodes_by_depth, reverse=True)
              for node in sorted(model._nodes_by_depth[depth], key=lambda n: order.get(id(n.layer), -1))]
@@ -45,14 +48,20 @@ def _walk(model: keras.Model, prefix: str, calls: list[Call], shapes: dict[str, 
         outputs = [_tensor_id(prefix, t) for t in tf.nest.flatten(node.outputs)]
         for tensor, name in zip((*node.keras_inputs, *tf.nest.flatten(node.outputs)),
                                 (*inputs, *outputs), strict=True):
-            shapes[name] = tuple(tensor.shape.as_list())
-        if _is_graph(layer):
+            shapes[name] = tuple(tensor.shape.as_list()) if tensor.shape.rank is not None else ()
+        if _is_graph(layer) and len(inputs) == len(layer.inputs) and len(outputs) == len(layer.outputs):
             inner = f"{prefix}{layer.name}/"
-            _walk(layer, inner, calls, shapes)
-            ends = zip((*inputs, *[_tensor_id(inner, t) for t in layer.outputs]),
-                       (*[_tensor_id(inner, t) for t in layer.inputs], *outputs), strict=True)
-            calls.extend(Call(layer.name, "Link", (a,), (b,)) for a, b in ends)
+            _walk(layer, inner, calls, shapes, layers)
+            # A nested model's inputs keep their width: its clone is built on new Input layers
+            # of the old shapes (`channel_surgery.narrowed`). Its single output passes channels on.
+            calls.extend(Call(layer.name, "LinkIn", (a,), (_tensor_id(inner, t),))
+                         for a, t in zip(inputs, layer.inputs, strict=True))
+            link = "Link" if len(outputs) == 1 else "LinkIn"
+            calls.extend(Call(layer.name, link, (_tensor_id(inner, t),), (b,))
+                         for t, b in zip(layer.outputs, outputs, strict=True))
             continue
+        if not isinstance(layer, keras.layers.InputLayer):
+            layers[layer.name].add(id(layer))
         weights = {short_name(w): tuple(w.shape.as_list()) for w in layer.weights}
         calls.append(Call(layer.name, _class_name(layer), tuple(inputs), tuple(outputs), _config(layer), weights))
 

@@ -79,7 +79,7 @@ class ChannelMasks(keras.callbacks.Callback):
     def __init__(self, model: keras.Model, graph: ChannelGraph, plan: ChannelPlan, schedule: SchedulePlan) -> None:
         super().__init__()
         self.graph, self.plan, self.schedule = graph, plan, schedule
-        self.removed: dict[str, list[int]] = {group.name: [] for group in graph.groups}
+        self.dropped: dict[str, list[int]] = {group.name: [] for group in graph.groups}
         self.step = 0
         variables = _variables(model)
         owned = sorted({(m.layer, m.weight) for g in graph.groups for channel in g.channels for m in channel})
@@ -88,8 +88,8 @@ class ChannelMasks(keras.callbacks.Callback):
         self._scored = {group.name: _score_indices(group.channels, variables) for group in graph.groups}
 
     def keep(self) -> dict[str, list[int]]:
-        return {name: sorted(set(range(self.plan.channels[name])) - set(removed))
-                for name, removed in self.removed.items()}
+        return {name: sorted(set(range(self.plan.channels[name])) - set(dropped))
+                for name, dropped in self.dropped.items()}
 
     def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
         self.step += 1
@@ -102,13 +102,13 @@ class ChannelMasks(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if logs is not None:
-            logs["mask_sparsity"] = self.plan.removed_share({g: len(r) for g, r in self.removed.items()})
+            logs["mask_sparsity"] = self.plan.removed_share({g: len(r) for g, r in self.dropped.items()})
             logs["planned_sparsity"] = self.plan.planned_sparsity
 
     def _choose(self) -> None:
-        for name, removed in self.removed.items():
+        for name, dropped in self.dropped.items():
             count = self.plan.dropped_at(name, self.schedule, self.step)
-            self.removed[name] = choose(self._scores(name), count, removed)
+            self.dropped[name] = choose(self._scores(name), count, dropped)
         shapes: dict[str, dict[str, tuple[int, ...]]] = defaultdict(dict)
         for variable, layer, weight in self._owned:
             shapes[layer][weight] = tuple(variable.shape)

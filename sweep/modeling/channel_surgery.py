@@ -42,10 +42,9 @@ def narrowed(model: keras.Model, output_channels: Mapping[str, int]) -> keras.Mo
     def narrow(layer: keras.layers.Layer) -> keras.layers.Layer:
         if isinstance(layer, keras.Model):
             return keras.models.clone_model(layer, input_tensors=None, clone_function=narrow)
-        try:
-            config = layer.get_config()
-        except NotImplementedError:  # a custom layer: its channels are pinned, its shapes stay
-            return layer
+        if not type(layer).__module__.startswith("tf_keras."):
+            return layer  # a custom layer pins its channels: its shapes, and any state beyond its config, stay
+        config = layer.get_config()
         if layer.name in output_channels:
             config["filters" if "filters" in config else "units"] = output_channels[layer.name]
         return type(layer).from_config(config)

@@ -109,7 +109,7 @@ def core_metrics(model: keras.Model, dataset: Dataset, timings: dict[str, float]
     """What every trial measures (`metrics.CORE`, `sparsity/<layer>` and `channels/<layer>`)."""
     clock = time.perf_counter()
     weights = [np.asarray(w) for w in model.weights]
-    graph = describe(model)
+    graph = describe(model, unique_names=False)
     metrics: dict[str, float] = {
         "val_accuracy": accuracy(model, dataset.val),
         "test_accuracy": accuracy(model, dataset.test),

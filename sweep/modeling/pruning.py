@@ -110,7 +110,9 @@ def _check_channels(model: keras.Model, rules: PruneConfig, search: SearchConfig
         raise UsageError(f"search.per_layer: {what} has one channel group ({graph.groups[0].name}); per-layer "
                          f"fractions need two or more; set per_layer: false")
     pins = [why for why in graph.pins if why not in ("the model's input", "the model's output")]
-    return (f"channels: {sum(len(g) for g in graph.groups)} channels in {len(graph.groups)} groups can be removed"
+    channels = sum(len(g) for g in graph.groups)
+    return (f"channels: up to {channels - len(graph.groups)} of {channels} channels in {len(graph.groups)} groups "
+            f"can be removed (one of each group stays)"
             + (f"; kept whole: {'; '.join(pins[:5])}{' ...' if len(pins) > 5 else ''}" if pins else ""))
 
 

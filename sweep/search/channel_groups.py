@@ -23,7 +23,7 @@ the output channels of producers a trial does not select (`model.prune.include/e
 from __future__ import annotations
 
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -197,9 +197,15 @@ def _groups(model: ModelGraph, slots: _Slots, followed: Mapping[Member, tuple[st
     groups = []
     for channels in by_weights.values():
         producers = sorted({m.layer for c in channels for m in c if is_output(m)}, key=lambda n: calls[n][0])
-        channels.sort(key=lambda c: min(m.index for m in c if m.layer == producers[0] and is_output(m)))
-        groups.append(Group(producers[0], tuple(producers), tuple(channels)))
-    return sorted(groups, key=lambda g: calls[g.producers[0]][0])
+        first = [min(m.index for m in c if m.layer == producers[0] and is_output(m)) for c in channels]
+        order = sorted(range(len(channels)), key=first.__getitem__)
+        groups.append((producers, [channels[i] for i in order], first[order[0]], first[order[-1]] + 1))
+    named = Counter(producers[0] for producers, *_ in groups)
+    # a producer whose outputs are tied to different layers (part to an Add, part to a
+    # Concatenate) has several groups: each is named by its range of the producer's outputs
+    return sorted((Group(producers[0] if named[producers[0]] == 1 else f"{producers[0]}[{low}:{high}]",
+                         tuple(producers), tuple(channels)) for producers, channels, low, high in groups),
+                  key=lambda g: (calls[g.producers[0]][0], g.name))
 
 
 def macs(model: ModelGraph, slices: Mapping[str, Mapping[str, tuple[list[int], ...]]] | None = None) -> int:
@@ -259,6 +265,8 @@ def _rule(call: Call, shapes: Mapping[str, Shape]) -> str:
     widths = [_channels(shapes[t]) for t in (*call.inputs, *call.outputs)]
     if call.cls == "InputLayer":
         return ""
+    if call.cls == "LinkIn":
+        return "a nested model's input keeps its width"
     if not all(widths):
         return "a tensor without a static channel axis"
     if config.get("data_format") not in CHANNELS_LAST:
@@ -279,6 +287,8 @@ def _rule(call: Call, shapes: Mapping[str, Shape]) -> str:
             return f"its activation {_activation(config)!r} maps 0 elsewhere"
         if call.cls == "ReLU" and float(config.get("threshold") or 0) != 0:
             return "a ReLU threshold other than 0"
+        if (config.get("noise_shape") or [None])[-1] not in (None, 1):
+            return "its noise_shape fixes the channel count"
         return "" if len(set(widths)) == 1 else "changes the channel count"
     if call.cls in TIES:
         return "" if len(set(widths)) == 1 else "broadcasts along the channels"

@@ -20,7 +20,7 @@ schedule's proportions, and the last event removes exactly the planned count.
 from __future__ import annotations
 
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -30,11 +30,21 @@ from sweep.search.trial_plan import SchedulePlan
 
 
 @dataclass(frozen=True)
-class _Kernel:
+class KernelShare:
+    """A selected kernel's weights, and the rows (input axis) and columns (output axis) each
+    group's channels own; the rest stays whatever the groups lose."""
+
     size: int
-    rows: int  # along the input axis
-    output_group: str | None  # None: its outputs stay whole
-    rows_by_group: dict[str, int]  # the rows each group's channels own
+    rows: int
+    columns: int
+    rows_by_group: dict[str, int]
+    columns_by_group: dict[str, int]
+
+    def kept(self, kept: Mapping[str, float]) -> float:
+        """The share of the weights left when each group keeps its share `kept`."""
+        rows = self.rows - sum(n * (1 - kept[g]) for g, n in self.rows_by_group.items())
+        columns = self.columns - sum(n * (1 - kept[g]) for g, n in self.columns_by_group.items())
+        return rows * columns / (self.rows * self.columns)
 
 
 @dataclass(frozen=True)
@@ -46,7 +56,7 @@ class ChannelPlan:
     dropped: dict[str, int]
     layers: dict[str, LayerPruning]
     planned_sparsity: float
-    kernels: dict[str, _Kernel] = field(repr=False, default_factory=dict)
+    kernels: dict[str, KernelShare] = field(repr=False, default_factory=dict)
 
     def removed_share(self, dropped: Mapping[str, int]) -> float:
         """The share of the selected kernels' weights gone when each group has lost
@@ -108,37 +118,30 @@ def plan_channels(graph: ChannelGraph, kernels: Mapping[str, Sequence[Shape]], f
     fractions = kept(high)
     drops = {name: dropped(sizes[name], 1 - fractions[name]) for name in sizes}
     exact = {name: (sizes[name] - drops[name]) / sizes[name] for name in sizes}
-    layers = {name: LayerPruning("channels", _removed_share({name: kernel}, exact)) for name, kernel in counted.items()}
+    layers = {name: LayerPruning("channels", 1 - kernel.kept(exact)) for name, kernel in counted.items()
+              if kernel.kept(exact) < 1}  # what this trial prunes: not the kernels no group reaches
     return ChannelPlan(sizes, drops, layers, _removed_share(counted, exact), counted)
 
 
-def _kernels(graph: ChannelGraph, kernels: Mapping[str, Sequence[Shape]]) -> dict[str, _Kernel]:
-    outputs: dict[str, str] = {}
-    rows: dict[str, dict[str, int]] = defaultdict(dict)
+def _kernels(graph: ChannelGraph, kernels: Mapping[str, Sequence[Shape]]) -> dict[str, KernelShare]:
+    owned: dict[tuple[str, int], Counter[str]] = defaultdict(Counter)  # (layer, axis from the end) -> by group
     for group in graph.groups:
         for channel in group.channels:
             for member in channel:
-                if member.layer not in kernels or member.weight != "kernel":
-                    continue
-                rank = len(kernels[member.layer][0])
-                if member.axis == rank - 1:
-                    outputs[member.layer] = group.name
-                elif member.axis == rank - 2:
-                    rows[member.layer][group.name] = rows[member.layer].get(group.name, 0) + 1
-    return {name: _Kernel(sum(math.prod(s) for s in shapes), shapes[0][-2] if len(shapes[0]) >= 2 else 1,
-                          outputs.get(name), rows[name])
-            for name, shapes in kernels.items()}
+                if member.layer in kernels and member.weight == "kernel":
+                    owned[(member.layer, member.axis - len(kernels[member.layer][0]))][group.name] += 1
+    shares = {}
+    for name, shapes in kernels.items():
+        rows, columns = (shapes[0][-2], shapes[0][-1]) if len(shapes[0]) >= 2 else (1, 1)
+        shares[name] = KernelShare(sum(math.prod(s) for s in shapes), rows, columns, dict(owned[(name, -2)]),
+                                   dict(owned[(name, -1)]))
+    return shares
 
 
-def _removed_share(kernels: Mapping[str, _Kernel], kept: Mapping[str, float]) -> float:
+def _removed_share(kernels: Mapping[str, KernelShare], kept: Mapping[str, float]) -> float:
     """The share of the kernels' weights gone when each group keeps its share `kept`."""
     total = sum(k.size for k in kernels.values())
-    left = 0.0
-    for kernel in kernels.values():
-        pinned_rows = kernel.rows - sum(kernel.rows_by_group.values())
-        rows = (pinned_rows + sum(n * kept[g] for g, n in kernel.rows_by_group.items())) / kernel.rows
-        left += kernel.size * rows * (kept[kernel.output_group] if kernel.output_group else 1.0)
-    return 1 - left / total if total else 0.0
+    return 1 - sum(k.size * k.kept(kept) for k in kernels.values()) / total if total else 0.0
 
 
 def _group_score(group: Group, kernels: Mapping[str, Sequence[Shape]]) -> float:

@@ -133,6 +133,8 @@ def fixed_search(search: SearchConfig, params: dict[str, Any]) -> SearchConfig:
     exactly those params (`sweep best --format yaml`)."""
     values = search.model_dump(mode="json")
     values.update(params)
+    if params.get("pattern") == "channels":  # a channel trial samples no policy: it wraps nothing
+        values["policy"] = "all"
     return SearchConfig.model_validate(values)
 
 

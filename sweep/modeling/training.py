@@ -19,13 +19,13 @@ import numpy as np
 
 from sweep import interrupts
 from sweep._tf import PruneLowMagnitude, disable_op_determinism, keras, tf, tfmot
-from sweep.config import StudyConfig
+from sweep.config import PruneConfig, StudyConfig
 from sweep.data.splits import Dataset
 from sweep.errors import SweepError, brief
 from sweep.modeling.channel_masks import ChannelMasks, channel_masks
 from sweep.modeling.channel_surgery import removed
 from sweep.modeling.models import outputs_probabilities, starting_model
-from sweep.modeling.pruning import all_layers, prunable_variables, wrap_for_pruning
+from sweep.modeling.pruning import all_layers, layer_shapes, wrap_for_pruning
 from sweep.search.structure import LayerPruning, Structure
 from sweep.search.trial_plan import SchedulePlan
 
@@ -167,10 +167,10 @@ def train(
     channels: dict[str, int] = {}
     dense_sizes = None
     if masks is not None:
-        dense_sizes = {layer.name: sum(int(np.prod(v.shape)) for v in prunable_variables(layer))
-                       for layer in all_layers(model) if prunable_variables(layer)}
-        channels = masks.graph.kept_widths(masks.keep())
-        model = removed(model, masks.graph, masks.keep())
+        dense_sizes = {name: sum(math.prod(s) for s in shapes) for name, shapes in layer_shapes(model, PruneConfig()).items()}
+        keep = masks.keep()
+        channels = masks.graph.kept_widths(keep)
+        model = removed(model, masks.graph, keep)
     elif plan is not None:
         model = tfmot.sparsity.keras.strip_pruning(model)
     timings = {"build": built - started, "train": trained - built, "strip": time.perf_counter() - trained}

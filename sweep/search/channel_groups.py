@@ -51,9 +51,11 @@ class Call:
     """One call of a layer in a model's graph.
 
     `cls`: the tf_keras class name, or the qualified name of any other class (a custom
-    layer); "Link" joins a nested model's boundary tensors to the outer ones. `inputs` and
-    `outputs` name tensors of `ModelGraph.shapes`; `weights` are the layer's weights' short
-    names and shapes, in `layer.weights` order."""
+    layer); "Link" joins a nested model's output to the outer tensor, "LinkIn" the outer
+    tensors to its inputs, whose widths stay (`sweep.modeling.channel_surgery` clones a
+    nested model on its old input shapes). `inputs` and `outputs` name tensors of
+    `ModelGraph.shapes`; `weights` are the layer's weights' short names and shapes, in
+    `layer.weights` order."""
 
     layer: str
     cls: str

@@ -219,6 +219,9 @@ def mlflow_server(postgres_database: Callable[[str], str], tmp_path: Path) -> It
              "--artifacts-destination", str(tmp_path / "mlflow-artifacts"), "--host", "127.0.0.1",
              "--port", str(port), "--workers", "1"],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            # no GenAI jobs here: MLflow's job runner starts huey consumers, each importing MLflow,
+            # that take CPU from the tests training beside the server
+            env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
         )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from importlib.metadata import version as version_of
 from pathlib import Path
 
 import mlflow
@@ -189,6 +190,9 @@ print(keras_accuracy, tflite_accuracy, right / len(data.test.y), "tensorflow_mod
     mlflow.set_tracking_uri(f"sqlite:///{study_dir / 'mlflow.db'}")
     served = mlflow.pyfunc.load_model(f"models:/tiny-pruned/{version.version}")
     assert served.predict(load_dataset_x(study_dir)).shape[-1] == 10
+    requirements = Path(mlflow.artifacts.download_artifacts(f"models:/tiny-pruned/{version.version}")) / "requirements.txt"
+    pinned = dict(line.split("==") for line in requirements.read_text().split())
+    assert {"tensorflow", "tf-keras", "mlflow"} <= set(pinned) and pinned["tf-keras"] == version_of("tf-keras")
 
     # An existing, non-empty output folder is refused before any training.
     refused = run_sweep("rerun", "tiny.yaml", "--trial", str(trial.number), "--output", "exported", cwd=study_dir)

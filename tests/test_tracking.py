@@ -83,3 +83,19 @@ def test_mlflow_s_process_wide_tracking_uri_is_ours_only_inside_the_block(monkey
     with _process_tracking_uri("sqlite:///ours.db"):
         assert mlflow.get_tracking_uri() == "sqlite:///ours.db"
     assert mlflow.get_tracking_uri() == before and os.environ["MLFLOW_TRACKING_URI"] == "sqlite:///theirs.db"
+
+
+@pytest.mark.integration  # TensorFlow in this process
+def test_a_logged_keras_model_needs_the_packages_of_its_layers_at_their_installed_versions() -> None:
+    from importlib.metadata import version
+
+    from sweep._tf import keras, tfmot
+    from sweep.stores.tracking import keras_model_requirements
+
+    plain = keras.Sequential([keras.layers.Input((4,)), keras.layers.Dense(3)])
+    pinned = dict(line.split("==") for line in keras_model_requirements(plain))
+    assert pinned["tensorflow"] == version("tensorflow") and pinned["tf-keras"] == version("tf-keras")
+    assert {"mlflow", "numpy"} <= set(pinned) and "tensorflow-model-optimization" not in pinned
+    wrapped = tfmot.sparsity.keras.prune_low_magnitude(plain)  # a layer class from another package
+    pinned = dict(line.split("==") for line in keras_model_requirements(wrapped))
+    assert pinned["tensorflow-model-optimization"] == version("tensorflow-model-optimization")

@@ -315,7 +315,8 @@ class Tracker:
         # MLflow predicts on the input example; keep Keras's progress bar off our stdout
         with _process_tracking_uri(self.tracking_uri), mlflow.start_run(run_id=run_id), \
                 contextlib.redirect_stdout(io.StringIO()):
-            mlflow.tensorflow.log_model(model, name="model", input_example=example, registered_model_name=register)
+            mlflow.tensorflow.log_model(model, name="model", input_example=example, registered_model_name=register,
+                                        pip_requirements=keras_model_requirements(model))
 
     def log_results(
         self,
@@ -454,3 +455,25 @@ def trial_run_params(params: Mapping[str, Any], plan: SchedulePlan, seed: int) -
     """What a trial's MLflow run records as params: the sampled values, the absolute steps
     and the seed (also used by `sweep doctor` to recreate a run MLflow never got)."""
     return {**params, **plan.as_params(), "seed": seed}
+
+
+KERAS_MODEL_DISTRIBUTIONS = ("cloudpickle", "mlflow", "numpy", "scipy", "tensorflow", "tf-keras")  # as MLflow infers them
+
+
+def keras_model_requirements(model: Any) -> list[str]:
+    """What loading `model` as an MLflow model needs, pinned to this environment: the packages
+    MLflow's own inference finds for a Keras model, and those of any layer class from another
+    installed package. MLflow's inference loads the model again in a subprocess that imports
+    TensorFlow: seconds per `sweep rerun` (benchmarks/README.md, section 17)."""
+    import re
+    from importlib.metadata import PackageNotFoundError, packages_distributions, version
+
+    owners = packages_distributions()
+    modules = {type(layer).__module__.partition(".")[0] for layer in model.submodules if hasattr(layer, "get_config")}
+    names = {re.sub(r"[-_.]+", "-", name).lower()  # PEP 503: tf_keras is tf-keras
+             for name in (*KERAS_MODEL_DISTRIBUTIONS, *(d for module in modules for d in owners.get(module, ())))}
+    pinned = []
+    for name in sorted(names):
+        with contextlib.suppress(PackageNotFoundError):  # scipy, say: not every environment has it
+            pinned.append(f"{name}=={version(name)}")
+    return pinned

@@ -161,7 +161,8 @@ def test_a_tracking_server_with_a_login_shows_its_pages_to_whoever_logs_in(analy
         stderr=subprocess.DEVNULL, env={**clean, "MLFLOW_BACKEND_STORE_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
                                         "MLFLOW_AUTH_CONFIG_PATH": str(tmp_path / "mlflow-auth.ini"),
                                         "MLFLOW_AUTH_ADMIN_USERNAME": "sweep", "MLFLOW_AUTH_ADMIN_PASSWORD": password,
-                                        "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16)})
+                                        "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16),
+                                        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})  # as in conftest.mlflow_server
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 90

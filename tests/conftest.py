@@ -28,14 +28,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if not any(item.get_closest_marker(cost) for cost in COSTS):
             item.add_marker(pytest.mark.unit)
-    # Files with the longest tests first, so that pytest-xdist ends on short tests and no
-    # worker waits idle while the other finishes a minutes-long one. A file stays whole:
-    # its module fixtures are made once per worker.
-    start = {}
-    for item in items:
-        rank = 0 if item.get_closest_marker("docker") else 1 if item.get_closest_marker("slow") else 2
-        start[item.path] = min(rank, start.get(item.path, rank))
-    items.sort(key=lambda item: start[item.path])
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

@@ -51,7 +51,6 @@ def test_modules_outside_modeling_load_neither_tensorflow_nor_mlflow() -> None:
     assert not loaded_after(f"import {', '.join(modules)}") & {"tensorflow", "mlflow"}
 
 
-@pytest.mark.slow  # the whole unit suite again, in a subprocess: a minute on CI
 def test_unit_tests_run_without_tensorflow_subprocesses_or_servers() -> None:
     """`pytest -m unit` is the seconds-long logic suite: run it under conftest's guard, on
     the files that hold unit tests, and it must pass with nothing heavy."""
